@@ -1,0 +1,971 @@
+//! `bot.toml` → a typed, validated [`Config`]. Every problem is reported with its TOML key, all at
+//! once, so one `check-config` run shows everything to fix.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::domain::approval::{ApprovalPolicy, DEFAULT_APPROVAL_TTL};
+use crate::domain::command::{self, Command};
+use crate::domain::duration::parse_duration;
+use crate::domain::identity::{Identity, Roles, DEPLOYERS};
+
+/// A secret string: usable, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The directory of `bot.toml`: command backends run here and relative paths start here.
+    pub base_dir: PathBuf,
+    pub server: ServerConfig,
+    pub database_url: String,
+    pub slack: Option<SlackConfig>,
+    pub discord: Option<DiscordConfig>,
+    pub roles: Roles,
+    pub api_tokens: Vec<ApiToken>,
+    pub schedules: Vec<ScheduleConfig>,
+    pub freezes: Vec<FreezeConfig>,
+    pub windows: Vec<WindowConfig>,
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub public_url: Option<String>,
+    /// How long running deploys may finish after SIGTERM before they are left for `interrupted`.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SlackConfig {
+    pub bot_token: Secret,
+    pub signing_secret: Secret,
+    pub app_token: Option<Secret>,
+    pub api_url: String,
+    pub approve_reactions: Vec<String>,
+    pub reject_reactions: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DiscordConfig {
+    pub bot_token: Secret,
+    pub application_id: u64,
+    pub public_key: Option<String>,
+    pub guild_id: Option<u64>,
+    pub api_url: String,
+    pub approve_reactions: Vec<String>,
+    pub reject_reactions: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiToken {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Channels {
+    pub slack: Option<String>,
+    pub discord: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScheduleConfig {
+    pub name: String,
+    pub cron: cron::Schedule,
+    pub timezone: Tz,
+    pub command: Command,
+    pub roles: Vec<String>,
+    pub channels: Channels,
+}
+
+#[derive(Debug, Clone)]
+pub struct FreezeConfig {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// Environment names; `*` freezes all.
+    pub environments: Vec<String>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WindowConfig {
+    pub name: String,
+    pub cron: cron::Schedule,
+    pub duration: Duration,
+    pub timezone: Tz,
+    pub announce_before: Vec<Duration>,
+    pub channels: Option<Channels>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub channels: Channels,
+    pub environments: Vec<EnvironmentConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnvironmentConfig {
+    pub name: String,
+    pub backend: BackendConfig,
+    pub approvals: Option<ApprovalPolicy>,
+    pub windows: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendConfig {
+    Command { run: Vec<String>, timeout: Duration },
+}
+
+impl Config {
+    pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    pub fn service_names(&self) -> Vec<&str> {
+        self.services.iter().map(|s| s.name.as_str()).collect()
+    }
+}
+
+impl ServiceConfig {
+    pub fn environment(&self, name: &str) -> Option<&EnvironmentConfig> {
+        self.environments.iter().find(|e| e.name == name)
+    }
+
+    pub fn pipeline(&self) -> Vec<String> {
+        self.environments.iter().map(|e| e.name.clone()).collect()
+    }
+}
+
+/// One thing wrong in `bot.toml`, with the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.problems.len();
+        let noun = if count == 1 { "problem" } else { "problems" };
+        writeln!(f, "{} has {count} {noun}:", self.path.display())?;
+        for problem in &self.problems {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads and validates `bot.toml`, taking `${VAR}` values from `env`.
+pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let fail = |key: &str, message: String| ConfigError {
+        path: path.to_path_buf(),
+        problems: vec![Problem {
+            key: key.to_string(),
+            message,
+        }],
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        fail(
+            "(file)",
+            format!("can't read it: {e}; pass the right file with --config"),
+        )
+    })?;
+    let base_dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    parse(&text, &base_dir, env).map_err(|problems| ConfigError {
+        path: path.to_path_buf(),
+        problems,
+    })
+}
+
+/// Validates config text. `base_dir` anchors relative paths.
+pub fn parse(
+    text: &str,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Vec<Problem>> {
+    // The typed pass first: serde's errors carry line, column and the offending key.
+    toml::from_str::<RawConfig>(text).map_err(|e| {
+        vec![Problem {
+            key: "bot.toml".to_string(),
+            message: e.to_string().trim_end().to_string(),
+        }]
+    })?;
+    let mut value: toml::Value = toml::from_str(text).map_err(|e| {
+        vec![Problem {
+            key: "bot.toml".to_string(),
+            message: e.to_string(),
+        }]
+    })?;
+    let mut problems = Vec::new();
+    substitute_env(&mut value, String::new(), env, &mut problems);
+    let raw: RawConfig = value.try_into().map_err(|e: toml::de::Error| {
+        vec![Problem {
+            key: "bot.toml".to_string(),
+            message: e.to_string(),
+        }]
+    })?;
+    let config = Validator {
+        problems: &mut problems,
+    }
+    .config(raw, base_dir);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Replaces `${NAME}` in every string with the variable's value; a missing one is a problem.
+fn substitute_env(
+    value: &mut toml::Value,
+    key: String,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) {
+    match value {
+        toml::Value::String(text) => {
+            let mut out = String::new();
+            let mut rest = text.as_str();
+            while let Some(start) = rest.find("${") {
+                out.push_str(&rest[..start]);
+                let after = &rest[start + 2..];
+                let Some(end) = after.find('}') else {
+                    out.push_str(&rest[start..]);
+                    rest = "";
+                    break;
+                };
+                let name = &after[..end];
+                match env(name) {
+                    Some(found) => out.push_str(&found),
+                    None => problems.push(Problem {
+                        key: key.clone(),
+                        message: format!(
+                            "environment variable {name} is not set; set it in the bot's environment (secrets never live in bot.toml)"
+                        ),
+                    }),
+                }
+                rest = &after[end + 1..];
+            }
+            out.push_str(rest);
+            *text = out;
+        }
+        toml::Value::Array(items) => {
+            for (index, item) in items.iter_mut().enumerate() {
+                substitute_env(item, format!("{key}[{index}]"), env, problems);
+            }
+        }
+        toml::Value::Table(table) => {
+            for (name, item) in table.iter_mut() {
+                let child = if key.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{key}.{name}")
+                };
+                substitute_env(item, child, env, problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+// ---- raw shape (serde) ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: RawServer,
+    database: RawDatabase,
+    slack: Option<RawSlack>,
+    discord: Option<RawDiscord>,
+    #[serde(default)]
+    roles: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    api_tokens: Vec<RawApiToken>,
+    #[serde(default)]
+    schedule: Vec<RawSchedule>,
+    #[serde(default)]
+    freeze: Vec<RawFreeze>,
+    #[serde(default)]
+    window: Vec<RawWindow>,
+    #[serde(default)]
+    service: Vec<RawService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: String,
+    public_url: Option<String>,
+    shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlack {
+    bot_token: String,
+    signing_secret: String,
+    app_token: Option<String>,
+    api_url: Option<String>,
+    approve_reactions: Option<Vec<String>>,
+    reject_reactions: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscord {
+    bot_token: String,
+    application_id: String,
+    public_key: Option<String>,
+    guild_id: Option<String>,
+    api_url: Option<String>,
+    approve_reactions: Option<Vec<String>>,
+    reject_reactions: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiToken {
+    name: String,
+    sha256: Option<String>,
+    token: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    name: String,
+    cron: String,
+    timezone: Option<String>,
+    command: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    channels: Channels,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFreeze {
+    start: String,
+    end: String,
+    environments: Vec<String>,
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    name: String,
+    cron: String,
+    duration: String,
+    timezone: Option<String>,
+    #[serde(default)]
+    announce_before: Vec<String>,
+    channels: Option<Channels>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: String,
+    #[serde(default)]
+    channels: Channels,
+    #[serde(default)]
+    environment: Vec<RawEnvironment>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvironment {
+    name: String,
+    backend: RawBackend,
+    approvals: Option<RawApprovals>,
+    #[serde(default)]
+    windows: Vec<String>,
+    verify: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    kind: String,
+    #[serde(default)]
+    run: Vec<String>,
+    timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApprovals {
+    required: i64,
+    from: String,
+    #[serde(default)]
+    self_approval: bool,
+    expires: Option<String>,
+}
+
+// ---- validation ----
+
+const DEFAULT_DEPLOY_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const SLACK_APPROVE: [&str; 3] = ["white_check_mark", "heavy_check_mark", "+1"];
+const SLACK_REJECT: [&str; 2] = ["x", "no_entry"];
+const DISCORD_APPROVE: [&str; 3] = ["✅", "✔️", "👍"];
+const DISCORD_REJECT: [&str; 2] = ["❌", "⛔"];
+
+struct Validator<'p> {
+    problems: &'p mut Vec<Problem>,
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Runs `parse`, recording its error under `key`; `None` when it failed.
+    fn check<T, E: fmt::Display>(&mut self, key: &str, parsed: Result<T, E>) -> Option<T> {
+        parsed.map_err(|e| self.problem(key, e.to_string())).ok()
+    }
+
+    fn duration(&mut self, key: &str, text: Option<&str>, default: Duration) -> Duration {
+        match text {
+            None => default,
+            Some(text) => self.check(key, parse_duration(text)).unwrap_or(default),
+        }
+    }
+
+    fn timezone(&mut self, key: &str, text: Option<&str>) -> Tz {
+        let text = text.unwrap_or("UTC");
+        let parsed = Tz::from_str(text).map_err(|_| {
+            format!("`{text}` is not a time zone; use an IANA name such as Europe/Berlin or UTC")
+        });
+        self.check(key, parsed).unwrap_or(Tz::UTC)
+    }
+
+    fn cron(&mut self, key: &str, text: &str) -> Option<cron::Schedule> {
+        let parsed = cron::Schedule::from_str(text).map_err(|e| {
+            format!("`{text}` is not a cron schedule ({e}); write seconds first, e.g. \"0 0 14 * * Tue,Thu\"")
+        });
+        self.check(key, parsed)
+    }
+
+    fn unique(&mut self, key: &str, seen: &mut BTreeSet<String>, name: &str) {
+        if name.trim().is_empty() {
+            self.problem(key, "must not be empty");
+        } else if !seen.insert(name.to_string()) {
+            self.problem(key, format!("`{name}` is used twice; names must be unique"));
+        }
+    }
+
+    fn known_roles(&mut self, key: &str, roles: &Roles, names: &[String]) {
+        for (index, name) in names.iter().enumerate() {
+            self.known_role(&format!("{key}[{index}]"), roles, name);
+        }
+    }
+
+    fn known_role(&mut self, key: &str, roles: &Roles, name: &str) {
+        if !roles.is_defined(name) {
+            let known: Vec<&str> = roles.names().collect();
+            self.problem(
+                key,
+                format!(
+                    "unknown role `{name}`; define it under [roles] or use one of: {}",
+                    known.join(", ")
+                ),
+            );
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig, base_dir: &Path) -> Config {
+        let roles = self.roles(&raw.roles);
+        let services = self.services(raw.service, &roles, &raw.window);
+        let environments: BTreeSet<String> = services
+            .iter()
+            .flat_map(|s| s.environments.iter().map(|e| e.name.clone()))
+            .collect();
+        Config {
+            base_dir: base_dir.to_path_buf(),
+            server: self.server(raw.server),
+            database_url: self.database_url(&raw.database.url, base_dir),
+            slack: raw.slack.map(|slack| self.slack(slack)),
+            discord: raw.discord.map(|discord| self.discord(discord)),
+            api_tokens: self.api_tokens(raw.api_tokens, &roles),
+            schedules: self.schedules(raw.schedule, &roles),
+            freezes: self.freezes(raw.freeze, &environments),
+            windows: self.windows(raw.window),
+            services,
+            roles,
+        }
+    }
+
+    fn server(&mut self, raw: RawServer) -> ServerConfig {
+        let listen = self
+            .check(
+                "server.listen",
+                raw.listen.parse::<SocketAddr>().map_err(|_| {
+                    format!(
+                        "`{}` is not an address; write host:port, e.g. 127.0.0.1:8080",
+                        raw.listen
+                    )
+                }),
+            )
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        if let Some(url) = &raw.public_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                self.problem(
+                    "server.public_url",
+                    format!("`{url}` is not a URL; write it like https://bot.example.com"),
+                );
+            }
+        }
+        ServerConfig {
+            listen,
+            public_url: raw.public_url.map(|u| u.trim_end_matches('/').to_string()),
+            shutdown_grace: self.duration(
+                "server.shutdown_grace",
+                raw.shutdown_grace.as_deref(),
+                DEFAULT_SHUTDOWN_GRACE,
+            ),
+        }
+    }
+
+    /// SQLite paths are relative to bot.toml, so the bot finds its database from any directory.
+    fn database_url(&mut self, url: &str, base_dir: &Path) -> String {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            let (file, query) = path.split_once('?').unwrap_or((path, ""));
+            if file.is_empty() {
+                self.problem(
+                    "database.url",
+                    "names no file; write it like sqlite://shipmate.db",
+                );
+                return url.to_string();
+            }
+            if file == ":memory:" {
+                return url.to_string();
+            }
+            let full = if Path::new(file).is_absolute() {
+                PathBuf::from(file)
+            } else {
+                base_dir.join(file)
+            };
+            let query = if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{query}")
+            };
+            return format!("sqlite://{}{query}", full.display());
+        }
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            self.problem(
+                "database.url",
+                format!("`{url}` is not a database URL; use sqlite://shipmate.db or postgres://user@host/db"),
+            );
+        }
+        url.to_string()
+    }
+
+    fn slack(&mut self, raw: RawSlack) -> SlackConfig {
+        SlackConfig {
+            bot_token: Secret::new(raw.bot_token),
+            signing_secret: Secret::new(raw.signing_secret),
+            app_token: raw.app_token.map(Secret::new),
+            api_url: raw
+                .api_url
+                .unwrap_or_else(|| "https://slack.com/api".to_string())
+                .trim_end_matches('/')
+                .to_string(),
+            approve_reactions: reactions(raw.approve_reactions, &SLACK_APPROVE),
+            reject_reactions: reactions(raw.reject_reactions, &SLACK_REJECT),
+        }
+    }
+
+    fn discord(&mut self, raw: RawDiscord) -> DiscordConfig {
+        let application_id = self.snowflake("discord.application_id", &raw.application_id);
+        let guild_id = raw
+            .guild_id
+            .as_deref()
+            .map(|id| self.snowflake("discord.guild_id", id));
+        DiscordConfig {
+            bot_token: Secret::new(raw.bot_token),
+            application_id,
+            public_key: raw.public_key,
+            guild_id,
+            api_url: raw
+                .api_url
+                .unwrap_or_else(|| "https://discord.com".to_string())
+                .trim_end_matches('/')
+                .to_string(),
+            approve_reactions: reactions(raw.approve_reactions, &DISCORD_APPROVE),
+            reject_reactions: reactions(raw.reject_reactions, &DISCORD_REJECT),
+        }
+    }
+
+    fn snowflake(&mut self, key: &str, text: &str) -> u64 {
+        let parsed = text.parse::<u64>().map_err(|_| {
+            format!("`{text}` is not a Discord id; copy the numeric id (Developer Mode → Copy ID)")
+        });
+        self.check(key, parsed).unwrap_or(0)
+    }
+
+    fn roles(&mut self, raw: &BTreeMap<String, Vec<String>>) -> Roles {
+        for (role, members) in raw {
+            for (index, member) in members.iter().enumerate() {
+                if member != "*" && Identity::parse(member).is_none() {
+                    self.problem(
+                        format!("roles.{role}[{index}]"),
+                        format!("`{member}` is not an identity; write slack:<user id>, slack-group:<usergroup id>, discord:<user id>, discord-role:<role id>, api:<token name>, schedule:<name> or \"*\""),
+                    );
+                }
+            }
+        }
+        if !raw.contains_key(DEPLOYERS) {
+            self.problem(
+                "roles.deployers",
+                "missing: name who may promote, e.g. deployers = [\"*\"] for anyone",
+            );
+        }
+        Roles::new(raw.clone())
+    }
+
+    fn api_tokens(&mut self, raw: Vec<RawApiToken>, roles: &Roles) -> Vec<ApiToken> {
+        let mut seen = BTreeSet::new();
+        let mut tokens = Vec::new();
+        for (index, token) in raw.into_iter().enumerate() {
+            let key = format!("api_tokens[{index}]");
+            self.unique(&format!("{key}.name"), &mut seen, &token.name);
+            self.known_roles(&format!("{key}.roles"), roles, &token.roles);
+            let digest = match (&token.sha256, &token.token) {
+                (Some(hex_digest), None) => {
+                    self.check(&format!("{key}.sha256"), parse_sha256(hex_digest))
+                }
+                (None, Some(plain)) if !plain.is_empty() => {
+                    Some(Sha256::digest(plain.as_bytes()).into())
+                }
+                (None, Some(_)) => {
+                    self.problem(format!("{key}.token"), "is empty; set a long random token");
+                    None
+                }
+                _ => {
+                    self.problem(
+                        key.clone(),
+                        "give exactly one of sha256 = \"<hex digest of the token>\" or token = \"${ENV_VAR}\"",
+                    );
+                    None
+                }
+            };
+            if let Some(sha256) = digest {
+                tokens.push(ApiToken {
+                    name: token.name,
+                    sha256,
+                    roles: token.roles,
+                });
+            }
+        }
+        tokens
+    }
+
+    fn schedules(&mut self, raw: Vec<RawSchedule>, roles: &Roles) -> Vec<ScheduleConfig> {
+        let mut seen = BTreeSet::new();
+        let mut schedules = Vec::new();
+        for (index, schedule) in raw.into_iter().enumerate() {
+            let key = format!("schedule[{index}]");
+            self.unique(&format!("{key}.name"), &mut seen, &schedule.name);
+            self.known_roles(&format!("{key}.roles"), roles, &schedule.roles);
+            let timezone = self.timezone(&format!("{key}.timezone"), schedule.timezone.as_deref());
+            let cron = self.cron(&format!("{key}.cron"), &schedule.cron);
+            let command = self.check(
+                &format!("{key}.command"),
+                command::parse(&schedule.command).map_err(|e| e.to_string().replace('\n', " ")),
+            );
+            if let (Some(cron), Some(command)) = (cron, command) {
+                schedules.push(ScheduleConfig {
+                    name: schedule.name,
+                    cron,
+                    timezone,
+                    command,
+                    roles: schedule.roles,
+                    channels: schedule.channels,
+                });
+            }
+        }
+        schedules
+    }
+
+    fn freezes(
+        &mut self,
+        raw: Vec<RawFreeze>,
+        environments: &BTreeSet<String>,
+    ) -> Vec<FreezeConfig> {
+        let mut freezes = Vec::new();
+        for (index, freeze) in raw.into_iter().enumerate() {
+            let key = format!("freeze[{index}]");
+            let start = self.timestamp(&format!("{key}.start"), &freeze.start);
+            let end = self.timestamp(&format!("{key}.end"), &freeze.end);
+            for (i, env) in freeze.environments.iter().enumerate() {
+                if env != "*" && !environments.contains(env) {
+                    self.problem(
+                        format!("{key}.environments[{i}]"),
+                        format!(
+                            "no service has an environment `{env}`; use one of {} or \"*\"",
+                            join(environments)
+                        ),
+                    );
+                }
+            }
+            if freeze.environments.is_empty() {
+                self.problem(
+                    format!("{key}.environments"),
+                    "is empty; list environments or \"*\"",
+                );
+            }
+            match (start, end) {
+                (Some(start), Some(end)) if end > start => freezes.push(FreezeConfig {
+                    start,
+                    end,
+                    environments: freeze.environments,
+                    reason: freeze.reason,
+                }),
+                (Some(_), Some(_)) => self.problem(format!("{key}.end"), "must be after start"),
+                _ => {}
+            }
+        }
+        freezes
+    }
+
+    fn timestamp(&mut self, key: &str, text: &str) -> Option<DateTime<Utc>> {
+        let parsed = DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| {
+                format!("`{text}` is not a time; write RFC 3339, e.g. 2026-12-23T00:00:00+01:00")
+            });
+        self.check(key, parsed)
+    }
+
+    fn windows(&mut self, raw: Vec<RawWindow>) -> Vec<WindowConfig> {
+        let mut seen = BTreeSet::new();
+        let mut windows = Vec::new();
+        for (index, window) in raw.into_iter().enumerate() {
+            let key = format!("window[{index}]");
+            self.unique(&format!("{key}.name"), &mut seen, &window.name);
+            let cron = self.cron(&format!("{key}.cron"), &window.cron);
+            let duration = self.check(&format!("{key}.duration"), parse_duration(&window.duration));
+            let timezone = self.timezone(&format!("{key}.timezone"), window.timezone.as_deref());
+            let announce_before = window
+                .announce_before
+                .iter()
+                .enumerate()
+                .filter_map(|(i, text)| {
+                    self.check(&format!("{key}.announce_before[{i}]"), parse_duration(text))
+                })
+                .collect();
+            if let (Some(cron), Some(duration)) = (cron, duration) {
+                windows.push(WindowConfig {
+                    name: window.name,
+                    cron,
+                    duration,
+                    timezone,
+                    announce_before,
+                    channels: window.channels,
+                });
+            }
+        }
+        windows
+    }
+
+    fn services(
+        &mut self,
+        raw: Vec<RawService>,
+        roles: &Roles,
+        windows: &[RawWindow],
+    ) -> Vec<ServiceConfig> {
+        if raw.is_empty() {
+            self.problem(
+                "service",
+                "no services: add a [[service]] with its [[service.environment]] pipeline",
+            );
+        }
+        let mut seen = BTreeSet::new();
+        raw.into_iter()
+            .enumerate()
+            .map(|(index, service)| {
+                let key = format!("service[{index}]");
+                self.unique(&format!("{key}.name"), &mut seen, &service.name);
+                if service.environment.is_empty() {
+                    self.problem(
+                        format!("{key}.environment"),
+                        format!("{} has an empty pipeline: add [[service.environment]] tables, e.g. staging then production", service.name),
+                    );
+                }
+                let mut env_names = BTreeSet::new();
+                let environments = service
+                    .environment
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, env)| {
+                        let key = format!("{key}.environment[{i}]");
+                        self.unique(&format!("{key}.name"), &mut env_names, &env.name);
+                        self.environment(&key, env, roles, windows)
+                    })
+                    .collect();
+                ServiceConfig {
+                    name: service.name,
+                    channels: service.channels,
+                    environments,
+                }
+            })
+            .collect()
+    }
+
+    fn environment(
+        &mut self,
+        key: &str,
+        raw: RawEnvironment,
+        roles: &Roles,
+        windows: &[RawWindow],
+    ) -> EnvironmentConfig {
+        if raw.verify.is_some() {
+            self.problem(
+                format!("{key}.verify"),
+                "post-deploy verification is not supported yet; remove `verify` (promotions pass from deploying to succeeded)",
+            );
+        }
+        for (i, window) in raw.windows.iter().enumerate() {
+            if !windows.iter().any(|w| &w.name == window) {
+                let known: Vec<&str> = windows.iter().map(|w| w.name.as_str()).collect();
+                self.problem(
+                    format!("{key}.windows[{i}]"),
+                    format!("unknown window `{window}`; define it with [[window]] name = \"{window}\" (known: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") }),
+                );
+            }
+        }
+        EnvironmentConfig {
+            backend: self.backend(&format!("{key}.backend"), raw.backend),
+            approvals: raw
+                .approvals
+                .map(|approvals| self.approvals(&format!("{key}.approvals"), approvals, roles)),
+            windows: raw.windows,
+            name: raw.name,
+        }
+    }
+
+    fn backend(&mut self, key: &str, raw: RawBackend) -> BackendConfig {
+        if raw.kind != "command" {
+            self.problem(
+                format!("{key}.kind"),
+                format!("backend `{}` is not supported yet; use kind = \"command\" with run = [\"./deploy.sh\"]", raw.kind),
+            );
+        }
+        if raw.run.is_empty() || raw.run[0].trim().is_empty() {
+            self.problem(
+                format!("{key}.run"),
+                "is empty: give the program and its arguments, e.g. run = [\"./deploy/deploy.sh\"]",
+            );
+        }
+        BackendConfig::Command {
+            timeout: self.duration(
+                &format!("{key}.timeout"),
+                raw.timeout.as_deref(),
+                DEFAULT_DEPLOY_TIMEOUT,
+            ),
+            run: raw.run,
+        }
+    }
+
+    fn approvals(&mut self, key: &str, raw: RawApprovals, roles: &Roles) -> ApprovalPolicy {
+        self.known_role(&format!("{key}.from"), roles, &raw.from);
+        let required = u32::try_from(raw.required).ok().filter(|n| *n >= 1);
+        if required.is_none() {
+            self.problem(
+                format!("{key}.required"),
+                format!(
+                    "{} approvals can't be required; use 1 or more, or remove `approvals`",
+                    raw.required
+                ),
+            );
+        }
+        ApprovalPolicy {
+            required: required.unwrap_or(1),
+            from_role: raw.from,
+            self_approval: raw.self_approval,
+            expires: self.duration(
+                &format!("{key}.expires"),
+                raw.expires.as_deref(),
+                DEFAULT_APPROVAL_TTL,
+            ),
+        }
+    }
+}
+
+fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut digest)
+        .map_err(|_| "is not a SHA-256 hex digest (64 hex characters); compute it with: printf %s \"$TOKEN\" | sha256sum".to_string())?;
+    Ok(digest)
+}
+
+fn reactions(configured: Option<Vec<String>>, default: &[&str]) -> Vec<String> {
+    configured.unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect())
+}
+
+fn join(names: &BTreeSet<String>) -> String {
+    names.iter().cloned().collect::<Vec<_>>().join(", ")
+}

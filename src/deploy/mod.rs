@@ -1,0 +1,46 @@
+//! Deployment backends: one trait, one module per backend.
+
+pub mod command;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Everything a backend needs to deploy one promotion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployRequest {
+    pub promotion_id: i64,
+    pub service: String,
+    pub version: String,
+    pub environment: String,
+    /// What the environment ran before; `None` on a first deploy.
+    pub previous_version: Option<String>,
+    pub requested_by: String,
+    pub rollback: bool,
+    pub commit: Option<String>,
+}
+
+/// How a deployment ended. `reason` is what a person reads on the card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeployOutcome {
+    Succeeded,
+    Failed {
+        reason: String,
+    },
+    /// Cancelled from our side (shutdown past the grace period); the promotion is left to be
+    /// marked interrupted at the next start.
+    Cancelled,
+}
+
+/// A deployment backend. `deploy` streams progress lines into `progress` and returns when the
+/// deployment ends. It must honour its own timeout (reported as `Failed`) and return `Cancelled`
+/// promptly once `cancel` fires, leaving nothing running behind it.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    async fn deploy(
+        &self,
+        request: DeployRequest,
+        progress: mpsc::Sender<String>,
+        cancel: CancellationToken,
+    ) -> DeployOutcome;
+}

@@ -1,0 +1,308 @@
+//! The approval policy: who may approve, how many are needed, and what a vote does.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::identity::Identity;
+
+/// `approvals = { required, from, self_approval, expires }` of one environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalPolicy {
+    pub required: u32,
+    pub from_role: String,
+    pub self_approval: bool,
+    pub expires: Duration,
+}
+
+/// The default approval lifetime (SPEC §2).
+pub const DEFAULT_APPROVAL_TTL: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    pub by: Identity,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vote {
+    Approve,
+    Reject,
+    /// A removed approve reaction: takes the voter's approval back.
+    Withdraw,
+}
+
+/// What a vote does to an awaiting-approval promotion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoteOutcome {
+    /// The approval was added; `complete` when the count reached `required`.
+    Counted {
+        approvals: usize,
+        complete: bool,
+    },
+    /// The voter had approved already (a double click counts once).
+    AlreadyCounted {
+        approvals: usize,
+    },
+    Rejects,
+    Withdrawn {
+        approvals: usize,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VoteRefusal {
+    #[error("only members of `{role}` may approve or reject here; ask one of them")]
+    NotEligible { role: String },
+    #[error("you requested this promotion, so you can't approve it yourself; ask another member of `{role}`")]
+    SelfApproval { role: String },
+    #[error("the approval request expired; promote again to ask anew")]
+    Expired,
+    #[error("you have no approval on it to withdraw")]
+    NothingToWithdraw,
+}
+
+/// The facts a vote is judged on. `voter_eligible` is whether the voter holds `from_role`.
+#[derive(Debug, Clone, Copy)]
+pub struct Ballot<'a> {
+    pub policy: &'a ApprovalPolicy,
+    pub requester: &'a Identity,
+    pub voter: &'a Identity,
+    pub voter_eligible: bool,
+    pub approvals: &'a [Approval],
+    pub expires_at: Option<DateTime<Utc>>,
+    pub now: DateTime<Utc>,
+}
+
+/// Decides one vote on a promotion that is awaiting approval.
+pub fn decide_vote(ballot: Ballot<'_>, vote: Vote) -> Result<VoteOutcome, VoteRefusal> {
+    let role = || ballot.policy.from_role.clone();
+    if !ballot.voter_eligible {
+        return Err(VoteRefusal::NotEligible { role: role() });
+    }
+    if ballot.expires_at.is_some_and(|at| ballot.now >= at) {
+        return Err(VoteRefusal::Expired);
+    }
+    let already = ballot.approvals.iter().any(|a| &a.by == ballot.voter);
+    let count = ballot.approvals.len();
+    match vote {
+        Vote::Reject => Ok(VoteOutcome::Rejects),
+        Vote::Withdraw if already => Ok(VoteOutcome::Withdrawn {
+            approvals: count - 1,
+        }),
+        Vote::Withdraw => Err(VoteRefusal::NothingToWithdraw),
+        Vote::Approve if ballot.voter == ballot.requester && !ballot.policy.self_approval => {
+            Err(VoteRefusal::SelfApproval { role: role() })
+        }
+        Vote::Approve if already => Ok(VoteOutcome::AlreadyCounted { approvals: count }),
+        Vote::Approve => Ok(VoteOutcome::Counted {
+            approvals: count + 1,
+            complete: count + 1 >= ballot.policy.required as usize,
+        }),
+    }
+}
+
+/// When an approval request made at `requested_at` stops accepting votes.
+pub fn approval_deadline(policy: &ApprovalPolicy, requested_at: DateTime<Utc>) -> DateTime<Utc> {
+    let ttl = chrono::Duration::from_std(policy.expires).unwrap_or(chrono::Duration::MAX);
+    requested_at
+        .checked_add_signed(ttl)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 22, 10, minute, 0).unwrap()
+    }
+
+    fn who(name: &str) -> Identity {
+        Identity::new("slack", name)
+    }
+
+    fn policy(required: u32, self_approval: bool) -> ApprovalPolicy {
+        ApprovalPolicy {
+            required,
+            from_role: "leads".into(),
+            self_approval,
+            expires: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn vote_table() {
+        let alice = who("alice");
+        let bob = who("bob");
+        let carol = who("carol");
+        let bob_approved = [Approval {
+            by: bob.clone(),
+            at: at(1),
+        }];
+        type Case<'a> = (
+            &'a str,
+            ApprovalPolicy,
+            &'a Identity,
+            bool,
+            &'a [Approval],
+            Vote,
+            Result<VoteOutcome, VoteRefusal>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "first of two",
+                policy(2, false),
+                &bob,
+                true,
+                &[],
+                Vote::Approve,
+                Ok(VoteOutcome::Counted {
+                    approvals: 1,
+                    complete: false,
+                }),
+            ),
+            (
+                "second completes",
+                policy(2, false),
+                &carol,
+                true,
+                &bob_approved,
+                Vote::Approve,
+                Ok(VoteOutcome::Counted {
+                    approvals: 2,
+                    complete: true,
+                }),
+            ),
+            (
+                "double click counts once",
+                policy(2, false),
+                &bob,
+                true,
+                &bob_approved,
+                Vote::Approve,
+                Ok(VoteOutcome::AlreadyCounted { approvals: 1 }),
+            ),
+            (
+                "requester may not approve",
+                policy(1, false),
+                &alice,
+                true,
+                &[],
+                Vote::Approve,
+                Err(VoteRefusal::SelfApproval {
+                    role: "leads".into(),
+                }),
+            ),
+            (
+                "unless self approval is on",
+                policy(1, true),
+                &alice,
+                true,
+                &[],
+                Vote::Approve,
+                Ok(VoteOutcome::Counted {
+                    approvals: 1,
+                    complete: true,
+                }),
+            ),
+            (
+                "not in the role",
+                policy(1, false),
+                &carol,
+                false,
+                &[],
+                Vote::Approve,
+                Err(VoteRefusal::NotEligible {
+                    role: "leads".into(),
+                }),
+            ),
+            (
+                "ineligible reject changes nothing",
+                policy(1, false),
+                &carol,
+                false,
+                &[],
+                Vote::Reject,
+                Err(VoteRefusal::NotEligible {
+                    role: "leads".into(),
+                }),
+            ),
+            (
+                "one reject rejects",
+                policy(2, false),
+                &carol,
+                true,
+                &bob_approved,
+                Vote::Reject,
+                Ok(VoteOutcome::Rejects),
+            ),
+            (
+                "requester may reject",
+                policy(2, false),
+                &alice,
+                true,
+                &[],
+                Vote::Reject,
+                Ok(VoteOutcome::Rejects),
+            ),
+            (
+                "withdraw own approval",
+                policy(2, false),
+                &bob,
+                true,
+                &bob_approved,
+                Vote::Withdraw,
+                Ok(VoteOutcome::Withdrawn { approvals: 0 }),
+            ),
+            (
+                "nothing to withdraw",
+                policy(2, false),
+                &carol,
+                true,
+                &bob_approved,
+                Vote::Withdraw,
+                Err(VoteRefusal::NothingToWithdraw),
+            ),
+        ];
+        for (name, policy, voter, eligible, approvals, vote, expected) in cases {
+            let ballot = Ballot {
+                policy: &policy,
+                requester: &alice,
+                voter,
+                voter_eligible: eligible,
+                approvals,
+                expires_at: Some(at(30)),
+                now: at(5),
+            };
+            assert_eq!(decide_vote(ballot, vote), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn votes_after_the_deadline_are_refused() {
+        let policy = policy(1, false);
+        let ballot = Ballot {
+            policy: &policy,
+            requester: &who("alice"),
+            voter: &who("bob"),
+            voter_eligible: true,
+            approvals: &[],
+            expires_at: Some(at(30)),
+            now: at(30),
+        };
+        assert_eq!(
+            decide_vote(ballot, Vote::Approve),
+            Err(VoteRefusal::Expired)
+        );
+    }
+
+    #[test]
+    fn deadline_is_request_time_plus_ttl() {
+        assert_eq!(
+            approval_deadline(&policy(1, false), at(0)),
+            at(0) + chrono::Duration::hours(1)
+        );
+    }
+}

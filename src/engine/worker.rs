@@ -1,0 +1,338 @@
+//! Workers: claim outbox jobs with a lease and carry them out; sweep expired approvals and
+//! orphaned deploys; recover after a crash.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::deploy::{Backend, DeployOutcome, DeployRequest};
+use crate::domain::promotion::{PromotionEvent, PromotionState};
+use crate::metrics::{EnvironmentLabels, OutcomeLabels};
+use crate::store::{ClaimedJob, Dialect, JobKind, PromotionRecord};
+
+use super::{bot_identity, Engine, EngineError};
+
+/// How long a claimed job is ours without a heartbeat.
+const LEASE: Duration = Duration::from_secs(60);
+const HEARTBEAT: Duration = Duration::from_secs(20);
+/// Sweeps and claims also run this often when nothing wakes the workers.
+const POLL: Duration = Duration::from_millis(500);
+const MAX_CONCURRENT_DEPLOYS: usize = 16;
+const LOG_BATCH: usize = 100;
+
+impl Engine {
+    /// Start-up recovery: a single-process (SQLite) bot owns every deploy in the database, so any
+    /// left deploying or verifying died with the previous process.
+    pub async fn recover(&self) -> Result<usize, EngineError> {
+        if self.store().dialect() != Dialect::Sqlite {
+            return self.interrupt_orphans(false).await;
+        }
+        self.store().release_all_leases().await?;
+        self.interrupt_orphans(true).await
+    }
+
+    async fn interrupt_orphans(&self, all: bool) -> Result<usize, EngineError> {
+        let orphans = self
+            .store()
+            .orphaned_deploys(self.now(), &self.inner.worker_id, all)
+            .await?;
+        for id in &orphans {
+            self.with_promotion(*id, |engine, tx, promotion| {
+                Box::pin(async move {
+                    if !matches!(promotion.state, PromotionState::Deploying | PromotionState::Verifying) {
+                        return Ok(());
+                    }
+                    let reason = "the bot stopped while this deploy was running; check the environment, then retry or roll back";
+                    engine
+                        .apply(tx, &promotion, PromotionEvent::BotDied, &bot_identity(), reason)
+                        .await?;
+                    tx.delete_jobs(JobKind::Deploy, promotion.id).await?;
+                    tracing::warn!(promotion = promotion.id, "deploy interrupted by a stopped bot");
+                    Ok(())
+                })
+            })
+            .await?;
+        }
+        Ok(orphans.len())
+    }
+
+    /// Runs the workers until `shutdown`; then lets running deploys finish for `grace` and leaves
+    /// the rest to be marked interrupted at the next start.
+    pub async fn run_workers(self, shutdown: CancellationToken, grace: Duration) {
+        let abort_deploys = CancellationToken::new();
+        let mut running = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.inner.jobs_ready.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+            }
+            while running.try_join_next().is_some() {}
+            self.housekeeping().await;
+            let capacity = MAX_CONCURRENT_DEPLOYS.saturating_sub(running.len());
+            for job in self.claim_deploys(capacity).await {
+                let engine = self.clone();
+                let cancel = abort_deploys.child_token();
+                running.spawn(async move { engine.run_deploy_job(job, cancel).await });
+            }
+        }
+        if !running.is_empty() {
+            tracing::info!(running = running.len(), grace = ?grace, "waiting for running deploys");
+            let drained = tokio::time::timeout(grace, async {
+                while running.join_next().await.is_some() {}
+            })
+            .await;
+            if drained.is_err() {
+                tracing::warn!(
+                    "grace period over: stopping deploys; they will show as interrupted"
+                );
+                abort_deploys.cancel();
+                while running.join_next().await.is_some() {}
+            }
+        }
+    }
+
+    async fn housekeeping(&self) {
+        if let Err(e) = self.expire_approvals().await {
+            tracing::error!(error = %e, "approval expiry sweep failed");
+        }
+        if let Err(e) = self.interrupt_orphans(false).await {
+            tracing::error!(error = %e, "orphaned deploy sweep failed");
+        }
+    }
+
+    async fn claim_deploys(&self, capacity: usize) -> Vec<ClaimedJob> {
+        if capacity == 0 {
+            return Vec::new();
+        }
+        let limit = u32::try_from(capacity).unwrap_or(u32::MAX);
+        match self
+            .store()
+            .claim_jobs(
+                JobKind::Deploy,
+                &self.inner.worker_id,
+                self.now(),
+                LEASE,
+                limit,
+            )
+            .await
+        {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::error!(error = %e, "could not claim deploy jobs");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn run_deploy_job(&self, job: ClaimedJob, cancel: CancellationToken) {
+        let result = async {
+            let Some((promotion, commit)) = self.begin_deploy(&job).await? else {
+                return Ok(());
+            };
+            let started = Instant::now();
+            let request = deploy_request(&promotion, commit);
+            let outcome = self.deploy_with_heartbeat(&job, request, cancel).await;
+            self.end_deploy(&promotion, outcome, started.elapsed())
+                .await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!(promotion = job.promotion_id, error = %e, "deploy job failed");
+        }
+    }
+
+    /// approved/queued → deploying, or drops the job when the promotion went elsewhere (cancelled).
+    /// Returns the promotion and its release's commit.
+    async fn begin_deploy(
+        &self,
+        job: &ClaimedJob,
+    ) -> Result<Option<(PromotionRecord, Option<String>)>, EngineError> {
+        let mut tx = self.store().begin().await?;
+        let promotion = tx.promotion(job.promotion_id).await?;
+        let startable = promotion
+            .as_ref()
+            .filter(|p| matches!(p.state, PromotionState::Approved | PromotionState::Queued));
+        let Some(promotion) = startable else {
+            tx.delete_jobs(JobKind::Deploy, job.promotion_id).await?;
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let detail = format!(
+            "deploying {} {} to {}",
+            promotion.service, promotion.version, promotion.environment
+        );
+        let deploying = self
+            .apply(
+                &mut tx,
+                promotion,
+                PromotionEvent::StartDeploy,
+                &bot_identity(),
+                &detail,
+            )
+            .await?;
+        let release = tx.release(&deploying.service, &deploying.version).await?;
+        tx.commit().await?;
+        Ok(Some((deploying, release.and_then(|r| r.commit))))
+    }
+
+    async fn deploy_with_heartbeat(
+        &self,
+        job: &ClaimedJob,
+        request: DeployRequest,
+        cancel: CancellationToken,
+    ) -> DeployOutcome {
+        let Some(backend) = self
+            .inner
+            .backends
+            .get(&request.service, &request.environment)
+        else {
+            return DeployOutcome::Failed {
+                reason: format!(
+                    "no backend is configured for {} {}",
+                    request.service, request.environment
+                ),
+            };
+        };
+        let promotion_id = request.promotion_id;
+        let (progress, lines) = mpsc::channel(1024);
+        let log_writer = tokio::spawn(self.clone().write_progress(promotion_id, lines));
+        let deploy = run_backend(backend, request, progress, cancel);
+        tokio::pin!(deploy);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut deploy => break outcome,
+                _ = tokio::time::sleep(HEARTBEAT) => {
+                    let until = self.now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
+                    if let Err(e) = self.store().renew_lease(job.id, &self.inner.worker_id, until).await {
+                        tracing::warn!(error = %e, "could not renew deploy lease");
+                    }
+                }
+            }
+        };
+        if log_writer.await.is_err() {
+            tracing::error!(promotion = promotion_id, "deploy log writer stopped");
+        }
+        outcome
+    }
+
+    /// Appends progress lines to the deploy log in batches until the backend closes the channel.
+    async fn write_progress(self, promotion_id: i64, mut lines: mpsc::Receiver<String>) {
+        let mut batch = Vec::with_capacity(LOG_BATCH);
+        while let Some(line) = lines.recv().await {
+            batch.push(line);
+            while batch.len() < LOG_BATCH {
+                match lines.try_recv() {
+                    Ok(line) => batch.push(line),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self
+                .store()
+                .append_deploy_log(promotion_id, &batch, self.now())
+                .await
+            {
+                tracing::warn!(promotion = promotion_id, error = %e, "could not store deploy output");
+            }
+            batch.clear();
+        }
+    }
+
+    async fn end_deploy(
+        &self,
+        promotion: &PromotionRecord,
+        outcome: DeployOutcome,
+        took: Duration,
+    ) -> Result<(), EngineError> {
+        let (event, detail, label) = match outcome {
+            DeployOutcome::Succeeded => (
+                PromotionEvent::DeploySucceeded { verify: false },
+                format!(
+                    "{} {} runs in {}",
+                    promotion.service, promotion.version, promotion.environment
+                ),
+                "succeeded",
+            ),
+            DeployOutcome::Failed { reason } => (PromotionEvent::Fail, reason, "failed"),
+            // Shutdown past the grace period: the next start marks it interrupted.
+            DeployOutcome::Cancelled => return Ok(()),
+        };
+        let mut tx = self.store().begin().await?;
+        let replaced = tx
+            .current(&promotion.service, &promotion.environment)
+            .await?;
+        let ended = self
+            .apply(&mut tx, promotion, event, &bot_identity(), &detail)
+            .await?;
+        if ended.state == PromotionState::Succeeded {
+            tx.set_current(&ended).await?;
+            if let Some(replaced) =
+                replaced.filter(|r| promotion.rollback && r.state == PromotionState::Succeeded)
+            {
+                let note = format!("replaced by rollback #{}", promotion.id);
+                self.apply(
+                    &mut tx,
+                    &replaced,
+                    PromotionEvent::ReplacedByRollback,
+                    &bot_identity(),
+                    &note,
+                )
+                .await?;
+            }
+        }
+        tx.delete_jobs(JobKind::Deploy, promotion.id).await?;
+        tx.commit().await?;
+        self.observe_deploy(&ended, label, took);
+        Ok(())
+    }
+
+    fn observe_deploy(&self, promotion: &PromotionRecord, outcome: &str, took: Duration) {
+        let metrics = self.metrics();
+        metrics
+            .deploy_duration
+            .get_or_create(&OutcomeLabels {
+                service: promotion.service.clone(),
+                environment: promotion.environment.clone(),
+                outcome: outcome.to_string(),
+            })
+            .observe(took.as_secs_f64());
+        if promotion.state == PromotionState::Succeeded {
+            let lead = (promotion.updated_at - promotion.created_at)
+                .to_std()
+                .unwrap_or_default();
+            metrics
+                .promotion_lead
+                .get_or_create(&EnvironmentLabels {
+                    service: promotion.service.clone(),
+                    environment: promotion.environment.clone(),
+                })
+                .observe(lead.as_secs_f64());
+        }
+    }
+}
+
+fn deploy_request(promotion: &PromotionRecord, commit: Option<String>) -> DeployRequest {
+    DeployRequest {
+        promotion_id: promotion.id,
+        service: promotion.service.clone(),
+        version: promotion.version.to_string(),
+        environment: promotion.environment.clone(),
+        previous_version: promotion.previous_version.as_ref().map(ToString::to_string),
+        requested_by: promotion.requested_by.to_string(),
+        rollback: promotion.rollback,
+        commit,
+    }
+}
+
+async fn run_backend(
+    backend: Arc<dyn Backend>,
+    request: DeployRequest,
+    progress: mpsc::Sender<String>,
+    cancel: CancellationToken,
+) -> DeployOutcome {
+    backend.deploy(request, progress, cancel).await
+}

@@ -1,0 +1,491 @@
+//! `/api/v1` handlers: JSON in, engine call, JSON out.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::command::Command;
+use crate::domain::version::{Version, VersionSpec};
+use crate::engine::{EnvironmentStatus, PromotionDetail, Reply, ServiceStatus};
+use crate::store::{AuditEvent, PromotionRecord, PromotionView, ReleaseRecord};
+
+use super::auth::ApiActor;
+use super::error::ApiError;
+use super::AppState;
+
+type ApiResult<T> = Result<(StatusCode, Json<T>), ApiError>;
+
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    json.map(|Json(value)| value).map_err(ApiError::from)
+}
+
+fn version(text: &str) -> Result<Version, ApiError> {
+    text.parse()
+        .map_err(|e: crate::domain::version::VersionError| {
+            ApiError::bad_request(format!("version: {e}"))
+        })
+}
+
+// ---- responses ----
+
+#[derive(Serialize)]
+pub struct ReleaseJson {
+    id: i64,
+    service: String,
+    version: String,
+    commit: Option<String>,
+    notes: Option<String>,
+    created_by: String,
+    created_at: String,
+}
+
+impl From<ReleaseRecord> for ReleaseJson {
+    fn from(r: ReleaseRecord) -> Self {
+        ReleaseJson {
+            id: r.id,
+            service: r.service,
+            version: r.version.to_string(),
+            commit: r.commit,
+            notes: r.notes,
+            created_by: r.created_by,
+            created_at: time(r.created_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct ApprovalJson {
+    by: String,
+    at: String,
+}
+
+#[derive(Serialize)]
+pub struct EventJson {
+    at: String,
+    actor: String,
+    platform: String,
+    kind: String,
+    detail: String,
+}
+
+impl From<AuditEvent> for EventJson {
+    fn from(e: AuditEvent) -> Self {
+        EventJson {
+            at: time(e.at),
+            actor: e.actor,
+            platform: e.platform,
+            kind: e.kind,
+            detail: e.detail,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct PromotionJson {
+    id: i64,
+    service: String,
+    version: String,
+    environment: String,
+    state: &'static str,
+    requested_by: String,
+    rollback: bool,
+    previous_version: Option<String>,
+    approvals: Vec<ApprovalJson>,
+    required_approvals: u32,
+    force_reason: Option<String>,
+    retry_of: Option<i64>,
+    reason: Option<String>,
+    commit: Option<String>,
+    notes: Option<String>,
+    created_at: String,
+    updated_at: String,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<Vec<EventJson>>,
+}
+
+impl PromotionJson {
+    fn from_record(p: PromotionRecord) -> Self {
+        PromotionJson {
+            id: p.id,
+            version: p.version.to_string(),
+            state: p.state.as_str(),
+            requested_by: p.requested_by.to_string(),
+            rollback: p.rollback,
+            previous_version: p.previous_version.map(|v| v.to_string()),
+            approvals: Vec::new(),
+            required_approvals: p.required_approvals,
+            created_at: time(p.created_at),
+            updated_at: time(p.updated_at),
+            started_at: p.started_at.map(time),
+            finished_at: p.finished_at.map(time),
+            expires_at: p.expires_at.map(time),
+            service: p.service,
+            environment: p.environment,
+            force_reason: p.force_reason,
+            retry_of: p.retry_of,
+            reason: p.reason,
+            commit: None,
+            notes: None,
+            events: None,
+        }
+    }
+
+    fn from_view(view: PromotionView) -> Self {
+        PromotionJson {
+            approvals: view
+                .approvals
+                .into_iter()
+                .map(|a| ApprovalJson {
+                    by: a.by.to_string(),
+                    at: time(a.at),
+                })
+                .collect(),
+            commit: view.commit,
+            notes: view.notes,
+            ..Self::from_record(view.promotion)
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct ActiveJson {
+    id: i64,
+    version: String,
+    state: &'static str,
+    requested_by: String,
+    approvals: i64,
+    required_approvals: u32,
+}
+
+#[derive(Serialize)]
+pub struct EnvironmentJson {
+    name: String,
+    version: Option<String>,
+    active_promotion: Option<ActiveJson>,
+}
+
+#[derive(Serialize)]
+pub struct ServiceJson {
+    service: String,
+    environments: Vec<EnvironmentJson>,
+}
+
+impl From<ServiceStatus> for ServiceJson {
+    fn from(s: ServiceStatus) -> Self {
+        ServiceJson {
+            service: s.service,
+            environments: s.environments.into_iter().map(environment_json).collect(),
+        }
+    }
+}
+
+fn environment_json(env: EnvironmentStatus) -> EnvironmentJson {
+    EnvironmentJson {
+        name: env.name,
+        version: env.version.map(|v| v.to_string()),
+        active_promotion: env.active.map(|p| ActiveJson {
+            id: p.id,
+            version: p.version.to_string(),
+            state: p.state.as_str(),
+            requested_by: p.requested_by.to_string(),
+            approvals: env.active_approvals,
+            required_approvals: p.required_approvals,
+        }),
+    }
+}
+
+fn promotion_reply(reply: Reply, status: StatusCode) -> ApiResult<PromotionJson> {
+    match reply {
+        Reply::Promotion { view, .. } => Ok((status, Json(PromotionJson::from_view(view)))),
+        _ => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "unexpected reply",
+        )),
+    }
+}
+
+// ---- requests ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRelease {
+    service: String,
+    version: String,
+    commit: Option<String>,
+    notes: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePromotion {
+    service: String,
+    version: String,
+    environment: Option<String>,
+    force_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RejectBody {
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRollback {
+    service: String,
+    environment: String,
+    version: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandBody {
+    text: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    environment: Option<String>,
+    limit: Option<u32>,
+}
+
+// ---- handlers ----
+
+pub async fn create_release(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    json: Result<Json<CreateRelease>, JsonRejection>,
+) -> ApiResult<ReleaseJson> {
+    let request = body(json)?;
+    let command = Command::Create {
+        version: version(&request.version)?,
+        service: request.service,
+        commit: request.commit,
+        notes: request.notes,
+    };
+    match state.engine.execute(&actor, command).await? {
+        Reply::Release(release) => Ok((StatusCode::CREATED, Json(release.into()))),
+        _ => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "unexpected reply",
+        )),
+    }
+}
+
+pub async fn create_promotion(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    json: Result<Json<CreatePromotion>, JsonRejection>,
+) -> ApiResult<PromotionJson> {
+    let request = body(json)?;
+    let spec: VersionSpec = request
+        .version
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("version: {e}")))?;
+    if request
+        .force_reason
+        .as_deref()
+        .is_some_and(|r| r.trim().is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "force_reason: must say why the window or freeze is overridden",
+        ));
+    }
+    let command = Command::Promote {
+        service: request.service,
+        version: spec,
+        to: request.environment,
+        force_reason: request.force_reason,
+    };
+    promotion_reply(
+        state.engine.execute(&actor, command).await?,
+        StatusCode::ACCEPTED,
+    )
+}
+
+pub async fn get_promotion(
+    State(state): State<AppState>,
+    ApiActor(_): ApiActor,
+    Path(id): Path<String>,
+) -> ApiResult<PromotionJson> {
+    let PromotionDetail { view, events } =
+        state.engine.promotion_detail(promotion_id(&id)?).await?;
+    let mut json = PromotionJson::from_view(view);
+    json.events = Some(events.into_iter().map(EventJson::from).collect());
+    Ok((StatusCode::OK, Json(json)))
+}
+
+fn promotion_id(text: &str) -> Result<i64, ApiError> {
+    text.trim_start_matches('#')
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "`{text}` is not a promotion id; use the number, e.g. 42"
+            ))
+        })
+}
+
+async fn act(
+    state: &AppState,
+    actor: &crate::domain::identity::Actor,
+    command: Command,
+    status: StatusCode,
+) -> ApiResult<PromotionJson> {
+    promotion_reply(state.engine.execute(actor, command).await?, status)
+}
+
+pub async fn approve(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+) -> ApiResult<PromotionJson> {
+    act(
+        &state,
+        &actor,
+        Command::Approve {
+            id: promotion_id(&id)?,
+        },
+        StatusCode::OK,
+    )
+    .await
+}
+
+pub async fn reject(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+    json: Option<Json<RejectBody>>,
+) -> ApiResult<PromotionJson> {
+    let reason = json
+        .and_then(|Json(b)| b.reason)
+        .filter(|r| !r.trim().is_empty());
+    act(
+        &state,
+        &actor,
+        Command::Reject {
+            id: promotion_id(&id)?,
+            reason,
+        },
+        StatusCode::OK,
+    )
+    .await
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+) -> ApiResult<PromotionJson> {
+    act(
+        &state,
+        &actor,
+        Command::Cancel {
+            id: promotion_id(&id)?,
+        },
+        StatusCode::OK,
+    )
+    .await
+}
+
+pub async fn retry(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+) -> ApiResult<PromotionJson> {
+    act(
+        &state,
+        &actor,
+        Command::Retry {
+            id: promotion_id(&id)?,
+        },
+        StatusCode::ACCEPTED,
+    )
+    .await
+}
+
+pub async fn rollback(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    json: Result<Json<CreateRollback>, JsonRejection>,
+) -> ApiResult<PromotionJson> {
+    let request = body(json)?;
+    let to = request.version.as_deref().map(version).transpose()?;
+    let command = Command::Rollback {
+        service: request.service,
+        environment: request.environment,
+        to,
+    };
+    act(&state, &actor, command, StatusCode::ACCEPTED).await
+}
+
+pub async fn deploy_log(
+    State(state): State<AppState>,
+    ApiActor(_): ApiActor,
+    Path(id): Path<String>,
+) -> ApiResult<serde_json::Value> {
+    let lines = state.engine.deploy_log(promotion_id(&id)?).await?;
+    Ok((StatusCode::OK, Json(serde_json::json!({ "lines": lines }))))
+}
+
+pub async fn services(
+    State(state): State<AppState>,
+    ApiActor(_): ApiActor,
+) -> ApiResult<Vec<ServiceJson>> {
+    let status = state.engine.status(None).await?;
+    Ok((
+        StatusCode::OK,
+        Json(status.into_iter().map(ServiceJson::from).collect()),
+    ))
+}
+
+pub async fn history(
+    State(state): State<AppState>,
+    ApiActor(_): ApiActor,
+    Path(service): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Vec<PromotionJson>> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let environment = query.environment.filter(|e| !e.is_empty());
+    let promotions = state
+        .engine
+        .history(&service, environment.as_deref(), query.limit.unwrap_or(20))
+        .await?;
+    Ok((
+        StatusCode::OK,
+        Json(
+            promotions
+                .into_iter()
+                .map(PromotionJson::from_record)
+                .collect(),
+        ),
+    ))
+}
+
+pub async fn command(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    json: Result<Json<CommandBody>, JsonRejection>,
+) -> ApiResult<serde_json::Value> {
+    let request = body(json)?;
+    let reply = state.engine.execute_text(&actor, &request.text).await?;
+    Ok((
+        StatusCode::OK,
+        Json(serde_json::json!({ "reply": reply.to_text() })),
+    ))
+}

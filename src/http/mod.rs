@@ -1,0 +1,108 @@
+//! The bot's HTTP server: the API for CI (`/api/v1`), health, readiness and metrics.
+
+mod api;
+mod auth;
+mod error;
+
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tower_http::trace::TraceLayer;
+
+use crate::engine::Engine;
+
+pub use error::ApiError;
+
+/// Largest request body accepted (SPEC §6: 413 above it).
+pub const BODY_LIMIT: usize = 1 << 20;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+}
+
+pub fn router(engine: Engine) -> Router {
+    let state = AppState { engine };
+    let api = Router::new()
+        .route("/releases", post(api::create_release))
+        .route("/promotions", post(api::create_promotion))
+        .route("/promotions/{id}", get(api::get_promotion))
+        .route("/promotions/{id}/approve", post(api::approve))
+        .route("/promotions/{id}/reject", post(api::reject))
+        .route("/promotions/{id}/cancel", post(api::cancel))
+        .route("/promotions/{id}/retry", post(api::retry))
+        .route("/promotions/{id}/log", get(api::deploy_log))
+        .route("/rollbacks", post(api::rollback))
+        .route("/services", get(api::services))
+        .route("/services/{name}/history", get(api::history))
+        .route("/commands", post(api::command))
+        .fallback(api_not_found);
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn api_not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such API route; see the HTTP API section of the README",
+    )
+}
+
+/// Counts requests by route template (never the raw path, which would explode label cardinality).
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let response = next.run(request).await;
+    state
+        .engine
+        .metrics()
+        .http_request(&route, response.status().as_u16());
+    response
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let ready = tokio::time::timeout(Duration::from_secs(2), state.engine.store().is_ready())
+        .await
+        .unwrap_or(false);
+    if ready {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        let body = json!({"error": {"code": "not_ready", "message": "the database is unreachable or its migrations are not applied"}});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = state.engine.metrics_text().await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

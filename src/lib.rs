@@ -1,0 +1,10 @@
+//! shipmate: a chat-ops release bot. See README.md for what it does and DESIGN.md for the layers.
+
+pub mod app;
+pub mod config;
+pub mod deploy;
+pub mod domain;
+pub mod engine;
+pub mod http;
+pub mod metrics;
+pub mod store;

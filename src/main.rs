@@ -1,0 +1,164 @@
+//! The `shipmate` command line (SPEC §7). Thin: parse arguments, load config, hand over to `app`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use shipmate::config::{self, Config};
+use shipmate::engine::SystemClock;
+use shipmate::store::Store;
+
+#[derive(Parser)]
+#[command(name = "shipmate", version, about = "Chat-ops release bot")]
+struct Cli {
+    /// Log format: human-readable lines or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Action,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Action {
+    /// Run the bot: HTTP server, chat adapters, workers.
+    Serve {
+        #[arg(long, default_value = "bot.toml")]
+        config: PathBuf,
+    },
+    /// Validate bot.toml; exit 0 when fine, 2 with every problem listed.
+    CheckConfig {
+        #[arg(long, default_value = "bot.toml")]
+        config: PathBuf,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long, default_value = "bot.toml")]
+        config: PathBuf,
+    },
+}
+
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("shipmate: could not start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(action: Action) -> ExitCode {
+    match action {
+        Action::CheckConfig { config } => match load(&config) {
+            Ok(_) => {
+                println!("{} is valid", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Action::Migrate { config } => {
+            let Ok(config) = load(&config) else {
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            match migrate(&config).await {
+                Ok(()) => {
+                    println!("migrations applied");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Action::Serve { config } => {
+            let Ok(config) = load(&config) else {
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            match serve(config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}
+
+fn fail(error: &anyhow::Error) -> ExitCode {
+    tracing::error!("{error:#}");
+    eprintln!("shipmate: {error:#}");
+    ExitCode::from(EXIT_RUNTIME)
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    config::load(path, &|name| std::env::var(name).ok()).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store = Store::connect(&config.database_url).await?;
+    store.migrate().await?;
+    store.close().await;
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.server.listen;
+    let engine = shipmate::app::build(config, Arc::new(SystemClock), None).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("can't listen on {listen}: {e}; change [server].listen"))?;
+    tracing::info!(address = %listen, "shipmate is listening");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    shipmate::app::run(engine, listener, shutdown).await?;
+    tracing::info!("shipmate stopped");
+    Ok(())
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down: finishing running deploys");
+    shutdown.cancel();
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,452 @@
+//! The store: every SQL statement of shipmate, behind one facade that speaks domain types.
+//!
+//! One set of runtime queries serves SQLite (embedded default) and PostgreSQL (replicas) through
+//! sqlx's `Any` driver; the few dialect differences are in [`Dialect`]. Writes go through [`Tx`]:
+//! one transaction per state change, carrying the audit event and the outbox jobs it owes.
+
+mod queries;
+pub mod records;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::any::{AnyPoolOptions, AnyQueryResult};
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, Executor, Transaction};
+
+use crate::domain::approval::Approval;
+use crate::domain::identity::Identity;
+use crate::domain::promotion::PromotionState;
+use crate::domain::version::Version;
+
+pub use queries::{ClaimedJob, JobKind, NewPromotion, NewRelease, StatusRow};
+pub use records::{AuditEvent, PromotionRecord, PromotionView, ReleaseRecord};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The unique index refused a second active promotion for the environment.
+    #[error("another promotion is already active for this environment")]
+    ActiveExists,
+    /// A row changed under us (another replica or worker got there first).
+    #[error("the promotion changed while this request was being handled; try again")]
+    Concurrent,
+    #[error("inconsistent data in the database: {0}")]
+    Corrupt(String),
+}
+
+/// The few places where SQLite and PostgreSQL need different SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    fn migrator(self) -> &'static Migrator {
+        match self {
+            Dialect::Sqlite => &SQLITE_MIGRATIONS,
+            Dialect::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// Row locking for job claims: replicas skip each other's rows instead of waiting.
+    fn skip_locked(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
+        }
+    }
+}
+
+/// The database facade. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// SQLite allows one writer at a time; a one-connection pool queues writers in-process instead
+    /// of failing them with SQLITE_BUSY. PostgreSQL uses one pool for both.
+    write: AnyPool,
+    read: AnyPool,
+    dialect: Dialect,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`); a SQLite file is created if missing.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        if url.starts_with("sqlite:") {
+            Self::connect_sqlite(url).await
+        } else {
+            let pool = AnyPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            Ok(Store {
+                write: pool.clone(),
+                read: pool,
+                dialect: Dialect::Postgres,
+            })
+        }
+    }
+
+    async fn connect_sqlite(url: &str) -> Result<Store, StoreError> {
+        let url = if url.contains("mode=") {
+            url.to_string()
+        } else if url.contains('?') {
+            format!("{url}&mode=rwc")
+        } else {
+            format!("{url}?mode=rwc")
+        };
+        let options = || {
+            AnyPoolOptions::new()
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            // WAL + NORMAL survives process crashes; only power loss can drop the
+                            // last commits, and the file stays consistent.
+                            "PRAGMA synchronous = NORMAL",
+                            "PRAGMA busy_timeout = 5000",
+                            "PRAGMA foreign_keys = ON",
+                        ] {
+                            conn.execute(pragma).await?;
+                        }
+                        Ok(())
+                    })
+                })
+        };
+        let write = options().max_connections(1).connect(&url).await?;
+        let read = if url.contains(":memory:") {
+            write.clone()
+        } else {
+            options().max_connections(4).connect(&url).await?
+        };
+        Ok(Store {
+            write,
+            read,
+            dialect: Dialect::Sqlite,
+        })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Applies the migrations this binary carries.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.dialect.migrator().run(&self.write).await?;
+        Ok(())
+    }
+
+    /// Ready: the database answers and every migration this binary knows has been applied.
+    pub async fn is_ready(&self) -> bool {
+        let latest = self
+            .dialect
+            .migrator()
+            .iter()
+            .map(|m| m.version)
+            .max()
+            .unwrap_or(0);
+        let applied: Result<Option<i64>, _> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_one(&self.read)
+                .await;
+        matches!(applied, Ok(Some(version)) if version >= latest)
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(Tx {
+            tx: self.write.begin().await?,
+        })
+    }
+
+    // ---- reads ----
+
+    pub async fn promotion(&self, id: i64) -> Result<Option<PromotionRecord>, StoreError> {
+        queries::promotion(&self.read, id).await
+    }
+
+    pub async fn promotion_view(&self, id: i64) -> Result<Option<PromotionView>, StoreError> {
+        match queries::promotion(&self.read, id).await? {
+            Some(promotion) => Ok(Some(self.view(promotion).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Adds approvals and the release's commit and notes.
+    pub async fn view(&self, promotion: PromotionRecord) -> Result<PromotionView, StoreError> {
+        let approvals = queries::approvals(&self.read, promotion.id).await?;
+        let release = queries::release(&self.read, &promotion.service, &promotion.version).await?;
+        let (commit, notes) = release.map(|r| (r.commit, r.notes)).unwrap_or_default();
+        Ok(PromotionView {
+            promotion,
+            approvals,
+            commit,
+            notes,
+        })
+    }
+
+    pub async fn events(&self, promotion_id: i64) -> Result<Vec<AuditEvent>, StoreError> {
+        queries::events(&self.read, promotion_id).await
+    }
+
+    /// The last 200 deploy output lines of a promotion, oldest first.
+    pub async fn deploy_log(&self, promotion_id: i64) -> Result<Vec<String>, StoreError> {
+        queries::deploy_log(&self.read, promotion_id).await
+    }
+
+    /// What runs now and what is active, for every service or one.
+    pub async fn status(&self, service: Option<&str>) -> Result<Vec<StatusRow>, StoreError> {
+        queries::status(&self.read, service).await
+    }
+
+    pub async fn history(
+        &self,
+        service: &str,
+        environment: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<PromotionRecord>, StoreError> {
+        queries::history(&self.read, service, environment, limit).await
+    }
+
+    /// (service, environment, state, count) of active promotions, for the metrics gauge.
+    pub async fn active_counts(&self) -> Result<Vec<(String, String, String, i64)>, StoreError> {
+        queries::active_counts(&self.read).await
+    }
+
+    /// Awaiting-approval promotions whose approval deadline has passed.
+    pub async fn expired_approvals(&self, now: DateTime<Utc>) -> Result<Vec<i64>, StoreError> {
+        queries::expired_approvals(&self.read, now).await
+    }
+
+    /// Promotions left deploying or verifying by a process that is gone. With `all`, every one
+    /// (a single-process SQLite bot at start-up); otherwise those whose deploy job lease, held by
+    /// another worker, has run out.
+    pub async fn orphaned_deploys(
+        &self,
+        now: DateTime<Utc>,
+        own_worker: &str,
+        all: bool,
+    ) -> Result<Vec<i64>, StoreError> {
+        queries::orphaned_deploys(&self.read, now, own_worker, all).await
+    }
+
+    // ---- outbox, deploy log, inbound dedupe ----
+
+    pub async fn claim_jobs(
+        &self,
+        kind: JobKind,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        queries::claim_jobs(
+            &self.write,
+            self.dialect.skip_locked(),
+            kind,
+            worker,
+            now,
+            lease,
+            limit,
+        )
+        .await
+    }
+
+    pub async fn renew_lease(
+        &self,
+        job_id: i64,
+        worker: &str,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        queries::renew_lease(&self.write, job_id, worker, until).await
+    }
+
+    /// Forgets every lease: at start-up of a single-process bot no old lease holder is alive.
+    pub async fn release_all_leases(&self) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET lease_owner = NULL, lease_until = NULL")
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn append_deploy_log(
+        &self,
+        promotion_id: i64,
+        lines: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        queries::append_deploy_log(&mut tx, promotion_id, lines, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records an inbound platform event; `false` when it was seen before (a retry).
+    pub async fn record_inbound(
+        &self,
+        source: &str,
+        event_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        queries::record_inbound(&self.write, source, event_id, at).await
+    }
+}
+
+/// One write transaction. Dropped without `commit`, it rolls back.
+pub struct Tx {
+    tx: Transaction<'static, Any>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn promotion(&mut self, id: i64) -> Result<Option<PromotionRecord>, StoreError> {
+        queries::promotion(&mut *self.tx, id).await
+    }
+
+    pub async fn active_promotion(
+        &mut self,
+        service: &str,
+        environment: &str,
+    ) -> Result<Option<PromotionRecord>, StoreError> {
+        queries::active_promotion(&mut *self.tx, service, environment).await
+    }
+
+    /// The promotion whose version runs now in the environment.
+    pub async fn current(
+        &mut self,
+        service: &str,
+        environment: &str,
+    ) -> Result<Option<PromotionRecord>, StoreError> {
+        queries::current(&mut *self.tx, service, environment).await
+    }
+
+    /// Environments where this version stands succeeded (not rolled back).
+    pub async fn succeeded_environments(
+        &mut self,
+        service: &str,
+        version: &Version,
+    ) -> Result<Vec<String>, StoreError> {
+        queries::succeeded_environments(&mut *self.tx, service, version).await
+    }
+
+    /// Versions that stand succeeded in an environment, most recent first.
+    pub async fn succeeded_versions(
+        &mut self,
+        service: &str,
+        environment: &str,
+    ) -> Result<Vec<Version>, StoreError> {
+        queries::succeeded_versions(&mut *self.tx, service, environment).await
+    }
+
+    /// Release versions of a service in creation order.
+    pub async fn release_versions(&mut self, service: &str) -> Result<Vec<Version>, StoreError> {
+        queries::release_versions(&mut *self.tx, service).await
+    }
+
+    pub async fn release(
+        &mut self,
+        service: &str,
+        version: &Version,
+    ) -> Result<Option<ReleaseRecord>, StoreError> {
+        queries::release(&mut *self.tx, service, version).await
+    }
+
+    pub async fn insert_release(
+        &mut self,
+        release: NewRelease<'_>,
+    ) -> Result<ReleaseRecord, StoreError> {
+        queries::insert_release(&mut *self.tx, release).await
+    }
+
+    pub async fn insert_promotion(
+        &mut self,
+        promotion: NewPromotion<'_>,
+    ) -> Result<PromotionRecord, StoreError> {
+        queries::insert_promotion(&mut *self.tx, promotion).await
+    }
+
+    /// Writes `updated` if the stored state is still `expected` (compare-and-set).
+    pub async fn update_promotion(
+        &mut self,
+        updated: &PromotionRecord,
+        expected: PromotionState,
+    ) -> Result<(), StoreError> {
+        let result: AnyQueryResult =
+            queries::update_promotion(&mut *self.tx, updated, expected).await?;
+        if result.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Concurrent)
+        }
+    }
+
+    pub async fn approvals(&mut self, promotion_id: i64) -> Result<Vec<Approval>, StoreError> {
+        queries::approvals(&mut *self.tx, promotion_id).await
+    }
+
+    pub async fn add_approval(
+        &mut self,
+        promotion_id: i64,
+        voter: &Identity,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        queries::add_approval(&mut *self.tx, promotion_id, voter, at).await
+    }
+
+    pub async fn remove_approval(
+        &mut self,
+        promotion_id: i64,
+        voter: &Identity,
+    ) -> Result<(), StoreError> {
+        queries::remove_approval(&mut *self.tx, promotion_id, voter).await
+    }
+
+    pub async fn audit(
+        &mut self,
+        promotion_id: Option<i64>,
+        actor: &Identity,
+        kind: &str,
+        detail: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        queries::audit(&mut *self.tx, promotion_id, actor, kind, detail, at).await
+    }
+
+    pub async fn enqueue_job(
+        &mut self,
+        kind: JobKind,
+        promotion_id: i64,
+        run_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        queries::enqueue_job(&mut *self.tx, kind, promotion_id, run_at).await
+    }
+
+    pub async fn delete_jobs(
+        &mut self,
+        kind: JobKind,
+        promotion_id: i64,
+    ) -> Result<(), StoreError> {
+        queries::delete_jobs(&mut *self.tx, kind, promotion_id).await
+    }
+
+    pub async fn set_current(&mut self, promotion: &PromotionRecord) -> Result<(), StoreError> {
+        queries::set_current(&mut *self.tx, promotion).await
+    }
+}

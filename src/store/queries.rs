@@ -1,0 +1,605 @@
+//! The SQL. Each function takes any executor (pool or transaction), so one query text serves both.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyQueryResult;
+use sqlx::{Any, Executor};
+
+use crate::domain::approval::Approval;
+use crate::domain::identity::Identity;
+use crate::domain::promotion::PromotionState;
+use crate::domain::version::Version;
+
+use super::records::{
+    millis, ApprovalRow, AuditEvent, AuditRow, PromotionRecord, PromotionRow, ReleaseRecord,
+    ReleaseRow, PROMOTION_COLUMNS, PROMOTION_FIELDS,
+};
+use super::StoreError;
+
+const ACTIVE_STATES: &str = "('awaiting_approval', 'approved', 'queued', 'deploying', 'verifying')";
+const DEPLOY_LOG_KEEP: i64 = 200;
+
+/// Kinds of outbox jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Deploy,
+}
+
+impl JobKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Deploy => "deploy",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    pub id: i64,
+    pub promotion_id: i64,
+    pub attempts: i64,
+}
+
+pub struct NewRelease<'a> {
+    pub service: &'a str,
+    pub version: &'a Version,
+    pub commit: Option<&'a str>,
+    pub notes: Option<&'a str>,
+    pub created_by: &'a Identity,
+    pub at: DateTime<Utc>,
+}
+
+pub struct NewPromotion<'a> {
+    pub service: &'a str,
+    pub version: &'a Version,
+    pub environment: &'a str,
+    pub state: PromotionState,
+    pub requested_by: &'a Identity,
+    pub rollback: bool,
+    pub previous_version: Option<&'a Version>,
+    pub required_approvals: u32,
+    pub force_reason: Option<&'a str>,
+    pub retry_of: Option<i64>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub at: DateTime<Utc>,
+}
+
+/// One line of `status`: a promotion that runs now (`current`) or is active in its environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRow {
+    pub promotion: PromotionRecord,
+    pub current: bool,
+    pub approval_count: i64,
+}
+
+fn decode_promotions(rows: Vec<PromotionRow>) -> Result<Vec<PromotionRecord>, StoreError> {
+    rows.into_iter().map(PromotionRecord::try_from).collect()
+}
+
+fn unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+pub async fn promotion<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: i64,
+) -> Result<Option<PromotionRecord>, StoreError> {
+    let sql = format!("SELECT {PROMOTION_COLUMNS} FROM promotions p WHERE p.id = $1");
+    let row: Option<PromotionRow> = sqlx::query_as(&sql).bind(id).fetch_optional(db).await?;
+    row.map(PromotionRecord::try_from).transpose()
+}
+
+pub async fn active_promotion<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    service: &str,
+    environment: &str,
+) -> Result<Option<PromotionRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {PROMOTION_COLUMNS} FROM promotions p \
+         WHERE p.service = $1 AND p.environment = $2 AND p.state IN {ACTIVE_STATES}"
+    );
+    let row: Option<PromotionRow> = sqlx::query_as(&sql)
+        .bind(service)
+        .bind(environment)
+        .fetch_optional(db)
+        .await?;
+    row.map(PromotionRecord::try_from).transpose()
+}
+
+pub async fn current<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    service: &str,
+    environment: &str,
+) -> Result<Option<PromotionRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {PROMOTION_COLUMNS} FROM current_deployments c \
+         JOIN promotions p ON p.id = c.promotion_id \
+         WHERE c.service = $1 AND c.environment = $2"
+    );
+    let row: Option<PromotionRow> = sqlx::query_as(&sql)
+        .bind(service)
+        .bind(environment)
+        .fetch_optional(db)
+        .await?;
+    row.map(PromotionRecord::try_from).transpose()
+}
+
+pub async fn succeeded_environments<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    service: &str,
+    version: &Version,
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT environment FROM promotions \
+         WHERE service = $1 AND version = $2 AND state = 'succeeded'",
+    )
+    .bind(service)
+    .bind(version.to_string())
+    .fetch_all(db)
+    .await?)
+}
+
+pub async fn succeeded_versions<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    service: &str,
+    environment: &str,
+) -> Result<Vec<Version>, StoreError> {
+    let texts: Vec<String> = sqlx::query_scalar(
+        "SELECT version FROM promotions \
+         WHERE service = $1 AND environment = $2 AND state = 'succeeded' ORDER BY id DESC",
+    )
+    .bind(service)
+    .bind(environment)
+    .fetch_all(db)
+    .await?;
+    parse_versions(texts)
+}
+
+pub async fn release_versions<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    service: &str,
+) -> Result<Vec<Version>, StoreError> {
+    let texts: Vec<String> =
+        sqlx::query_scalar("SELECT version FROM releases WHERE service = $1 ORDER BY id")
+            .bind(service)
+            .fetch_all(db)
+            .await?;
+    parse_versions(texts)
+}
+
+fn parse_versions(texts: Vec<String>) -> Result<Vec<Version>, StoreError> {
+    texts
+        .into_iter()
+        .map(|text| {
+            text.parse()
+                .map_err(|_| StoreError::Corrupt(format!("bad version {text}")))
+        })
+        .collect()
+}
+
+const RELEASE_COLUMNS: &str = "id, service, version, commit_sha, notes, created_by, created_at";
+
+pub async fn release<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    service: &str,
+    version: &Version,
+) -> Result<Option<ReleaseRecord>, StoreError> {
+    let sql = format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE service = $1 AND version = $2");
+    let row: Option<ReleaseRow> = sqlx::query_as(&sql)
+        .bind(service)
+        .bind(version.to_string())
+        .fetch_optional(db)
+        .await?;
+    row.map(ReleaseRecord::try_from).transpose()
+}
+
+pub async fn insert_release<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    release: NewRelease<'_>,
+) -> Result<ReleaseRecord, StoreError> {
+    let sql = format!(
+        "INSERT INTO releases (service, version, commit_sha, notes, created_by, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {RELEASE_COLUMNS}"
+    );
+    let row: ReleaseRow = sqlx::query_as(&sql)
+        .bind(release.service)
+        .bind(release.version.to_string())
+        .bind(release.commit)
+        .bind(release.notes)
+        .bind(release.created_by.as_str())
+        .bind(millis(release.at))
+        .fetch_one(db)
+        .await?;
+    row.try_into()
+}
+
+pub async fn insert_promotion<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    new: NewPromotion<'_>,
+) -> Result<PromotionRecord, StoreError> {
+    let sql = format!(
+        "INSERT INTO promotions (service, version, environment, state, requested_by, is_rollback, \
+         previous_version, required_approvals, force_reason, retry_of, created_at, updated_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12) RETURNING {PROMOTION_FIELDS}"
+    );
+    let inserted: Result<PromotionRow, sqlx::Error> = sqlx::query_as(&sql)
+        .bind(new.service)
+        .bind(new.version.to_string())
+        .bind(new.environment)
+        .bind(new.state.as_str())
+        .bind(new.requested_by.as_str())
+        .bind(i64::from(new.rollback))
+        .bind(new.previous_version.map(ToString::to_string))
+        .bind(i64::from(new.required_approvals))
+        .bind(new.force_reason)
+        .bind(new.retry_of)
+        .bind(millis(new.at))
+        .bind(new.expires_at.map(millis))
+        .fetch_one(db)
+        .await;
+    match inserted {
+        Ok(row) => row.try_into(),
+        Err(e) if unique_violation(&e) => Err(StoreError::ActiveExists),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn update_promotion<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    p: &PromotionRecord,
+    expected: PromotionState,
+) -> Result<AnyQueryResult, StoreError> {
+    let result = sqlx::query(
+        "UPDATE promotions SET state = $1, reason = $2, updated_at = $3, started_at = $4, \
+         finished_at = $5, expires_at = $6 WHERE id = $7 AND state = $8",
+    )
+    .bind(p.state.as_str())
+    .bind(p.reason.as_deref())
+    .bind(millis(p.updated_at))
+    .bind(p.started_at.map(millis))
+    .bind(p.finished_at.map(millis))
+    .bind(p.expires_at.map(millis))
+    .bind(p.id)
+    .bind(expected.as_str())
+    .execute(db)
+    .await;
+    match result {
+        Ok(done) => Ok(done),
+        Err(e) if unique_violation(&e) => Err(StoreError::ActiveExists),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn set_current<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    p: &PromotionRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO current_deployments (service, environment, promotion_id) VALUES ($1, $2, $3) \
+         ON CONFLICT (service, environment) DO UPDATE SET promotion_id = excluded.promotion_id",
+    )
+    .bind(&p.service)
+    .bind(&p.environment)
+    .bind(p.id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn approvals<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    promotion_id: i64,
+) -> Result<Vec<Approval>, StoreError> {
+    let rows: Vec<ApprovalRow> = sqlx::query_as(
+        "SELECT voter, at FROM approvals WHERE promotion_id = $1 ORDER BY at, voter",
+    )
+    .bind(promotion_id)
+    .fetch_all(db)
+    .await?;
+    rows.into_iter().map(Approval::try_from).collect()
+}
+
+pub async fn add_approval<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    promotion_id: i64,
+    voter: &Identity,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO approvals (promotion_id, voter, at) VALUES ($1, $2, $3) \
+         ON CONFLICT (promotion_id, voter) DO NOTHING",
+    )
+    .bind(promotion_id)
+    .bind(voter.as_str())
+    .bind(millis(at))
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn remove_approval<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    promotion_id: i64,
+    voter: &Identity,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM approvals WHERE promotion_id = $1 AND voter = $2")
+        .bind(promotion_id)
+        .bind(voter.as_str())
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn audit<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    promotion_id: Option<i64>,
+    actor: &Identity,
+    kind: &str,
+    detail: &str,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_events (promotion_id, at, actor, platform, kind, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(promotion_id)
+    .bind(millis(at))
+    .bind(actor.as_str())
+    .bind(actor.platform())
+    .bind(kind)
+    .bind(detail)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn events<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    promotion_id: i64,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    let rows: Vec<AuditRow> = sqlx::query_as(
+        "SELECT at, actor, platform, kind, detail FROM audit_events \
+         WHERE promotion_id = $1 ORDER BY id",
+    )
+    .bind(promotion_id)
+    .fetch_all(db)
+    .await?;
+    rows.into_iter().map(AuditEvent::try_from).collect()
+}
+
+pub async fn enqueue_job<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    kind: JobKind,
+    promotion_id: i64,
+    run_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO jobs (kind, promotion_id, run_at, created_at) VALUES ($1, $2, $3, $3)",
+    )
+    .bind(kind.as_str())
+    .bind(promotion_id)
+    .bind(millis(run_at))
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn delete_jobs<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    kind: JobKind,
+    promotion_id: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM jobs WHERE kind = $1 AND promotion_id = $2")
+        .bind(kind.as_str())
+        .bind(promotion_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn claim_jobs<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    skip_locked: &str,
+    kind: JobKind,
+    worker: &str,
+    now: DateTime<Utc>,
+    lease: Duration,
+    limit: u32,
+) -> Result<Vec<ClaimedJob>, StoreError> {
+    let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+    let sql = format!(
+        "UPDATE jobs SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
+         WHERE id IN (SELECT id FROM jobs WHERE kind = $3 AND run_at <= $4 \
+             AND (lease_until IS NULL OR lease_until < $4) ORDER BY id LIMIT $5 {skip_locked}) \
+         RETURNING id, promotion_id, attempts"
+    );
+    let rows: Vec<(i64, Option<i64>, i64)> = sqlx::query_as(&sql)
+        .bind(worker)
+        .bind(millis(until))
+        .bind(kind.as_str())
+        .bind(millis(now))
+        .bind(i64::from(limit))
+        .fetch_all(db)
+        .await?;
+    let mut jobs: Vec<ClaimedJob> = rows
+        .into_iter()
+        .filter_map(|(id, promotion_id, attempts)| {
+            promotion_id.map(|promotion_id| ClaimedJob {
+                id,
+                promotion_id,
+                attempts,
+            })
+        })
+        .collect();
+    jobs.sort_by_key(|job| job.id);
+    Ok(jobs)
+}
+
+pub async fn renew_lease<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    job_id: i64,
+    worker: &str,
+    until: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE jobs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3")
+        .bind(millis(until))
+        .bind(job_id)
+        .bind(worker)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn append_deploy_log(
+    tx: &mut sqlx::Transaction<'static, Any>,
+    promotion_id: i64,
+    lines: &[String],
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for line in lines {
+        sqlx::query("INSERT INTO deploy_log (promotion_id, at, line) VALUES ($1, $2, $3)")
+            .bind(promotion_id)
+            .bind(millis(at))
+            .bind(line)
+            .execute(&mut **tx)
+            .await?;
+    }
+    // Keep only the newest lines: the log is for reading a deploy, not for archiving it.
+    sqlx::query(
+        "DELETE FROM deploy_log WHERE promotion_id = $1 AND id <= \
+         (SELECT id FROM deploy_log WHERE promotion_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+    )
+    .bind(promotion_id)
+    .bind(DEPLOY_LOG_KEEP)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn deploy_log<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    promotion_id: i64,
+) -> Result<Vec<String>, StoreError> {
+    let mut lines: Vec<String> = sqlx::query_scalar(
+        "SELECT line FROM deploy_log WHERE promotion_id = $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(promotion_id)
+    .bind(DEPLOY_LOG_KEEP)
+    .fetch_all(db)
+    .await?;
+    lines.reverse();
+    Ok(lines)
+}
+
+pub async fn status<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    service: Option<&str>,
+) -> Result<Vec<StatusRow>, StoreError> {
+    let filter = if service.is_some() {
+        "AND p.service = $1"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT {PROMOTION_COLUMNS}, CAST(1 AS BIGINT) AS is_current, CAST(0 AS BIGINT) AS approval_count \
+         FROM current_deployments c JOIN promotions p ON p.id = c.promotion_id WHERE 1 = 1 {filter} \
+         UNION ALL \
+         SELECT {PROMOTION_COLUMNS}, CAST(0 AS BIGINT) AS is_current, \
+             (SELECT COUNT(*) FROM approvals a WHERE a.promotion_id = p.id) AS approval_count \
+         FROM promotions p WHERE p.state IN {ACTIVE_STATES} {filter}"
+    );
+    let mut query = sqlx::query(&sql);
+    if let Some(service) = service {
+        query = query.bind(service);
+    }
+    let rows = query.fetch_all(db).await?;
+    rows.iter()
+        .map(|row| {
+            use sqlx::{FromRow, Row};
+            Ok(StatusRow {
+                promotion: PromotionRow::from_row(row)?.try_into()?,
+                current: row.try_get::<i64, _>("is_current")? == 1,
+                approval_count: row.try_get("approval_count")?,
+            })
+        })
+        .collect()
+}
+
+pub async fn history<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    service: &str,
+    environment: Option<&str>,
+    limit: u32,
+) -> Result<Vec<PromotionRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {PROMOTION_COLUMNS} FROM promotions p WHERE p.service = $1 \
+         AND ($2 = '' OR p.environment = $2) ORDER BY p.id DESC LIMIT $3"
+    );
+    let rows: Vec<PromotionRow> = sqlx::query_as(&sql)
+        .bind(service)
+        .bind(environment.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(db)
+        .await?;
+    decode_promotions(rows)
+}
+
+pub async fn active_counts<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+) -> Result<Vec<(String, String, String, i64)>, StoreError> {
+    let sql = format!(
+        "SELECT service, environment, state, COUNT(*) FROM promotions \
+         WHERE state IN {ACTIVE_STATES} GROUP BY service, environment, state"
+    );
+    Ok(sqlx::query_as(&sql).fetch_all(db).await?)
+}
+
+pub async fn expired_approvals<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    now: DateTime<Utc>,
+) -> Result<Vec<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM promotions WHERE state = 'awaiting_approval' \
+         AND expires_at IS NOT NULL AND expires_at <= $1 ORDER BY id",
+    )
+    .bind(millis(now))
+    .fetch_all(db)
+    .await?)
+}
+
+pub async fn orphaned_deploys<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    now: DateTime<Utc>,
+    own_worker: &str,
+    all: bool,
+) -> Result<Vec<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT p.id FROM promotions p WHERE p.state IN ('deploying', 'verifying') AND ($1 = 1 \
+         OR NOT EXISTS (SELECT 1 FROM jobs j WHERE j.promotion_id = p.id AND j.kind = 'deploy' \
+             AND (j.lease_owner = $2 OR j.lease_until >= $3))) ORDER BY p.id",
+    )
+    .bind(i64::from(all))
+    .bind(own_worker)
+    .bind(millis(now))
+    .fetch_all(db)
+    .await?)
+}
+
+pub async fn record_inbound<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    source: &str,
+    event_id: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(
+        "INSERT INTO inbound_events (source, event_id, received_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (source, event_id) DO NOTHING",
+    )
+    .bind(source)
+    .bind(event_id)
+    .bind(millis(at))
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
