@@ -79,20 +79,19 @@ impl Engine {
         self.service(service)?;
         self.require_deployer(actor, "create releases")?;
         let mut tx = self.store().begin().await?;
-        if let Some(existing) = tx.release(service, version).await? {
-            return Err(EngineError::conflict(format!(
-                "{service} {version} already exists (created by {} at {}); promote it with /release promote {service} {version}",
-                existing.created_by,
-                existing.created_at.to_rfc3339()
-            )));
-        }
-        let release = self
+        let inserted = self
             .insert_release(&mut tx, actor, service, version, commit, notes)
             .await?;
+        let Some(release) = inserted else {
+            return Err(EngineError::conflict(format!(
+                "{service} {version} already exists; promote it with /release promote {service} {version}, or create a new version"
+            )));
+        };
         tx.commit().await?;
         Ok(release)
     }
 
+    /// Inserts a release with its audit event; `None` when it exists already.
     async fn insert_release(
         &self,
         tx: &mut Tx,
@@ -101,9 +100,9 @@ impl Engine {
         version: &Version,
         commit: Option<&str>,
         notes: Option<&str>,
-    ) -> Result<ReleaseRecord, EngineError> {
+    ) -> Result<Option<ReleaseRecord>, EngineError> {
         let now = self.now();
-        let release = tx
+        let inserted = tx
             .insert_release(NewRelease {
                 service,
                 version,
@@ -113,21 +112,19 @@ impl Engine {
                 at: now,
             })
             .await?;
-        tx.audit(
-            None,
-            &actor.identity,
-            "release_created",
-            &format!("{service} {version}"),
-            now,
-        )
-        .await?;
+        let Some(release) = inserted else {
+            return Ok(None);
+        };
+        let detail = format!("{service} {version}");
+        tx.audit(None, &actor.identity, "release_created", &detail, now)
+            .await?;
         self.metrics()
             .releases_created
             .get_or_create(&ServiceLabels {
                 service: service.to_string(),
             })
             .inc();
-        Ok(release)
+        Ok(Some(release))
     }
 
     pub(super) async fn promote(
@@ -158,10 +155,9 @@ impl Engine {
         self.refuse_if_active(&mut tx, service, target).await?;
         let current = tx.current(service, target).await?.map(|p| p.version);
         pipeline::check_newer(service, target, current.as_ref(), &version)?;
-        if tx.release(service, &version).await?.is_none() {
-            self.insert_release(&mut tx, actor, service, &version, None, None)
-                .await?;
-        }
+        // Promoting a version nobody created creates it (SPEC §1); a concurrent creator wins quietly.
+        self.insert_release(&mut tx, actor, service, &version, None, None)
+            .await?;
         let promotion = self
             .open_promotion(
                 &mut tx,
@@ -292,7 +288,8 @@ impl Engine {
             .await;
         let promotion = match inserted {
             Err(StoreError::ActiveExists) => {
-                let active = tx
+                let active = self
+                    .store()
                     .active_promotion(request.service, &request.environment.name)
                     .await?;
                 return Err(match active {
@@ -637,7 +634,7 @@ impl Engine {
         >,
     {
         let mut tx = self.store().begin().await?;
-        if let Some(promotion) = tx.promotion(id).await? {
+        if let Some(promotion) = tx.lock_promotion(id).await? {
             change(self, &mut tx, promotion).await?;
         }
         tx.commit().await?;

@@ -169,6 +169,7 @@ impl Store {
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(Tx {
             tx: self.write.begin().await?,
+            dialect: self.dialect,
         })
     }
 
@@ -176,6 +177,16 @@ impl Store {
 
     pub async fn promotion(&self, id: i64) -> Result<Option<PromotionRecord>, StoreError> {
         queries::promotion(&self.read, id).await
+    }
+
+    /// The active promotion of an environment, read outside any transaction (PostgreSQL refuses
+    /// further statements in a transaction that hit a unique violation).
+    pub async fn active_promotion(
+        &self,
+        service: &str,
+        environment: &str,
+    ) -> Result<Option<PromotionRecord>, StoreError> {
+        queries::active_promotion(&self.read, service, environment).await
     }
 
     pub async fn promotion_view(&self, id: i64) -> Result<Option<PromotionView>, StoreError> {
@@ -308,6 +319,7 @@ impl Store {
 /// One write transaction. Dropped without `commit`, it rolls back.
 pub struct Tx {
     tx: Transaction<'static, Any>,
+    dialect: Dialect,
 }
 
 impl Tx {
@@ -318,6 +330,16 @@ impl Tx {
 
     pub async fn promotion(&mut self, id: i64) -> Result<Option<PromotionRecord>, StoreError> {
         queries::promotion(&mut *self.tx, id).await
+    }
+
+    /// Reads a promotion and holds its row until commit, so concurrent votes are counted one
+    /// after the other (SQLite's single writer serialises them anyway).
+    pub async fn lock_promotion(&mut self, id: i64) -> Result<Option<PromotionRecord>, StoreError> {
+        let lock = match self.dialect {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => "FOR UPDATE",
+        };
+        queries::promotion_locked(&mut *self.tx, id, lock).await
     }
 
     pub async fn active_promotion(
@@ -368,10 +390,11 @@ impl Tx {
         queries::release(&mut *self.tx, service, version).await
     }
 
+    /// Inserts a release; `None` when it exists already.
     pub async fn insert_release(
         &mut self,
         release: NewRelease<'_>,
-    ) -> Result<ReleaseRecord, StoreError> {
+    ) -> Result<Option<ReleaseRecord>, StoreError> {
         queries::insert_release(&mut *self.tx, release).await
     }
 

@@ -90,6 +90,16 @@ pub async fn promotion<'e, E: Executor<'e, Database = Any>>(
     row.map(PromotionRecord::try_from).transpose()
 }
 
+pub async fn promotion_locked<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    id: i64,
+    lock: &str,
+) -> Result<Option<PromotionRecord>, StoreError> {
+    let sql = format!("SELECT {PROMOTION_COLUMNS} FROM promotions p WHERE p.id = $1 {lock}");
+    let row: Option<PromotionRow> = sqlx::query_as(&sql).bind(id).fetch_optional(db).await?;
+    row.map(PromotionRecord::try_from).transpose()
+}
+
 pub async fn active_promotion<'e, E: Executor<'e, Database = Any>>(
     db: E,
     service: &str,
@@ -194,24 +204,27 @@ pub async fn release<'e, E: Executor<'e, Database = Any>>(
     row.map(ReleaseRecord::try_from).transpose()
 }
 
+/// Inserts a release; `None` when it exists already (concurrent creators do not abort the
+/// transaction, which PostgreSQL would do on a unique violation).
 pub async fn insert_release<'e, E: Executor<'e, Database = Any>>(
     db: E,
     release: NewRelease<'_>,
-) -> Result<ReleaseRecord, StoreError> {
+) -> Result<Option<ReleaseRecord>, StoreError> {
     let sql = format!(
         "INSERT INTO releases (service, version, commit_sha, notes, created_by, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {RELEASE_COLUMNS}"
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (service, version) DO NOTHING \
+         RETURNING {RELEASE_COLUMNS}"
     );
-    let row: ReleaseRow = sqlx::query_as(&sql)
+    let row: Option<ReleaseRow> = sqlx::query_as(&sql)
         .bind(release.service)
         .bind(release.version.to_string())
         .bind(release.commit)
         .bind(release.notes)
         .bind(release.created_by.as_str())
         .bind(millis(release.at))
-        .fetch_one(db)
+        .fetch_optional(db)
         .await?;
-    row.try_into()
+    row.map(ReleaseRecord::try_from).transpose()
 }
 
 pub async fn insert_promotion<'e, E: Executor<'e, Database = Any>>(

@@ -1,0 +1,507 @@
+//! The `shipmate` binary (SPEC §7): exit codes of `check-config` and `migrate`, and `serve` as a
+//! real process — crash recovery after SIGKILL and graceful shutdown on SIGTERM.
+
+mod support;
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shipmate");
+/// Unset in the child, so `${…}` of it is always a missing variable.
+const UNSET_VAR: &str = "SHIPMATE_TEST_SURELY_UNSET_TOKEN";
+
+fn shipmate(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove(UNSET_VAR)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run the shipmate binary")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn shipped_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("bot.toml")
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
+fn poll(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+// ---- a temp directory whose processes die with it ----
+
+/// A temp directory with `bot.toml`, `deploy.sh` and the SQLite file. Deploy scripts run there in
+/// their own process group; when the bot is SIGKILLed they outlive it, so dropping the sandbox
+/// kills every process still working in the directory before removing it.
+struct Sandbox {
+    dir: TempDir,
+}
+
+impl Sandbox {
+    /// The harness config on a SQLite file in the directory, deploying with `script`, listening
+    /// on a free port.
+    fn new(script: &str) -> (Sandbox, u16) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let deploy = dir.path().join("deploy.sh");
+        std::fs::write(&deploy, script).expect("write deploy.sh");
+        support::make_executable(&deploy);
+        let database_url = format!("sqlite://{}", dir.path().join("bot.db").display());
+        let port = free_port();
+        let text = support::test_config(&database_url, "./deploy.sh");
+        let listen = "listen = \"127.0.0.1:0\"";
+        assert!(
+            text.contains(listen),
+            "the harness config listens on port 0"
+        );
+        let text = text.replace(listen, &format!("listen = \"127.0.0.1:{port}\""));
+        std::fs::write(dir.path().join("bot.toml"), text).expect("write bot.toml");
+        (Sandbox { dir }, port)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn config(&self) -> String {
+        self.path("bot.toml").display().to_string()
+    }
+
+    /// Processes whose working directory is this sandbox (Linux /proc).
+    fn processes(&self) -> Vec<i32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let dir = self
+            .dir
+            .path()
+            .canonicalize()
+            .unwrap_or_else(|_| self.dir.path().to_path_buf());
+        entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/cwd"))
+                    .is_ok_and(|cwd| cwd.starts_with(&dir))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        for pid in self.processes() {
+            // The deploy script leads its own group; its `sleep` children go with it.
+            let pid = Pid::from_raw(pid);
+            if killpg(pid, Signal::SIGKILL).is_err() {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
+        poll(Duration::from_secs(5), || self.processes().is_empty());
+    }
+}
+
+// ---- `shipmate serve` as a child process ----
+
+/// A running `shipmate serve`; killed (SIGKILL) and reaped on drop, so no test leaks it.
+struct Bot {
+    child: Child,
+    base: String,
+    log: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Bot {
+    /// Starts `serve` on the sandbox config and waits until `/readyz` answers 200.
+    async fn start(sandbox: &Sandbox, port: u16, name: &str) -> Bot {
+        let log = sandbox.path(&format!("{name}.log"));
+        let file = File::create(&log).expect("log file");
+        let child = Command::new(BIN)
+            .args(["serve", "--config", &sandbox.config()])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn shipmate serve");
+        let mut bot = Bot {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("http client"),
+        };
+        bot.wait_ready().await;
+        bot
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "shipmate serve exited with {status} before it was ready:\n{}",
+                    self.log()
+                );
+            }
+            let url = format!("{}/readyz", self.base);
+            if let Ok(response) = self.http.get(&url).send().await {
+                if response.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/readyz never answered 200:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(support::CI_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request reaches the bot");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("response body");
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    async fn promotion(&self, id: i64) -> Value {
+        let (status, body) = self
+            .request(
+                reqwest::Method::GET,
+                &format!("/api/v1/promotions/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    async fn wait_for_state(&self, id: i64, state: &str) -> Value {
+        let mut last = Value::Null;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            last = self.promotion(id).await;
+            if last["state"] == state {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "promotion #{id} never reached {state}; last: {last:#}\n{}",
+            self.log()
+        );
+    }
+
+    /// Waits for the process to exit by itself.
+    async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "shipmate did not exit within {timeout:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs, as when the machine or the OOM killer takes the bot.
+    fn crash(&mut self) {
+        self.child.kill().expect("SIGKILL the bot");
+        self.child.wait().expect("reap the bot");
+    }
+}
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+// ---- check-config ----
+
+#[test]
+fn check_config_accepts_the_shipped_config() {
+    let output = shipmate(&[
+        "check-config",
+        "--config",
+        &shipped_config().display().to_string(),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("is valid"), "{}", stdout(&output));
+}
+
+#[test]
+fn check_config_lists_every_problem_with_its_key_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bot.toml");
+    let text = r#"
+[server]
+listen = "localhost:eighty"
+
+[database]
+url = "sqlite://bot.db"
+
+[slack]
+bot_token = "${UNSET}"
+signing_secret = "literal"
+
+[roles]
+leads = ["bob"]
+deployers = ["*"]
+
+[[api_tokens]]
+name = "ci"
+
+[[service]]
+name = "api"
+  [[service.environment]]
+  name = "production"
+  backend = { kind = "command", run = ["./deploy.sh"], timeout = "10 minutes please" }
+  approvals = { required = 1, from = "reviewers" }
+  windows = ["lunch"]
+  verify = { kind = "http", url = "https://api.example.com/healthz" }
+
+[[service]]
+name = "api"
+"#
+    .replace("UNSET", UNSET_VAR);
+    std::fs::write(&path, text).unwrap();
+    let output = shipmate(&["check-config", "--config", &path.display().to_string()]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{} has 10 problems:", path.display())),
+        "{err}"
+    );
+    for (key, needle) in [
+        ("server.listen", "not an address"),
+        ("slack.bot_token", UNSET_VAR),
+        ("roles.leads[0]", "not an identity"),
+        ("api_tokens[0]", "sha256"),
+        (
+            "service[0].environment[0].backend.timeout",
+            "10 minutes please",
+        ),
+        (
+            "service[0].environment[0].approvals.from",
+            "unknown role `reviewers`",
+        ),
+        (
+            "service[0].environment[0].windows[0]",
+            "unknown window `lunch`",
+        ),
+        ("service[0].environment[0].verify", "not supported yet"),
+        ("service[1].name", "used twice"),
+        ("service[1].environment", "empty pipeline"),
+    ] {
+        let line = err
+            .lines()
+            .find(|line| line.starts_with(&format!("  - {key}: ")))
+            .unwrap_or_else(|| panic!("no line for {key}:\n{err}"));
+        assert!(line.contains(needle), "{line}");
+    }
+}
+
+#[test]
+fn check_config_names_a_missing_file_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nowhere").join("bot.toml");
+    let output = shipmate(&["check-config", "--config", &path.display().to_string()]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(err.contains("--config"), "{err}");
+}
+
+#[test]
+fn unknown_subcommand_exits_2() {
+    let output = shipmate(&["deploy-everything"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("deploy-everything"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = shipmate(&[]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+}
+
+// ---- migrate ----
+
+#[tokio::test]
+async fn migrate_creates_the_database_and_is_idempotent() {
+    let (sandbox, _) = Sandbox::new(support::RECORDING_SCRIPT);
+    let db = sandbox.path("bot.db");
+    assert!(!db.exists());
+
+    let output = shipmate(&["migrate", "--config", &sandbox.config()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(db.is_file(), "migrate creates {}", db.display());
+
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open the migrated database");
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(&mut conn)
+            .await
+            .expect("list tables");
+    conn.close().await.expect("close");
+    for table in [
+        "promotions",
+        "releases",
+        "approvals",
+        "audit_events",
+        "jobs",
+    ] {
+        assert!(tables.iter().any(|t| t == table), "{table} in {tables:?}");
+    }
+
+    let again = shipmate(&["migrate", "--config", &sandbox.config()]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+}
+
+#[test]
+fn migrate_with_a_broken_config_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bot.toml");
+    std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:8080\"\n").unwrap();
+    let output = shipmate(&["migrate", "--config", &path.display().to_string()]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("database"), "{}", stderr(&output));
+}
+
+// ---- serve: crash recovery and graceful shutdown ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_killed_with_the_bot_is_interrupted_at_restart_and_can_be_retried() {
+    let (sandbox, port) = Sandbox::new(support::GATED_SCRIPT);
+    let mut bot = Bot::start(&sandbox, port, "first").await;
+
+    let (status, body) = bot
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/promotions",
+            Some(json!({"service": "web", "version": "1.0.0", "environment": "staging"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_i64().expect("promotion id");
+    bot.wait_for_state(id, "deploying").await;
+
+    bot.crash();
+    drop(bot);
+
+    let bot = Bot::start(&sandbox, port, "second").await;
+    let promotion = bot.promotion(id).await;
+    assert_eq!(promotion["state"], "interrupted", "{promotion:#}");
+    let reason = promotion["reason"].as_str().unwrap_or_default();
+    assert!(
+        !reason.is_empty(),
+        "an interrupted promotion says why: {promotion:#}"
+    );
+    assert!(promotion["finished_at"].is_string(), "{promotion:#}");
+    let events = promotion["events"].as_array().expect("events");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "interrupted" && e["actor"] == "shipmate:bot"),
+        "an `interrupted` event by shipmate:bot: {events:#?}"
+    );
+    let (status, services) = bot
+        .request(reqwest::Method::GET, "/api/v1/services", None)
+        .await;
+    assert_eq!(status, 200, "{services}");
+
+    let (status, retry) = bot
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/promotions/{id}/retry"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 202, "{retry}");
+    let retry_id = retry["id"].as_i64().expect("retry id");
+    assert_ne!(retry_id, id, "a retry is a new promotion");
+    assert_eq!(retry["retry_of"], id, "{retry:#}");
+    assert_eq!(retry["service"], "web");
+    assert_eq!(retry["version"], "1.0.0");
+    assert_eq!(retry["environment"], "staging");
+
+    bot.wait_for_state(retry_id, "deploying").await;
+    std::fs::write(sandbox.path(&format!("release-{retry_id}")), "").expect("open the gate");
+    let done = bot.wait_for_state(retry_id, "succeeded").await;
+    assert!(done["finished_at"].is_string(), "{done:#}");
+    // The original stays interrupted: history is not rewritten.
+    assert_eq!(bot.promotion(id).await["state"], "interrupted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_shuts_down_gracefully_with_exit_0() {
+    let (sandbox, port) = Sandbox::new(support::RECORDING_SCRIPT);
+    let mut bot = Bot::start(&sandbox, port, "serve").await;
+    let pid = Pid::from_raw(i32::try_from(bot.child.id()).expect("pid fits"));
+    kill(pid, Signal::SIGTERM).expect("send SIGTERM");
+    let status = bot.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", bot.log());
+    assert!(bot.log().contains("shipmate stopped"), "{}", bot.log());
+}

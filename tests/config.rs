@@ -1,0 +1,761 @@
+//! `bot.toml` loading and validation (SPEC §4): the shipped demo config, unknown keys, every
+//! problem reported at once with its TOML key, `${VAR}` substitution, secrets, and the
+//! window / schedule / freeze tables.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use shipmate::config::{self, BackendConfig, Config, ConfigError, Problem};
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn base_dir() -> PathBuf {
+    PathBuf::from("/srv/shipmate")
+}
+
+/// An environment function backed by a fixed map.
+fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| map.get(name).cloned()
+}
+
+fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+    config::parse(text, &base_dir(), &no_env)
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    match parse(text) {
+        Ok(_) => panic!("config was accepted, expected problems:\n{text}"),
+        Err(problems) => problems,
+    }
+}
+
+/// The problem reported under `key`, failing with the full list when there is none.
+fn problem_at<'p>(problems: &'p [Problem], key: &str) -> &'p Problem {
+    problems
+        .iter()
+        .find(|p| p.key == key)
+        .unwrap_or_else(|| panic!("no problem with key `{key}` in {problems:#?}"))
+}
+
+/// A small valid config to which tests append tables.
+const MINIMAL: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+
+[database]
+url = "sqlite://bot.db"
+
+[roles]
+leads = ["slack:U0LEAD"]
+deployers = ["*"]
+"#;
+
+const SERVICE: &str = r#"
+[[service]]
+name = "api"
+  [[service.environment]]
+  name = "staging"
+  backend = { kind = "command", run = ["./deploy.sh"] }
+  [[service.environment]]
+  name = "production"
+  backend = { kind = "command", run = ["./deploy.sh"] }
+"#;
+
+fn with(extra: &str) -> String {
+    format!("{MINIMAL}{extra}{SERVICE}")
+}
+
+// ---- the shipped demo config ----
+
+#[test]
+fn shipped_bot_toml_loads_without_any_environment() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = manifest.join("bot.toml");
+    let config = config::load(&path, &no_env).unwrap_or_else(|e| panic!("{e}"));
+
+    assert_eq!(config.base_dir, manifest);
+    assert_eq!(config.service_names(), ["api", "web"]);
+    for service in &config.services {
+        assert_eq!(
+            service.pipeline(),
+            ["dev", "staging", "production"],
+            "{}",
+            service.name
+        );
+        for env in &service.environments {
+            let BackendConfig::Command { run, .. } = &env.backend;
+            assert_eq!(
+                run,
+                &["./deploy/deploy.sh"],
+                "{} {}",
+                service.name,
+                env.name
+            );
+            assert!(
+                manifest.join(&run[0]).is_file(),
+                "the demo deploy script exists"
+            );
+        }
+        for name in ["dev", "staging"] {
+            assert!(
+                service.environment(name).unwrap().approvals.is_none(),
+                "{} {name} needs no approval",
+                service.name
+            );
+        }
+        let production = service.environment("production").unwrap();
+        let approvals = production
+            .approvals
+            .as_ref()
+            .expect("production needs approval");
+        assert_eq!(approvals.from_role, "leads");
+        assert_eq!(approvals.required, 1);
+        assert!(!approvals.self_approval);
+        assert_eq!(approvals.expires, Duration::from_secs(24 * 3600));
+    }
+    assert!(config.roles.is_defined("leads"));
+    assert!(config.slack.is_none() && config.discord.is_none());
+    assert_eq!(
+        config.database_url,
+        format!("sqlite://{}", manifest.join("shipmate.db").display()),
+        "the SQLite file is next to bot.toml, whatever the working directory"
+    );
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+    let tokens: Vec<&str> = config.api_tokens.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(tokens, ["ci", "lead"]);
+}
+
+#[test]
+fn sqlite_paths_are_relative_to_the_config_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bot.toml");
+    std::fs::write(&path, with("")).unwrap();
+    let config = config::load(&path, &no_env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.database_url,
+        format!("sqlite://{}", dir.path().join("bot.db").display())
+    );
+
+    let absolute = with("").replace(
+        "sqlite://bot.db",
+        "sqlite:///var/lib/shipmate/bot.db?mode=rwc",
+    );
+    let config = parse(&absolute).unwrap();
+    assert_eq!(
+        config.database_url,
+        "sqlite:///var/lib/shipmate/bot.db?mode=rwc"
+    );
+}
+
+#[test]
+fn harness_config_is_valid() {
+    let text = support::test_config("sqlite://test.db", "./deploy.sh");
+    let config = parse(&text).unwrap_or_else(|p| panic!("{p:#?}"));
+    assert_eq!(config.service_names(), ["api", "web"]);
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let path = Path::new("/nonexistent/shipmate/bot.toml");
+    let error = config::load(path, &no_env).unwrap_err();
+    assert_eq!(error.path, path);
+    let text = error.to_string();
+    assert!(text.contains("/nonexistent/shipmate/bot.toml"), "{text}");
+    assert!(text.contains("--config"), "{text}");
+}
+
+// ---- unknown keys ----
+
+fn assert_unknown_key(text: &str, key: &str) {
+    let problems = problems(text);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let message = &problems[0].message;
+    assert!(
+        message.contains(&format!("unknown field `{key}`")),
+        "the message names `{key}`: {message}"
+    );
+}
+
+#[test]
+fn unknown_top_level_key_is_rejected() {
+    // Before the first table header, so it really is top-level.
+    assert_unknown_key(&format!("listen_port = 8080\n{}", with("")), "listen_port");
+    // A misspelt table is an unknown top-level key too.
+    assert_unknown_key(&with("\n[[services]]\nname = \"web\"\n"), "services");
+}
+
+#[test]
+fn unknown_server_key_is_rejected() {
+    let text = with("").replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\nport = 8080",
+    );
+    assert_unknown_key(&text, "port");
+}
+
+#[test]
+fn unknown_environment_key_is_rejected() {
+    let text = with("").replace(
+        "name = \"production\"",
+        "name = \"production\"\n  aproval = { required = 1, from = \"leads\" }",
+    );
+    assert_unknown_key(&text, "aproval");
+}
+
+#[test]
+fn unknown_backend_key_is_rejected() {
+    let text = with("").replace(
+        "run = [\"./deploy.sh\"] }\n  [[service.environment]]",
+        "run = [\"./deploy.sh\"], timout = \"5m\" }\n  [[service.environment]]",
+    );
+    assert_unknown_key(&text, "timout");
+}
+
+#[test]
+fn unknown_key_in_other_tables_is_rejected() {
+    assert_unknown_key(
+        &with("\n[[api_tokens]]\nname = \"ci\"\ntoken = \"x\"\nrole = [\"deployers\"]\n"),
+        "role",
+    );
+    assert_unknown_key(
+        &with("\n[slack]\nbot_token = \"x\"\nsigning_secret = \"y\"\nchannel = \"C1\"\n"),
+        "channel",
+    );
+}
+
+// ---- every problem at once ----
+
+const BROKEN: &str = r#"
+[server]
+listen = "localhost:eighty"
+
+[database]
+url = "sqlite://bot.db"
+
+[slack]
+bot_token = "${SLACK_BOT_TOKEN}"
+signing_secret = "not-a-real-secret"
+
+[roles]
+leads = ["slack:U0LEAD", "bob"]
+deployers = ["*"]
+
+[[api_tokens]]
+name = "ci"
+roles = ["deployers"]
+
+[[service]]
+name = "api"
+  [[service.environment]]
+  name = "staging"
+  backend = { kind = "command", run = ["./deploy.sh"], timeout = "10m" }
+  [[service.environment]]
+  name = "production"
+  backend = { kind = "command", run = ["./deploy.sh"], timeout = "10 minutes please" }
+  approvals = { required = 2, from = "reviewers" }
+  windows = ["lunch"]
+  verify = { kind = "http", url = "https://api.example.com/healthz", for = "2m" }
+
+[[service]]
+name = "api"
+  [[service.environment]]
+  name = "production"
+  backend = { kind = "command", run = ["./deploy.sh"] }
+
+[[service]]
+name = "web"
+"#;
+
+#[test]
+fn every_problem_is_listed_at_once_with_its_key() {
+    let problems = problems(BROKEN);
+    let expect = |key: &str, needles: &[&str]| {
+        let problem = problem_at(&problems, key);
+        for needle in needles {
+            assert!(
+                problem.message.contains(needle),
+                "{key}: `{}` should mention `{needle}`",
+                problem.message
+            );
+        }
+    };
+    expect(
+        "slack.bot_token",
+        &["SLACK_BOT_TOKEN", "is not set", "set it"],
+    );
+    expect("service[1].name", &["`api`", "used twice", "unique"]);
+    expect(
+        "service[2].environment",
+        &["web", "empty pipeline", "[[service.environment]]"],
+    );
+    expect(
+        "service[0].environment[1].backend.timeout",
+        &["10 minutes please", "not a duration", "30m"],
+    );
+    expect(
+        "service[0].environment[1].approvals.from",
+        &["unknown role `reviewers`", "[roles]", "leads"],
+    );
+    expect(
+        "service[0].environment[1].verify",
+        &["not supported yet", "remove `verify`"],
+    );
+    expect(
+        "server.listen",
+        &["localhost:eighty", "not an address", "host:port"],
+    );
+    expect(
+        "roles.leads[1]",
+        &["`bob`", "not an identity", "slack:<user id>"],
+    );
+    expect(
+        "service[0].environment[1].windows[0]",
+        &["unknown window `lunch`", "[[window]]"],
+    );
+    expect("api_tokens[0]", &["sha256", "token"]);
+    assert_eq!(
+        problems.len(),
+        10,
+        "nothing else is reported: {problems:#?}"
+    );
+
+    let error = ConfigError {
+        path: PathBuf::from("bot.toml"),
+        problems,
+    };
+    insta::assert_snapshot!("every_problem_at_once", error.to_string());
+}
+
+#[test]
+fn load_reports_the_same_problems_under_the_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bot.toml");
+    std::fs::write(&path, BROKEN).unwrap();
+    let error = config::load(&path, &no_env).unwrap_err();
+    assert_eq!(error.path, path);
+    assert_eq!(error.problems.len(), 10, "{error}");
+    let text = error.to_string();
+    assert!(
+        text.starts_with(&format!("{} has 10 problems:\n", path.display())),
+        "{text}"
+    );
+    for problem in &error.problems {
+        assert!(
+            text.contains(&format!("  - {}: {}\n", problem.key, problem.message)),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn one_problem_is_singular() {
+    let text = with("").replace("deployers = [\"*\"]", "");
+    let error = ConfigError {
+        path: PathBuf::from("bot.toml"),
+        problems: problems(&text),
+    };
+    insta::assert_snapshot!("missing_deployers", error.to_string());
+}
+
+#[test]
+fn a_toml_syntax_error_points_at_the_line() {
+    let problems = problems("[server]\nlisten = \"127.0.0.1:8080\n");
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].message.contains("line 2"),
+        "{}",
+        problems[0].message
+    );
+}
+
+// ---- ${VAR} substitution and secrets ----
+
+#[test]
+fn env_variables_are_substituted_whole_and_embedded() {
+    let text = format!(
+        "{}{}",
+        MINIMAL
+            .replace(
+                "listen = \"127.0.0.1:8080\"",
+                "listen = \"${BIND}:${PORT}\"\npublic_url = \"https://${HOST}/bot\""
+            )
+            .replace("sqlite://bot.db", "sqlite://${DATA_DIR}/bot.db"),
+        r#"
+[slack]
+bot_token = "${SLACK_BOT_TOKEN}"
+signing_secret = "${SLACK_SIGNING_SECRET}"
+
+[[api_tokens]]
+name = "ci"
+token = "${SHIPMATE_CI_TOKEN}"
+roles = ["deployers"]
+
+[[service]]
+name = "api"
+  [[service.environment]]
+  name = "staging"
+  backend = { kind = "command", run = ["./deploy.sh", "--region=${REGION}"] }
+"#
+    );
+    let env = env_of(&[
+        ("BIND", "0.0.0.0"),
+        ("PORT", "9090"),
+        ("HOST", "bot.example.com"),
+        ("DATA_DIR", "/var/lib/shipmate"),
+        ("SLACK_BOT_TOKEN", "xoxb-super-secret-value"),
+        ("SLACK_SIGNING_SECRET", "signing-secret-value"),
+        ("SHIPMATE_CI_TOKEN", "ci-token-value"),
+        ("REGION", "eu-west-1"),
+    ]);
+    let config = config::parse(&text, &base_dir(), &env).unwrap_or_else(|p| panic!("{p:#?}"));
+    assert_eq!(config.server.listen.to_string(), "0.0.0.0:9090");
+    assert_eq!(
+        config.server.public_url.as_deref(),
+        Some("https://bot.example.com/bot")
+    );
+    assert_eq!(config.database_url, "sqlite:///var/lib/shipmate/bot.db");
+    let slack = config.slack.as_ref().expect("slack configured");
+    assert_eq!(slack.bot_token.expose(), "xoxb-super-secret-value");
+    assert_eq!(slack.signing_secret.expose(), "signing-secret-value");
+    let expected_digest: [u8; 32] = {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(b"ci-token-value").into()
+    };
+    assert_eq!(config.api_tokens[0].sha256, expected_digest);
+    let BackendConfig::Command { run, .. } = &config.services[0].environments[0].backend;
+    assert_eq!(run, &["./deploy.sh", "--region=eu-west-1"]);
+
+    let debug = format!("{config:?}");
+    for secret in [
+        "xoxb-super-secret-value",
+        "signing-secret-value",
+        "ci-token-value",
+    ] {
+        assert!(
+            !debug.contains(secret),
+            "Debug output leaks `{secret}`: {debug}"
+        );
+    }
+    assert!(debug.contains("Secret(***)"), "{debug}");
+}
+
+#[test]
+fn every_missing_variable_is_named_with_its_key() {
+    let text = with(
+        r#"
+[slack]
+bot_token = "${SLACK_BOT_TOKEN}"
+signing_secret = "prefix-${SLACK_SIGNING_SECRET}"
+"#,
+    );
+    let problems = problems(&text);
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    let token = problem_at(&problems, "slack.bot_token");
+    assert!(token.message.contains("SLACK_BOT_TOKEN"), "{token}");
+    let secret = problem_at(&problems, "slack.signing_secret");
+    assert!(secret.message.contains("SLACK_SIGNING_SECRET"), "{secret}");
+}
+
+#[test]
+fn secret_debug_never_shows_the_value() {
+    let secret = config::Secret::new("hunter2");
+    assert_eq!(format!("{secret:?}"), "Secret(***)");
+    assert_eq!(
+        format!("{:#?}", Some(secret.clone())).contains("hunter2"),
+        false
+    );
+    assert_eq!(secret.expose(), "hunter2");
+}
+
+// ---- windows, schedules, freezes ----
+
+const CALENDAR: &str = r#"
+[[schedule]]
+name = "nightly-staging"
+cron = "0 0 2 * * Mon-Fri"
+timezone = "Europe/Berlin"
+command = "promote api latest to staging"
+roles = ["deployers"]
+channels = { slack = "C0123RELEASES" }
+
+[[freeze]]
+start = "2026-12-23T00:00:00+01:00"
+end = "2027-01-02T00:00:00+01:00"
+environments = ["production"]
+reason = "holidays"
+
+[[freeze]]
+start = "2026-11-01T00:00:00Z"
+end = "2026-11-01T06:00:00Z"
+environments = ["*"]
+
+[[window]]
+name = "prod-window"
+cron = "0 0 14 * * Tue,Thu"
+duration = "2h"
+timezone = "America/New_York"
+announce_before = ["30m", "1h"]
+channels = { slack = "C0123RELEASES", discord = "1100220033004400" }
+"#;
+
+fn calendar(old: &str, new: &str) -> String {
+    assert!(
+        old.is_empty() || CALENDAR.contains(old),
+        "`{old}` is in the calendar"
+    );
+    let calendar = CALENDAR.replacen(old, new, 1);
+    format!("{MINIMAL}{calendar}{SERVICE}").replace(
+        "name = \"production\"",
+        "name = \"production\"\n  windows = [\"prod-window\"]",
+    )
+}
+
+#[test]
+fn windows_schedules_and_freezes_parse() {
+    let config = parse(&calendar("", "")).unwrap_or_else(|p| panic!("{p:#?}"));
+
+    let [window] = config.windows.as_slice() else {
+        panic!("one window: {:?}", config.windows);
+    };
+    assert_eq!(window.name, "prod-window");
+    assert_eq!(window.duration, Duration::from_secs(2 * 3600));
+    assert_eq!(window.timezone, chrono_tz::America::New_York);
+    assert_eq!(
+        window.announce_before,
+        [Duration::from_secs(1800), Duration::from_secs(3600)]
+    );
+    let channels = window.channels.as_ref().expect("channels");
+    assert_eq!(channels.slack.as_deref(), Some("C0123RELEASES"));
+    assert_eq!(channels.discord.as_deref(), Some("1100220033004400"));
+    // Seconds-first cron: 14:00:00 on Tuesdays and Thursdays.
+    let after = chrono::DateTime::parse_from_rfc3339("2026-11-17T00:00:00Z")
+        .unwrap()
+        .with_timezone(&window.timezone);
+    let next = window.cron.after(&after).next().expect("next opening");
+    assert_eq!(next.to_rfc3339(), "2026-11-17T14:00:00-05:00");
+    assert_eq!(
+        config
+            .service("api")
+            .unwrap()
+            .environment("production")
+            .unwrap()
+            .windows,
+        ["prod-window"]
+    );
+
+    let [schedule] = config.schedules.as_slice() else {
+        panic!("one schedule: {:?}", config.schedules);
+    };
+    assert_eq!(schedule.name, "nightly-staging");
+    assert_eq!(schedule.timezone, chrono_tz::Europe::Berlin);
+    assert_eq!(schedule.roles, ["deployers"]);
+    assert_eq!(schedule.channels.slack.as_deref(), Some("C0123RELEASES"));
+    assert!(
+        matches!(&schedule.command, shipmate::domain::command::Command::Promote { service, to, .. }
+            if service == "api" && to.as_deref() == Some("staging")),
+        "{:?}",
+        schedule.command
+    );
+
+    let [holidays, night] = config.freezes.as_slice() else {
+        panic!("two freezes: {:?}", config.freezes);
+    };
+    assert_eq!(holidays.start.to_rfc3339(), "2026-12-22T23:00:00+00:00");
+    assert_eq!(holidays.end.to_rfc3339(), "2027-01-01T23:00:00+00:00");
+    assert_eq!(holidays.environments, ["production"]);
+    assert_eq!(holidays.reason.as_deref(), Some("holidays"));
+    assert_eq!(night.environments, ["*"]);
+    assert_eq!(night.reason, None);
+}
+
+#[test]
+fn timezone_defaults_to_utc() {
+    let config = parse(&calendar("timezone = \"America/New_York\"\n", "")).unwrap();
+    assert_eq!(config.windows[0].timezone, chrono_tz::UTC);
+}
+
+/// Replaces `old` in the calendar, expecting exactly one problem, under `key`, that mentions every
+/// needle.
+fn assert_calendar_problem(old: &str, new: &str, key: &str, needles: &[&str]) {
+    let problems = problems(&calendar(old, new));
+    assert_eq!(problems.len(), 1, "{old} → {new}: {problems:#?}");
+    let problem = &problems[0];
+    assert_eq!(problem.key, key, "{problem}");
+    for needle in needles {
+        assert!(
+            problem.message.contains(needle),
+            "{key}: `{}` should mention `{needle}`",
+            problem.message
+        );
+    }
+}
+
+#[test]
+fn window_cron_must_be_seconds_first() {
+    assert_calendar_problem(
+        "cron = \"0 0 14 * * Tue,Thu\"",
+        "cron = \"0 14 * * Tue,Thu\"",
+        "window[0].cron",
+        &["0 14 * * Tue,Thu", "not a cron schedule", "seconds first"],
+    );
+}
+
+#[test]
+fn window_timezone_must_be_an_iana_name() {
+    assert_calendar_problem(
+        "timezone = \"America/New_York\"",
+        "timezone = \"Eastern\"",
+        "window[0].timezone",
+        &["`Eastern` is not a time zone", "IANA"],
+    );
+}
+
+#[test]
+fn window_announce_before_must_be_durations() {
+    assert_calendar_problem(
+        "announce_before = [\"30m\", \"1h\"]",
+        "announce_before = [\"30m\", \"an hour\"]",
+        "window[0].announce_before[1]",
+        &["`an hour` is not a duration", "30m"],
+    );
+}
+
+#[test]
+fn window_duration_must_be_a_duration() {
+    assert_calendar_problem(
+        "duration = \"2h\"",
+        "duration = \"0s\"",
+        "window[0].duration",
+        &["`0s` is not a duration"],
+    );
+}
+
+#[test]
+fn window_names_must_be_unique() {
+    let config = calendar("", "")
+        + "\n[[window]]\nname = \"prod-window\"\ncron = \"0 0 9 * * *\"\nduration = \"1h\"\n";
+    let problems = problems(&config);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(problems[0].key, "window[1].name");
+}
+
+#[test]
+fn schedule_cron_must_be_seconds_first() {
+    assert_calendar_problem(
+        "cron = \"0 0 2 * * Mon-Fri\"",
+        "cron = \"every night\"",
+        "schedule[0].cron",
+        &["every night", "seconds first"],
+    );
+}
+
+#[test]
+fn schedule_timezone_must_be_an_iana_name() {
+    assert_calendar_problem(
+        "timezone = \"Europe/Berlin\"",
+        "timezone = \"Europe/Berlinn\"",
+        "schedule[0].timezone",
+        &["Europe/Berlinn", "IANA"],
+    );
+}
+
+#[test]
+fn schedule_command_must_parse() {
+    let problems = problems(&calendar(
+        "command = \"promote api latest to staging\"",
+        "command = \"deploy everything\"",
+    ));
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(problems[0].key, "schedule[0].command");
+    assert!(!problems[0].message.contains('\n'), "{}", problems[0]);
+}
+
+#[test]
+fn schedule_roles_must_be_known() {
+    assert_calendar_problem(
+        "roles = [\"deployers\"]",
+        "roles = [\"deployer\"]",
+        "schedule[0].roles[0]",
+        &["unknown role `deployer`", "deployers"],
+    );
+}
+
+#[test]
+fn freeze_end_must_be_after_start() {
+    assert_calendar_problem(
+        "end = \"2027-01-02T00:00:00+01:00\"",
+        "end = \"2026-12-22T00:00:00+01:00\"",
+        "freeze[0].end",
+        &["after start"],
+    );
+}
+
+#[test]
+fn freeze_times_must_be_rfc3339() {
+    assert_calendar_problem(
+        "start = \"2026-12-23T00:00:00+01:00\"",
+        "start = \"December 23rd\"",
+        "freeze[0].start",
+        &["December 23rd", "RFC 3339"],
+    );
+}
+
+#[test]
+fn freeze_environments_must_be_known() {
+    assert_calendar_problem(
+        "environments = [\"production\"]",
+        "environments = [\"prod\"]",
+        "freeze[0].environments[0]",
+        &["`prod`", "production, staging", "\"*\""],
+    );
+}
+
+#[test]
+fn environment_windows_must_be_defined() {
+    let problems = problems(&calendar(
+        "name = \"prod-window\"",
+        "name = \"office-hours\"",
+    ));
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let problem = problem_at(&problems, "service[0].environment[1].windows[0]");
+    assert!(
+        problem.message.contains("unknown window `prod-window`")
+            && problem.message.contains("known: office-hours"),
+        "{problem}"
+    );
+}
+
+#[test]
+fn calendar_problems_are_listed_together() {
+    let text = calendar(
+        "cron = \"0 0 14 * * Tue,Thu\"",
+        "cron = \"0 14 * * Tue,Thu\"",
+    )
+    .replace(
+        "timezone = \"Europe/Berlin\"",
+        "timezone = \"Mars/Olympus\"",
+    )
+    .replace(
+        "announce_before = [\"30m\", \"1h\"]",
+        "announce_before = [\"soon\"]",
+    )
+    .replace(
+        "end = \"2027-01-02T00:00:00+01:00\"",
+        "end = \"2026-12-01T00:00:00+01:00\"",
+    )
+    .replace("environments = [\"*\"]", "environments = [\"qa\"]");
+    let error = ConfigError {
+        path: PathBuf::from("bot.toml"),
+        problems: problems(&text),
+    };
+    insta::assert_snapshot!("calendar_problems", error.to_string());
+}

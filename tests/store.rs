@@ -1,0 +1,891 @@
+//! The store conformance suite: every test runs the same assertions on SQLite and, when
+//! SHIPMATE_TEST_POSTGRES_URL is set, on PostgreSQL.
+
+mod support;
+
+use std::path::Path;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use shipmate::domain::approval::Approval;
+use shipmate::domain::identity::Identity;
+use shipmate::domain::promotion::PromotionState;
+use shipmate::domain::version::Version;
+use shipmate::store::{
+    AuditEvent, JobKind, NewPromotion, NewRelease, PromotionRecord, Store, StoreError,
+};
+use sqlx::AnyPool;
+
+static CI: LazyLock<Identity> = LazyLock::new(|| Identity::new("api", "ci"));
+static LEAD: LazyLock<Identity> = LazyLock::new(|| Identity::new("slack", "ULEAD"));
+static LEAD2: LazyLock<Identity> = LazyLock::new(|| Identity::new("slack", "ULEAD2"));
+
+const LEASE: Duration = Duration::from_secs(60);
+
+/// A fixed instant `minutes` after the suite's epoch.
+fn t(minutes: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 17, 9, 0, 0).unwrap() + chrono::Duration::minutes(minutes)
+}
+
+fn v(text: &str) -> Version {
+    text.parse().expect("test version")
+}
+
+/// One migrated database to run the assertions on.
+struct Backend {
+    label: String,
+    url: String,
+    store: Store,
+}
+
+async fn backends(dir: &Path) -> Vec<Backend> {
+    let mut backends = Vec::new();
+    for (db, url) in support::database_urls(dir).await {
+        let store = Store::connect(&url).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        backends.push(Backend {
+            label: format!("{db:?}"),
+            url,
+            store,
+        });
+    }
+    backends
+}
+
+/// A plain sqlx pool on the same database, for what the facade does not offer.
+async fn raw_pool(url: &str) -> AnyPool {
+    sqlx::any::install_default_drivers();
+    AnyPool::connect(url).await.expect("raw connect")
+}
+
+/// A promotion requested by CI at `t(0)`, needing two approvals, without an approval deadline.
+fn new_promotion<'a>(
+    service: &'a str,
+    version: &'a Version,
+    environment: &'a str,
+    state: PromotionState,
+) -> NewPromotion<'a> {
+    NewPromotion {
+        service,
+        version,
+        environment,
+        state,
+        requested_by: &CI,
+        rollback: false,
+        previous_version: None,
+        required_approvals: 2,
+        force_reason: None,
+        retry_of: None,
+        expires_at: None,
+        at: t(0),
+    }
+}
+
+/// Inserts a promotion in its own committed transaction.
+async fn insert(store: &Store, new: NewPromotion<'_>) -> Result<PromotionRecord, StoreError> {
+    let mut tx = store.begin().await?;
+    let record = tx.insert_promotion(new).await?;
+    tx.commit().await?;
+    Ok(record)
+}
+
+async fn promote(
+    store: &Store,
+    service: &str,
+    version: &str,
+    environment: &str,
+    state: PromotionState,
+) -> PromotionRecord {
+    insert(
+        store,
+        new_promotion(service, &v(version), environment, state),
+    )
+    .await
+    .expect("insert promotion")
+}
+
+async fn update(
+    store: &Store,
+    updated: &PromotionRecord,
+    expected: PromotionState,
+) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    tx.update_promotion(updated, expected).await?;
+    tx.commit().await
+}
+
+/// `promotion` moved to `state` at `at`, not yet written.
+fn moved(promotion: &PromotionRecord, state: PromotionState, at: DateTime<Utc>) -> PromotionRecord {
+    PromotionRecord {
+        state,
+        updated_at: at,
+        ..promotion.clone()
+    }
+}
+
+async fn enqueue(store: &Store, promotion_id: i64, run_at: DateTime<Utc>) {
+    let mut tx = store.begin().await.expect("begin");
+    tx.enqueue_job(JobKind::Deploy, promotion_id, run_at)
+        .await
+        .expect("enqueue");
+    tx.commit().await.expect("commit");
+}
+
+/// Claims due deploy jobs; returns (job id, promotion id, attempts).
+async fn claim(
+    store: &Store,
+    worker: &str,
+    now: DateTime<Utc>,
+    limit: u32,
+) -> Vec<(i64, i64, i64)> {
+    store
+        .claim_jobs(JobKind::Deploy, worker, now, LEASE, limit)
+        .await
+        .expect("claim jobs")
+        .into_iter()
+        .map(|job| (job.id, job.promotion_id, job.attempts))
+        .collect()
+}
+
+async fn audit(
+    store: &Store,
+    promotion_id: Option<i64>,
+    actor: &Identity,
+    kind: &str,
+    minute: i64,
+) {
+    let mut tx = store.begin().await.expect("begin");
+    tx.audit(
+        promotion_id,
+        actor,
+        kind,
+        &format!("{kind} detail"),
+        t(minute),
+    )
+    .await
+    .expect("audit");
+    tx.commit().await.expect("commit");
+}
+
+async fn set_approval(
+    store: &Store,
+    promotion_id: i64,
+    voter: &Identity,
+    at: Option<DateTime<Utc>>,
+) {
+    let mut tx = store.begin().await.expect("begin");
+    match at {
+        Some(at) => tx.add_approval(promotion_id, voter, at).await,
+        None => tx.remove_approval(promotion_id, voter).await,
+    }
+    .expect("approval");
+    tx.commit().await.expect("commit");
+}
+
+async fn approvals(store: &Store, promotion_id: i64) -> Vec<Approval> {
+    let mut tx = store.begin().await.expect("begin");
+    tx.approvals(promotion_id).await.expect("approvals")
+}
+
+fn ids(promotions: &[PromotionRecord]) -> Vec<i64> {
+    promotions.iter().map(|p| p.id).collect()
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_and_readiness_follows_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (db, url) in support::database_urls(dir.path()).await {
+        let store = Store::connect(&url).await.expect("connect");
+        assert!(!store.is_ready().await, "{db:?}: ready before migrate");
+        store.migrate().await.expect("first migrate");
+        assert!(store.is_ready().await, "{db:?}: not ready after migrate");
+        store.migrate().await.expect("second migrate");
+        assert!(store.is_ready().await, "{db:?}: not ready after re-migrate");
+        store.close().await;
+
+        let again = Store::connect(&url).await.expect("reconnect");
+        assert!(
+            again.is_ready().await,
+            "{db:?}: a new connection sees it unmigrated"
+        );
+        again
+            .migrate()
+            .await
+            .expect("migrate from a second process");
+        assert!(
+            again
+                .record_inbound("slack", "Ev1", t(0))
+                .await
+                .expect("schema usable"),
+            "{db:?}: schema not usable after re-migrate"
+        );
+        again.close().await;
+    }
+}
+
+#[tokio::test]
+async fn releases_are_stored_and_listed_in_creation_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, store, .. } in backends(dir.path()).await {
+        let mut tx = store.begin().await.expect("begin");
+        // Created out of semver order, so creation order is observable.
+        let mut inserted = Vec::new();
+        for (service, version, minute) in [
+            ("api", "1.0.0", 0),
+            ("api", "1.2.0", 1),
+            ("web", "3.0.0", 2),
+            ("api", "1.1.0", 3),
+        ] {
+            let version = v(version);
+            let release = tx
+                .insert_release(NewRelease {
+                    service,
+                    version: &version,
+                    commit: Some("abc123"),
+                    notes: Some("fixes"),
+                    created_by: &CI,
+                    at: t(minute),
+                })
+                .await
+                .expect("insert release");
+            inserted.push(release);
+        }
+        tx.commit().await.expect("commit");
+
+        let first = &inserted[1];
+        assert_eq!(
+            (
+                first.service.as_str(),
+                &first.version,
+                first.commit.as_deref(),
+                first.notes.as_deref()
+            ),
+            ("api", &v("1.2.0"), Some("abc123"), Some("fixes")),
+            "{label}: inserted release"
+        );
+        assert_eq!(
+            (first.created_by.as_str(), first.created_at),
+            ("api:ci", t(1)),
+            "{label}"
+        );
+
+        let mut tx = store.begin().await.expect("begin");
+        let found = tx.release("api", &v("1.2.0")).await.expect("lookup");
+        assert_eq!(found.as_ref(), Some(first), "{label}: release lookup");
+        let missing = tx.release("web", &v("1.2.0")).await.expect("lookup");
+        assert_eq!(missing, None, "{label}: release of another service");
+        let versions = tx.release_versions("api").await.expect("versions");
+        assert_eq!(
+            versions,
+            vec![v("1.0.0"), v("1.2.0"), v("1.1.0")],
+            "{label}: creation order"
+        );
+        drop(tx);
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn one_active_promotion_per_environment() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, store, .. } in backends(dir.path()).await {
+        let first = promote(
+            &store,
+            "api",
+            "1.0.0",
+            "staging",
+            PromotionState::AwaitingApproval,
+        )
+        .await;
+
+        let second = insert(
+            &store,
+            new_promotion("api", &v("1.1.0"), "staging", PromotionState::Queued),
+        )
+        .await;
+        assert!(
+            matches!(second, Err(StoreError::ActiveExists)),
+            "{label}: second active: {second:?}"
+        );
+
+        let elsewhere = insert(
+            &store,
+            new_promotion("api", &v("1.1.0"), "production", PromotionState::Queued),
+        )
+        .await;
+        assert!(
+            elsewhere.is_ok(),
+            "{label}: another environment: {elsewhere:?}"
+        );
+        let other_service = insert(
+            &store,
+            new_promotion("web", &v("1.1.0"), "staging", PromotionState::Queued),
+        )
+        .await;
+        assert!(
+            other_service.is_ok(),
+            "{label}: another service: {other_service:?}"
+        );
+
+        let cancelled = moved(&first, PromotionState::Cancelled, t(5));
+        update(&store, &cancelled, PromotionState::AwaitingApproval)
+            .await
+            .expect("cancel");
+        let after = insert(
+            &store,
+            new_promotion("api", &v("1.1.0"), "staging", PromotionState::Queued),
+        )
+        .await;
+        assert!(
+            after.is_ok(),
+            "{label}: active after the first ended: {after:?}"
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn update_promotion_is_compare_and_set() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, store, .. } in backends(dir.path()).await {
+        let original = promote(
+            &store,
+            "api",
+            "1.0.0",
+            "staging",
+            PromotionState::AwaitingApproval,
+        )
+        .await;
+        let stored = store.promotion(original.id).await.expect("read");
+        assert_eq!(
+            stored.as_ref(),
+            Some(&original),
+            "{label}: inserted record round-trips"
+        );
+
+        let approved = PromotionRecord {
+            reason: Some("two leads approved".into()),
+            ..moved(&original, PromotionState::Approved, t(3))
+        };
+        let stale = update(&store, &approved, PromotionState::Queued).await;
+        assert!(
+            matches!(stale, Err(StoreError::Concurrent)),
+            "{label}: stale update: {stale:?}"
+        );
+        let unchanged = store.promotion(original.id).await.expect("read");
+        assert_eq!(
+            unchanged.as_ref(),
+            Some(&original),
+            "{label}: row changed by a refused update"
+        );
+
+        update(&store, &approved, PromotionState::AwaitingApproval)
+            .await
+            .expect("update with the right expected state");
+        let deploying = PromotionRecord {
+            started_at: Some(t(4)),
+            finished_at: Some(t(9)),
+            expires_at: Some(t(60)),
+            ..moved(&approved, PromotionState::Deploying, t(4))
+        };
+        update(&store, &deploying, PromotionState::Approved)
+            .await
+            .expect("second update");
+        let written = store.promotion(original.id).await.expect("read");
+        assert_eq!(
+            written.as_ref(),
+            Some(&deploying),
+            "{label}: updated record"
+        );
+        store.close().await;
+    }
+}
+
+/// Requests a promotion with its audit event and deploy job in one transaction, committed or not.
+async fn request(store: &Store, environment: &str, commit: bool) -> i64 {
+    let version = v("1.0.0");
+    let mut tx = store.begin().await.expect("begin");
+    let promotion = tx
+        .insert_promotion(new_promotion(
+            "api",
+            &version,
+            environment,
+            PromotionState::Queued,
+        ))
+        .await
+        .expect("insert");
+    tx.audit(Some(promotion.id), &CI, "requested", "", t(0))
+        .await
+        .expect("audit");
+    tx.enqueue_job(JobKind::Deploy, promotion.id, t(0))
+        .await
+        .expect("enqueue");
+    let inside = tx.promotion(promotion.id).await.expect("read inside");
+    assert_eq!(
+        inside.map(|p| p.id),
+        Some(promotion.id),
+        "visible inside its transaction"
+    );
+    if commit {
+        tx.commit().await.expect("commit");
+    }
+    promotion.id
+}
+
+#[tokio::test]
+async fn a_dropped_transaction_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, store, .. } in backends(dir.path()).await {
+        let dropped = request(&store, "staging", false).await;
+        assert_eq!(
+            store.promotion(dropped).await.expect("read"),
+            None,
+            "{label}: promotion"
+        );
+        assert!(
+            store.events(dropped).await.expect("events").is_empty(),
+            "{label}: audit event"
+        );
+        assert_eq!(claim(&store, "w1", t(1), 10).await, vec![], "{label}: job");
+
+        // The same writes committed are all visible, so the absences above are meaningful.
+        let kept = request(&store, "production", true).await;
+        assert!(
+            store.promotion(kept).await.expect("read").is_some(),
+            "{label}: committed promotion"
+        );
+        assert_eq!(
+            store.events(kept).await.expect("events").len(),
+            1,
+            "{label}: committed event"
+        );
+        let jobs = claim(&store, "w1", t(1), 10).await;
+        assert_eq!(
+            jobs.iter().map(|j| j.1).collect::<Vec<_>>(),
+            vec![kept],
+            "{label}: committed job"
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn the_audit_log_is_append_only_and_read_oldest_first() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, url, store } in backends(dir.path()).await {
+        let promotion = promote(
+            &store,
+            "api",
+            "1.0.0",
+            "staging",
+            PromotionState::AwaitingApproval,
+        )
+        .await;
+        let other = promote(&store, "web", "1.0.0", "staging", PromotionState::Queued).await;
+        audit(&store, Some(promotion.id), &CI, "requested", 1).await;
+        audit(&store, Some(other.id), &CI, "requested", 2).await;
+        audit(&store, None, &LEAD, "config_reloaded", 3).await;
+        audit(&store, Some(promotion.id), &LEAD, "approved", 4).await;
+        audit(&store, Some(promotion.id), &LEAD2, "approved", 5).await;
+
+        let expected: Vec<AuditEvent> = [
+            (&*CI, "api", "requested", 1),
+            (&*LEAD, "slack", "approved", 4),
+            (&*LEAD2, "slack", "approved", 5),
+        ]
+        .into_iter()
+        .map(|(actor, platform, kind, minute)| AuditEvent {
+            at: t(minute),
+            actor: actor.to_string(),
+            platform: platform.into(),
+            kind: kind.into(),
+            detail: format!("{kind} detail"),
+        })
+        .collect();
+        assert_eq!(
+            store.events(promotion.id).await.expect("events"),
+            expected,
+            "{label}: events"
+        );
+
+        let raw = raw_pool(&url).await;
+        let update = sqlx::query("UPDATE audit_events SET detail = 'rewritten'")
+            .execute(&raw)
+            .await;
+        assert!(update.is_err(), "{label}: UPDATE on audit_events succeeded");
+        let delete = sqlx::query("DELETE FROM audit_events").execute(&raw).await;
+        assert!(delete.is_err(), "{label}: DELETE on audit_events succeeded");
+        raw.close().await;
+
+        assert_eq!(
+            store.events(promotion.id).await.expect("events"),
+            expected,
+            "{label}: events after tampering"
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn approvals_count_each_voter_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, store, .. } in backends(dir.path()).await {
+        let promotion = promote(
+            &store,
+            "api",
+            "1.0.0",
+            "production",
+            PromotionState::AwaitingApproval,
+        )
+        .await;
+        let other = promote(
+            &store,
+            "api",
+            "1.0.0",
+            "staging",
+            PromotionState::AwaitingApproval,
+        )
+        .await;
+        set_approval(&store, promotion.id, &LEAD2, Some(t(1))).await;
+        set_approval(&store, promotion.id, &LEAD, Some(t(2))).await;
+        set_approval(&store, promotion.id, &LEAD2, Some(t(5))).await;
+        set_approval(&store, other.id, &CI, Some(t(1))).await;
+
+        // Ordered by time, not by name; the repeated vote keeps its first time.
+        let both = vec![
+            Approval {
+                by: LEAD2.clone(),
+                at: t(1),
+            },
+            Approval {
+                by: LEAD.clone(),
+                at: t(2),
+            },
+        ];
+        assert_eq!(
+            approvals(&store, promotion.id).await,
+            both,
+            "{label}: approvals"
+        );
+        let view = store
+            .promotion_view(promotion.id)
+            .await
+            .expect("view")
+            .expect("exists");
+        assert_eq!(view.approvals, both, "{label}: approvals in the view");
+
+        set_approval(&store, promotion.id, &LEAD2, None).await;
+        let left = vec![Approval {
+            by: LEAD.clone(),
+            at: t(2),
+        }];
+        assert_eq!(
+            approvals(&store, promotion.id).await,
+            left,
+            "{label}: after removal"
+        );
+        assert_eq!(
+            approvals(&store, other.id).await.len(),
+            1,
+            "{label}: other promotion's approvals"
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn jobs_are_claimed_with_leases() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, store, .. } in backends(dir.path()).await {
+        let mut promotions = Vec::new();
+        for environment in ["dev", "staging", "production"] {
+            let promotion =
+                promote(&store, "api", "1.0.0", environment, PromotionState::Queued).await;
+            enqueue(&store, promotion.id, t(0)).await;
+            promotions.push(promotion.id);
+        }
+        let [p1, p2, p3] = promotions[..] else {
+            unreachable!()
+        };
+
+        let first = claim(&store, "worker-a", t(0), 2).await;
+        assert_eq!(
+            first.iter().map(|j| (j.1, j.2)).collect::<Vec<_>>(),
+            vec![(p1, 1), (p2, 1)],
+            "{label}: first claim"
+        );
+        assert!(
+            first[0].0 < first[1].0,
+            "{label}: claimed in id order: {first:?}"
+        );
+        let second = claim(&store, "worker-b", t(0), 2).await;
+        assert_eq!(
+            second.iter().map(|j| (j.1, j.2)).collect::<Vec<_>>(),
+            vec![(p3, 1)],
+            "{label}: second claim"
+        );
+
+        let expired = t(0) + LEASE + chrono::Duration::seconds(1);
+        let stolen = claim(&store, "worker-c", expired, 1).await;
+        assert_eq!(
+            stolen,
+            vec![(first[0].0, p1, 2)],
+            "{label}: claim of an expired lease"
+        );
+
+        let mut tx = store.begin().await.expect("begin");
+        tx.delete_jobs(JobKind::Deploy, p1)
+            .await
+            .expect("delete jobs");
+        tx.commit().await.expect("commit");
+        assert_eq!(
+            claim(&store, "worker-d", t(0), 10).await,
+            vec![],
+            "{label}: leases still held"
+        );
+
+        store.release_all_leases().await.expect("release leases");
+        let released = claim(&store, "worker-d", t(0), 10).await;
+        assert_eq!(
+            released.iter().map(|j| (j.1, j.2)).collect::<Vec<_>>(),
+            vec![(p2, 2), (p3, 2)],
+            "{label}: after release_all_leases"
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn the_deploy_log_keeps_the_last_200_lines() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, url, store } in backends(dir.path()).await {
+        let promotion = promote(&store, "api", "1.0.0", "staging", PromotionState::Deploying).await;
+        let other = promote(&store, "web", "1.0.0", "staging", PromotionState::Deploying).await;
+        let line = |n: usize| format!("line {n}");
+        for (batch, range) in [0..100, 100..180, 180..250].into_iter().enumerate() {
+            let lines: Vec<String> = range.map(line).collect();
+            store
+                .append_deploy_log(promotion.id, &lines, t(batch as i64))
+                .await
+                .expect("append");
+        }
+        store
+            .append_deploy_log(other.id, &[line(0), line(1)], t(0))
+            .await
+            .expect("append");
+
+        let expected: Vec<String> = (50..250).map(line).collect();
+        assert_eq!(
+            store.deploy_log(promotion.id).await.expect("log"),
+            expected,
+            "{label}: log"
+        );
+        assert_eq!(
+            store.deploy_log(other.id).await.expect("log"),
+            vec![line(0), line(1)],
+            "{label}: other log"
+        );
+
+        let raw = raw_pool(&url).await;
+        let stored: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM deploy_log WHERE promotion_id = $1")
+                .bind(promotion.id)
+                .fetch_one(&raw)
+                .await
+                .expect("count");
+        raw.close().await;
+        assert_eq!(stored, 200, "{label}: rows kept in deploy_log");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn inbound_events_are_recorded_once_per_source() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, store, .. } in backends(dir.path()).await {
+        let mut seen = Vec::new();
+        for (source, event) in [
+            ("slack", "Ev1"),
+            ("slack", "Ev1"),
+            ("discord", "Ev1"),
+            ("slack", "Ev2"),
+        ] {
+            seen.push(
+                store
+                    .record_inbound(source, event, t(0))
+                    .await
+                    .expect("record"),
+            );
+        }
+        assert_eq!(
+            seen,
+            vec![true, false, true, true],
+            "{label}: first sightings"
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn status_current_and_history() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, store, .. } in backends(dir.path()).await {
+        let old = promote(&store, "api", "0.9.0", "staging", PromotionState::Succeeded).await;
+        let staging = promote(&store, "api", "1.0.0", "staging", PromotionState::Succeeded).await;
+        let dev = promote(&store, "api", "1.1.0", "dev", PromotionState::Succeeded).await;
+        let waiting = promote(
+            &store,
+            "api",
+            "1.1.0",
+            "staging",
+            PromotionState::AwaitingApproval,
+        )
+        .await;
+        let web = promote(&store, "web", "2.0.0", "production", PromotionState::Queued).await;
+        let mut tx = store.begin().await.expect("begin");
+        for promotion in [&old, &staging, &dev] {
+            tx.set_current(promotion).await.expect("set current");
+        }
+        tx.commit().await.expect("commit");
+        set_approval(&store, waiting.id, &LEAD, Some(t(1))).await;
+        set_approval(&store, waiting.id, &LEAD2, Some(t(2))).await;
+
+        let mut tx = store.begin().await.expect("begin");
+        let current = tx.current("api", "staging").await.expect("current");
+        assert_eq!(
+            current.as_ref(),
+            Some(&staging),
+            "{label}: set_current replaces"
+        );
+        let none = tx.current("api", "production").await.expect("current");
+        assert_eq!(none, None, "{label}: nothing deployed");
+        drop(tx);
+
+        let rows = |service: Option<&'static str>| {
+            let store = store.clone();
+            async move {
+                let mut rows: Vec<(i64, bool, i64)> = store
+                    .status(service)
+                    .await
+                    .expect("status")
+                    .into_iter()
+                    .map(|row| (row.promotion.id, row.current, row.approval_count))
+                    .collect();
+                rows.sort();
+                rows
+            }
+        };
+        let api = vec![
+            (staging.id, true, 0),
+            (dev.id, true, 0),
+            (waiting.id, false, 2),
+        ];
+        assert_eq!(rows(Some("api")).await, api, "{label}: api status");
+        let mut all = api.clone();
+        all.push((web.id, false, 0));
+        assert_eq!(rows(None).await, all, "{label}: status of every service");
+
+        let history = |environment, limit| store.history("api", environment, limit);
+        let newest = history(None, 10).await.expect("history");
+        assert_eq!(
+            ids(&newest),
+            vec![waiting.id, dev.id, staging.id, old.id],
+            "{label}: history"
+        );
+        assert_eq!(newest[0], waiting, "{label}: history records");
+        assert_eq!(
+            ids(&history(None, 2).await.expect("history")),
+            vec![waiting.id, dev.id],
+            "{label}: limit"
+        );
+        let filtered = history(Some("staging"), 10).await.expect("history");
+        assert_eq!(
+            ids(&filtered),
+            vec![waiting.id, staging.id, old.id],
+            "{label}: environment filter"
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn orphaned_deploys_are_those_nobody_holds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, store, .. } in backends(dir.path()).await {
+        let jobless = promote(&store, "api", "1.0.0", "dev", PromotionState::Deploying).await;
+        let held = promote(&store, "api", "1.0.0", "staging", PromotionState::Verifying).await;
+        promote(&store, "api", "1.0.0", "production", PromotionState::Queued).await;
+        promote(&store, "web", "1.0.0", "staging", PromotionState::Failed).await;
+        enqueue(&store, held.id, t(0)).await;
+        assert_eq!(
+            claim(&store, "worker-b", t(0), 10).await.len(),
+            1,
+            "{label}: claim"
+        );
+
+        let orphans = |now, worker, all| store.orphaned_deploys(now, worker, all);
+        let during = t(0) + chrono::Duration::seconds(30);
+        assert_eq!(
+            orphans(during, "worker-a", false).await.expect("orphans"),
+            vec![jobless.id],
+            "{label}: lease held"
+        );
+        assert_eq!(
+            orphans(during, "worker-a", true).await.expect("orphans"),
+            vec![jobless.id, held.id],
+            "{label}: all"
+        );
+        let after = t(0) + LEASE + chrono::Duration::seconds(1);
+        assert_eq!(
+            orphans(after, "worker-a", false).await.expect("orphans"),
+            vec![jobless.id, held.id],
+            "{label}: lease expired"
+        );
+        assert_eq!(
+            orphans(after, "worker-b", false).await.expect("orphans"),
+            vec![jobless.id],
+            "{label}: own lease"
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn expired_approvals_are_awaiting_ones_past_their_deadline() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, store, .. } in backends(dir.path()).await {
+        let version = v("1.0.0");
+        let mut inserted = Vec::new();
+        for (environment, state, expires) in [
+            ("dev", PromotionState::AwaitingApproval, Some(60)),
+            ("staging", PromotionState::AwaitingApproval, Some(180)),
+            ("production", PromotionState::AwaitingApproval, None),
+            ("qa", PromotionState::Approved, Some(0)),
+            ("perf", PromotionState::Expired, Some(0)),
+        ] {
+            let new = NewPromotion {
+                expires_at: expires.map(t),
+                ..new_promotion("api", &version, environment, state)
+            };
+            inserted.push(insert(&store, new).await.expect("insert").id);
+        }
+        let expired = |minute| store.expired_approvals(t(minute));
+        assert_eq!(
+            expired(59).await.expect("expired"),
+            Vec::<i64>::new(),
+            "{label}: before deadlines"
+        );
+        assert_eq!(
+            expired(60).await.expect("expired"),
+            vec![inserted[0]],
+            "{label}: at the deadline"
+        );
+        assert_eq!(
+            expired(600).await.expect("expired"),
+            inserted[..2].to_vec(),
+            "{label}: later"
+        );
+        store.close().await;
+    }
+}

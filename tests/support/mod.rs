@@ -1,0 +1,374 @@
+//! The test harness: boots the real bot in-process on a random loopback port, with a temp
+//! directory holding `bot.toml` and real deploy scripts, a temp database (SQLite, or PostgreSQL
+//! when SHIPMATE_TEST_POSTGRES_URL is set and the test asks for it) and a manual clock.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use serde_json::{json, Value};
+use shipmate::engine::{Engine, ManualClock};
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const CI_TOKEN: &str = "ci-token";
+pub const LEAD_TOKEN: &str = "lead-token";
+pub const LEAD2_TOKEN: &str = "lead2-token";
+pub const ADMIN_TOKEN: &str = "admin-token";
+pub const OUTSIDER_TOKEN: &str = "outsider-token";
+
+/// A deploy script that records its environment and succeeds after printing progress.
+pub const RECORDING_SCRIPT: &str = r#"#!/bin/sh
+env | grep '^SHIPMATE_' | sort > "deployed-$SHIPMATE_PROMOTION_ID.env"
+echo "deploying $SHIPMATE_SERVICE $SHIPMATE_VERSION to $SHIPMATE_ENVIRONMENT"
+echo "step 2"
+echo "done"
+"#;
+
+/// Fails when the version ends in `.13`, otherwise succeeds.
+pub const UNLUCKY_SCRIPT: &str = r#"#!/bin/sh
+echo "deploying $SHIPMATE_VERSION"
+case "$SHIPMATE_VERSION" in *.13) echo "migration 42 failed: table locked" >&2; exit 3;; esac
+echo "ok"
+"#;
+
+/// Blocks until the file `release-<id>` appears in its directory, so a test decides when a deploy ends.
+pub const GATED_SCRIPT: &str = r#"#!/bin/sh
+echo "waiting for the gate"
+while [ ! -f "release-$SHIPMATE_PROMOTION_ID" ]; do sleep 0.05; done
+echo "gate opened"
+"#;
+
+pub fn start_time() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 17, 9, 0, 0).unwrap()
+}
+
+fn sha(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// `bot.toml` for tests: services `api` (dev → staging → production, production needs 2 lead
+/// approvals) and `web` (staging → production, no approvals), all deploying with `script`.
+pub fn test_config(database_url: &str, script: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "5s"
+
+[database]
+url = "{database_url}"
+
+[roles]
+leads = ["api:lead", "api:lead2", "api:admin"]
+deployers = ["api:ci", "api:lead", "api:lead2", "api:admin"]
+admins = ["api:admin"]
+
+[[api_tokens]]
+name = "ci"
+sha256 = "{ci}"
+
+[[api_tokens]]
+name = "lead"
+sha256 = "{lead}"
+
+[[api_tokens]]
+name = "lead2"
+sha256 = "{lead2}"
+
+[[api_tokens]]
+name = "admin"
+sha256 = "{admin}"
+
+[[api_tokens]]
+name = "outsider"
+sha256 = "{outsider}"
+
+[[service]]
+name = "api"
+  [[service.environment]]
+  name = "dev"
+  backend = {{ kind = "command", run = ["{script}"], timeout = "30s" }}
+  [[service.environment]]
+  name = "staging"
+  backend = {{ kind = "command", run = ["{script}"], timeout = "30s" }}
+  [[service.environment]]
+  name = "production"
+  backend = {{ kind = "command", run = ["{script}"], timeout = "30s" }}
+  approvals = {{ required = 2, from = "leads", expires = "24h" }}
+
+[[service]]
+name = "web"
+  [[service.environment]]
+  name = "staging"
+  backend = {{ kind = "command", run = ["{script}"], timeout = "30s" }}
+  [[service.environment]]
+  name = "production"
+  backend = {{ kind = "command", run = ["{script}"], timeout = "30s" }}
+"#,
+        ci = sha(CI_TOKEN),
+        lead = sha(LEAD_TOKEN),
+        lead2 = sha(LEAD2_TOKEN),
+        admin = sha(ADMIN_TOKEN),
+        outsider = sha(OUTSIDER_TOKEN),
+    )
+}
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh PostgreSQL database for one test, or `None` (with a printed notice) when
+/// SHIPMATE_TEST_POSTGRES_URL is not set.
+pub async fn postgres_database() -> Option<String> {
+    let Ok(admin_url) = std::env::var("SHIPMATE_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "SHIPMATE_TEST_POSTGRES_URL is not set: skipping the PostgreSQL half of this test"
+        );
+        return None;
+    };
+    use sqlx::Connection;
+    let name = format!("shipmate_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("connect to SHIPMATE_TEST_POSTGRES_URL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("database URL with a /database part");
+    Some(format!("{base}/{name}"))
+}
+
+/// Database URLs to run a conformance test on: SQLite always, PostgreSQL when configured.
+pub async fn database_urls(dir: &Path) -> Vec<(Db, String)> {
+    let mut urls = vec![(
+        Db::Sqlite,
+        format!("sqlite://{}", dir.join("test.db").display()),
+    )];
+    if let Some(url) = postgres_database().await {
+        urls.push((Db::Postgres, url));
+    }
+    urls
+}
+
+pub struct TestBot {
+    pub dir: TempDir,
+    pub base: String,
+    pub clock: Arc<ManualClock>,
+    pub engine: Engine,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+pub struct Builder {
+    script: &'static str,
+    db: Db,
+}
+
+impl TestBot {
+    pub fn builder() -> Builder {
+        Builder {
+            script: RECORDING_SCRIPT,
+            db: Db::Sqlite,
+        }
+    }
+
+    pub async fn start() -> TestBot {
+        Self::builder()
+            .start()
+            .await
+            .expect("sqlite always available")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request reaches the bot");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("response body");
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.request(reqwest::Method::POST, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.request(reqwest::Method::GET, path, Some(token), None)
+            .await
+    }
+
+    /// `POST /api/v1/commands`: the chat grammar.
+    pub async fn say(&self, token: &str, text: &str) -> (u16, Value) {
+        self.post("/api/v1/commands", token, json!({ "text": text }))
+            .await
+    }
+
+    pub async fn promote(
+        &self,
+        token: &str,
+        service: &str,
+        version: &str,
+        environment: Option<&str>,
+    ) -> (u16, Value) {
+        let mut body = json!({"service": service, "version": version});
+        if let Some(env) = environment {
+            body["environment"] = json!(env);
+        }
+        self.post("/api/v1/promotions", token, body).await
+    }
+
+    pub async fn promotion(&self, id: i64) -> Value {
+        let (status, body) = self
+            .get(&format!("/api/v1/promotions/{id}"), CI_TOKEN)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Waits until promotion `id` reaches `state`, failing with its last view after 20 s.
+    pub async fn wait_for_state(&self, id: i64, state: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let last = self.promotion(id).await;
+            if last["state"] == state {
+                return last;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "promotion #{id} never reached {state}; last: {last:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Promotes `version` of `service` through every environment before `environment`, waiting
+    /// for each deploy to succeed.
+    pub async fn reach(&self, service: &str, version: &str, environments: &[&str]) {
+        for env in environments {
+            let (status, body) = self.promote(CI_TOKEN, service, version, Some(env)).await;
+            assert_eq!(status, 202, "{body}");
+            let id = body["id"].as_i64().expect("id");
+            self.wait_for_state(id, "succeeded").await;
+        }
+    }
+
+    /// Stops the bot as SIGTERM would, and waits for it.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server ran");
+        }
+    }
+}
+
+impl Drop for TestBot {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Builder {
+    pub fn script(mut self, script: &'static str) -> Self {
+        self.script = script;
+        self
+    }
+
+    pub fn db(mut self, db: Db) -> Self {
+        self.db = db;
+        self
+    }
+
+    /// Boots the bot; `None` when the database asked for is not available here.
+    pub async fn start(self) -> Option<TestBot> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let script = dir.path().join("deploy.sh");
+        std::fs::write(&script, self.script).expect("write script");
+        make_executable(&script);
+        let database_url = match self.db {
+            Db::Sqlite => format!("sqlite://{}", dir.path().join("bot.db").display()),
+            Db::Postgres => postgres_database().await?,
+        };
+        let text = test_config(&database_url, "./deploy.sh");
+        let config_path = dir.path().join("bot.toml");
+        std::fs::write(&config_path, &text).expect("write config");
+        let config = shipmate::config::load(&config_path, &|_| None).expect("test config is valid");
+        let clock = Arc::new(ManualClock::new(start_time()));
+        let engine = shipmate::app::build(config, clock.clone(), None)
+            .await
+            .expect("bot builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(shipmate::app::run(
+            engine.clone(),
+            listener,
+            shutdown.clone(),
+        ));
+        Some(TestBot {
+            dir,
+            base,
+            clock,
+            engine,
+            http: reqwest::Client::new(),
+            shutdown,
+            server: Some(server),
+        })
+    }
+}
+
+pub fn make_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut permissions = std::fs::metadata(path).expect("metadata").permissions();
+    permissions.set_mode(0o755);
+    std::fs::set_permissions(path, permissions).expect("chmod");
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
