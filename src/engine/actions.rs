@@ -369,7 +369,7 @@ impl Engine {
     ) -> Result<Reply, EngineError> {
         let mut tx = self.store().begin().await?;
         let promotion = tx
-            .promotion(id)
+            .lock_promotion(id)
             .await?
             .ok_or_else(|| unknown_promotion(id))?;
         let approvals = tx.approvals(id).await?;
