@@ -258,7 +258,9 @@ mod tests {
     fn target_table() {
         let envs = envs();
         let pipeline = Pipeline::new("api", &envs);
-        let cases: [(&[&str], Option<&str>, Result<&str, &str>); 8] = [
+        // (environments where 1.4.2 succeeded, `to`, expected target or message)
+        type Case<'a> = (&'a [&'a str], Option<&'a str>, Result<&'a str, &'a str>);
+        let cases: [Case; 8] = [
             (&[], None, Ok("dev")),
             (&["dev"], None, Ok("staging")),
             (&["dev", "staging"], None, Ok("production")),

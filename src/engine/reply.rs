@@ -13,7 +13,7 @@ pub enum Reply {
     Release(ReleaseRecord),
     /// A promotion after a change, with a short note on what just happened.
     Promotion {
-        view: PromotionView,
+        view: Box<PromotionView>,
         note: String,
     },
     Status(Vec<ServiceStatus>),
@@ -41,7 +41,7 @@ pub struct EnvironmentStatus {
 impl Reply {
     pub fn promotion(view: PromotionView, note: &str) -> Self {
         Reply::Promotion {
-            view,
+            view: Box::new(view),
             note: note.to_string(),
         }
     }

@@ -206,7 +206,7 @@ fn environment_json(env: EnvironmentStatus) -> EnvironmentJson {
 
 fn promotion_reply(reply: Reply, status: StatusCode) -> ApiResult<PromotionJson> {
     match reply {
-        Reply::Promotion { view, .. } => Ok((status, Json(PromotionJson::from_view(view)))),
+        Reply::Promotion { view, .. } => Ok((status, Json(PromotionJson::from_view(*view)))),
         _ => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
