@@ -249,10 +249,26 @@ pub fn parse(
             message: e.to_string(),
         }]
     })?;
+    let unset = problems.len();
     let config = Validator {
         problems: &mut problems,
     }
     .config(raw, base_dir);
+    // A value with a missing variable is already reported; its follow-up ("`` is not an
+    // address") would only mislead.
+    let (missing, validated) = problems.split_at(unset);
+    let covered = |key: &str| {
+        missing
+            .iter()
+            .any(|m| m.key == key || m.key.starts_with(&format!("{key}[")))
+    };
+    let validated: Vec<Problem> = validated
+        .iter()
+        .filter(|p| !covered(&p.key))
+        .cloned()
+        .collect();
+    problems.truncate(unset);
+    problems.extend(validated);
     if problems.is_empty() {
         Ok(config)
     } else {
@@ -500,6 +516,10 @@ impl Validator<'_> {
 
     fn cron(&mut self, key: &str, text: &str) -> Option<cron::Schedule> {
         let parsed = cron::Schedule::from_str(text).map_err(|e| {
+            // The cron crate's error repeats the input with a caret line; keep its last line so
+            // each problem stays on one line.
+            let e = e.to_string();
+            let e = e.lines().last().unwrap_or_default().trim().trim_end_matches('.');
             format!("`{text}` is not a cron schedule ({e}); write seconds first, e.g. \"0 0 14 * * Tue,Thu\"")
         });
         self.check(key, parsed)

@@ -503,5 +503,45 @@ async fn sigterm_shuts_down_gracefully_with_exit_0() {
     kill(pid, Signal::SIGTERM).expect("send SIGTERM");
     let status = bot.wait_exit(Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0), "{status}:\n{}", bot.log());
-    assert!(bot.log().contains("shipmate stopped"), "{}", bot.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_a_running_deploy_finish_within_the_grace_period() {
+    let (sandbox, port) = Sandbox::new(support::GATED_SCRIPT);
+    let mut bot = Bot::start(&sandbox, port, "first").await;
+    let (status, body) = bot
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/promotions",
+            Some(json!({"service": "web", "version": "2.0.0", "environment": "staging"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_i64().expect("promotion id");
+    bot.wait_for_state(id, "deploying").await;
+
+    let pid = Pid::from_raw(i32::try_from(bot.child.id()).expect("pid fits"));
+    kill(pid, Signal::SIGTERM).expect("send SIGTERM");
+    // It stops taking requests at once, while the deploy goes on.
+    let stopped_listening = poll(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    });
+    assert!(
+        stopped_listening,
+        "still listening after SIGTERM:\n{}",
+        bot.log()
+    );
+    assert!(
+        bot.child.try_wait().expect("try_wait").is_none(),
+        "exited without waiting for the running deploy:\n{}",
+        bot.log()
+    );
+    std::fs::write(sandbox.path(&format!("release-{id}")), "").expect("open the gate");
+    let status = bot.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", bot.log());
+    drop(bot);
+
+    let bot = Bot::start(&sandbox, port, "second").await;
+    let promotion = bot.promotion(id).await;
+    assert_eq!(promotion["state"], "succeeded", "{promotion:#}");
 }

@@ -466,13 +466,46 @@ signing_secret = "prefix-${SLACK_SIGNING_SECRET}"
 }
 
 #[test]
+fn a_missing_variable_is_reported_once_not_again_as_a_bad_value() {
+    let text = format!(
+        "{}{}",
+        MINIMAL
+            .replace("\"127.0.0.1:8080\"", "\"${BIND}\"")
+            .replace("\"sqlite://bot.db\"", "\"${DATABASE_URL}\""),
+        r#"
+[[api_tokens]]
+name = "ci"
+token = "${CI_TOKEN}"
+
+[[service]]
+name = "api"
+  [[service.environment]]
+  name = "staging"
+  backend = { kind = "command", run = ["${DEPLOY_SCRIPT}"] }
+"#
+    );
+    let problems = problems(&text);
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "api_tokens[0].token",
+            "database.url",
+            "server.listen",
+            "service[0].environment[0].backend.run[0]",
+        ],
+        "{problems:#?}"
+    );
+    for problem in &problems {
+        assert!(problem.message.contains("is not set"), "{problem}");
+    }
+}
+
+#[test]
 fn secret_debug_never_shows_the_value() {
     let secret = config::Secret::new("hunter2");
     assert_eq!(format!("{secret:?}"), "Secret(***)");
-    assert_eq!(
-        format!("{:#?}", Some(secret.clone())).contains("hunter2"),
-        false
-    );
+    assert!(!format!("{:#?}", Some(secret.clone())).contains("hunter2"));
     assert_eq!(secret.expose(), "hunter2");
 }
 
@@ -757,5 +790,12 @@ fn calendar_problems_are_listed_together() {
         path: PathBuf::from("bot.toml"),
         problems: problems(&text),
     };
+    assert_eq!(error.problems.len(), 5, "{error}");
+    for problem in &error.problems {
+        assert!(
+            !problem.message.contains('\n'),
+            "one line per problem: {problem}"
+        );
+    }
     insta::assert_snapshot!("calendar_problems", error.to_string());
 }
