@@ -619,7 +619,11 @@ impl Validator<'_> {
                 );
                 return url.to_string();
             }
-            if file == ":memory:" {
+            if file.contains(":memory:") || file.starts_with("file:") {
+                self.problem(
+                    "database.url",
+                    "an in-memory database would lose every promotion and audit event on restart; name a file, e.g. sqlite://shipmate.db",
+                );
                 return url.to_string();
             }
             let full = if Path::new(file).is_absolute() {

@@ -799,3 +799,16 @@ fn calendar_problems_are_listed_together() {
     }
     insta::assert_snapshot!("calendar_problems", error.to_string());
 }
+
+#[test]
+fn an_in_memory_database_is_refused() {
+    for url in ["sqlite::memory:", "sqlite://:memory:"] {
+        let text = support::test_config(url, "./deploy.sh");
+        let problems = problems(&text);
+        let problem = problem_at(&problems, "database.url");
+        assert!(
+            problem.message.contains("name a file, e.g. sqlite://shipmate.db"),
+            "{url}: {problem}"
+        );
+    }
+}

@@ -13,7 +13,8 @@ use shipmate::domain::identity::Identity;
 use shipmate::domain::promotion::PromotionState;
 use shipmate::domain::version::Version;
 use shipmate::store::{
-    AuditEvent, JobKind, NewPromotion, NewRelease, PromotionRecord, Store, StoreError,
+    AuditEvent, JobKind, NewPromotion, NewRelease, PromotionRecord, ReleaseRecord, Store,
+    StoreError, Tx,
 };
 use sqlx::AnyPool;
 
@@ -224,63 +225,77 @@ async fn migrate_is_idempotent_and_readiness_follows_it() {
     }
 }
 
+/// Inserts a release created by CI at `t(minute)`; `None` when it exists already.
+async fn add_release(
+    tx: &mut Tx,
+    service: &str,
+    version: &str,
+    commit: &str,
+    minute: i64,
+) -> Option<ReleaseRecord> {
+    tx.insert_release(NewRelease {
+        service,
+        version: &v(version),
+        commit: Some(commit),
+        notes: Some("fixes"),
+        created_by: &CI,
+        at: t(minute),
+    })
+    .await
+    .expect("insert release")
+}
+
 #[tokio::test]
 async fn releases_are_stored_and_listed_in_creation_order() {
     let dir = tempfile::tempdir().expect("temp dir");
     for Backend { label, store, .. } in backends(dir.path()).await {
         let mut tx = store.begin().await.expect("begin");
         // Created out of semver order, so creation order is observable.
-        let mut inserted = Vec::new();
-        for (service, version, minute) in [
-            ("api", "1.0.0", 0),
-            ("api", "1.2.0", 1),
-            ("web", "3.0.0", 2),
-            ("api", "1.1.0", 3),
-        ] {
-            let version = v(version);
-            let release = tx
-                .insert_release(NewRelease {
-                    service,
-                    version: &version,
-                    commit: Some("abc123"),
-                    notes: Some("fixes"),
-                    created_by: &CI,
-                    at: t(minute),
-                })
-                .await
-                .expect("insert release");
-            inserted.push(release);
-        }
-        tx.commit().await.expect("commit");
+        add_release(&mut tx, "api", "1.0.0", "aaa", 0).await;
+        let created = add_release(&mut tx, "api", "1.2.0", "bbb", 1).await;
+        add_release(&mut tx, "web", "3.0.0", "ccc", 2).await;
+        add_release(&mut tx, "api", "1.1.0", "ddd", 3).await;
+        let created = created.expect("a new release is inserted");
+        let fields = (
+            created.service.as_str(),
+            &created.version,
+            created.commit.as_deref(),
+            created.notes.as_deref(),
+            created.created_by.as_str(),
+            created.created_at,
+        );
+        let expected = (
+            "api",
+            &v("1.2.0"),
+            Some("bbb"),
+            Some("fixes"),
+            "api:ci",
+            t(1),
+        );
+        assert_eq!(fields, expected, "{label}: inserted release");
 
-        let first = &inserted[1];
+        let duplicate = add_release(&mut tx, "api", "1.2.0", "eee", 4).await;
         assert_eq!(
-            (
-                first.service.as_str(),
-                &first.version,
-                first.commit.as_deref(),
-                first.notes.as_deref()
-            ),
-            ("api", &v("1.2.0"), Some("abc123"), Some("fixes")),
-            "{label}: inserted release"
+            duplicate, None,
+            "{label}: an existing release is not inserted again"
         );
+        // The refused duplicate leaves the transaction usable (PostgreSQL aborts on errors).
+        let found = tx.release("api", &v("1.2.0")).await.expect("lookup");
         assert_eq!(
-            (first.created_by.as_str(), first.created_at),
-            ("api:ci", t(1)),
-            "{label}"
+            found.as_ref(),
+            Some(&created),
+            "{label}: lookup in the transaction"
         );
+        tx.commit().await.expect("commit");
 
         let mut tx = store.begin().await.expect("begin");
         let found = tx.release("api", &v("1.2.0")).await.expect("lookup");
-        assert_eq!(found.as_ref(), Some(first), "{label}: release lookup");
+        assert_eq!(found, Some(created), "{label}: release lookup");
         let missing = tx.release("web", &v("1.2.0")).await.expect("lookup");
         assert_eq!(missing, None, "{label}: release of another service");
         let versions = tx.release_versions("api").await.expect("versions");
-        assert_eq!(
-            versions,
-            vec![v("1.0.0"), v("1.2.0"), v("1.1.0")],
-            "{label}: creation order"
-        );
+        let in_order = vec![v("1.0.0"), v("1.2.0"), v("1.1.0")];
+        assert_eq!(versions, in_order, "{label}: creation order");
         drop(tx);
         store.close().await;
     }
@@ -403,7 +418,7 @@ async fn update_promotion_is_compare_and_set() {
 }
 
 /// Requests a promotion with its audit event and deploy job in one transaction, committed or not.
-async fn request(store: &Store, environment: &str, commit: bool) -> i64 {
+async fn request(store: &Store, label: &str, environment: &str, commit: bool) -> i64 {
     let version = v("1.0.0");
     let mut tx = store.begin().await.expect("begin");
     let promotion = tx
@@ -425,7 +440,7 @@ async fn request(store: &Store, environment: &str, commit: bool) -> i64 {
     assert_eq!(
         inside.map(|p| p.id),
         Some(promotion.id),
-        "visible inside its transaction"
+        "{label}: visible inside its transaction"
     );
     if commit {
         tx.commit().await.expect("commit");
@@ -437,7 +452,7 @@ async fn request(store: &Store, environment: &str, commit: bool) -> i64 {
 async fn a_dropped_transaction_leaves_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     for Backend { label, store, .. } in backends(dir.path()).await {
-        let dropped = request(&store, "staging", false).await;
+        let dropped = request(&store, &label, "staging", false).await;
         assert_eq!(
             store.promotion(dropped).await.expect("read"),
             None,
@@ -450,7 +465,7 @@ async fn a_dropped_transaction_leaves_nothing() {
         assert_eq!(claim(&store, "w1", t(1), 10).await, vec![], "{label}: job");
 
         // The same writes committed are all visible, so the absences above are meaningful.
-        let kept = request(&store, "production", true).await;
+        let kept = request(&store, &label, "production", true).await;
         assert!(
             store.promotion(kept).await.expect("read").is_some(),
             "{label}: committed promotion"

@@ -123,11 +123,7 @@ impl Store {
                 })
         };
         let write = options().max_connections(1).connect(&url).await?;
-        let read = if url.contains(":memory:") {
-            write.clone()
-        } else {
-            options().max_connections(4).connect(&url).await?
-        };
+        let read = options().max_connections(4).connect(&url).await?;
         Ok(Store {
             write,
             read,

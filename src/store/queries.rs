@@ -420,7 +420,10 @@ pub async fn claim_jobs<'e, E: Executor<'e, Database = Any>>(
     lease: Duration,
     limit: u32,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
-    let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+    let until = chrono::Duration::from_std(lease)
+        .ok()
+        .and_then(|lease| now.checked_add_signed(lease))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
     let sql = format!(
         "UPDATE jobs SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
          WHERE id IN (SELECT id FROM jobs WHERE kind = $3 AND run_at <= $4 \
