@@ -807,7 +807,9 @@ fn an_in_memory_database_is_refused() {
         let problems = problems(&text);
         let problem = problem_at(&problems, "database.url");
         assert!(
-            problem.message.contains("name a file, e.g. sqlite://shipmate.db"),
+            problem
+                .message
+                .contains("name a file, e.g. sqlite://shipmate.db"),
             "{url}: {problem}"
         );
     }

@@ -784,7 +784,7 @@ async fn status_current_and_history() {
                     .status(service)
                     .await
                     .expect("status")
-                    .into_iter()
+                    .iter()
                     .map(|row| (row.promotion.id, row.current, row.approval_count))
                     .collect();
                 rows.sort();

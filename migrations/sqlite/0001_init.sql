@@ -35,6 +35,11 @@ CREATE TABLE promotions (
 CREATE UNIQUE INDEX promotions_one_active ON promotions (service, environment)
     WHERE state IN ('awaiting_approval', 'approved', 'queued', 'deploying', 'verifying');
 CREATE INDEX promotions_by_environment ON promotions (service, environment, state, id);
+-- Sweeps and status read only the active promotions, however long the history.
+CREATE INDEX promotions_active ON promotions (state, id)
+    WHERE state IN ('awaiting_approval', 'approved', 'queued', 'deploying', 'verifying');
+-- "Where has this version succeeded?" on every promote.
+CREATE INDEX promotions_by_version ON promotions (service, version, state);
 
 -- What runs now in each environment: the promotion that last succeeded there (kept in the same
 -- transaction as that success so status is one indexed lookup, however long the history).

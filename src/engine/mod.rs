@@ -229,7 +229,7 @@ impl Engine {
             self.service(name)?;
         }
         let rows = self.store().status(service).await?;
-        Ok(reply::status_from_rows(self.config(), service, rows))
+        Ok(reply::status_from_rows(self.config(), service, &rows))
     }
 
     pub async fn history(

@@ -140,7 +140,7 @@ fn history_text(service: &str, promotions: &[PromotionRecord]) -> String {
 pub(super) fn status_from_rows(
     config: &Config,
     only: Option<&str>,
-    rows: Vec<StatusRow>,
+    rows: &[StatusRow],
 ) -> Vec<ServiceStatus> {
     config
         .services

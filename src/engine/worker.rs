@@ -64,6 +64,7 @@ impl Engine {
     pub async fn run_workers(self, shutdown: CancellationToken, grace: Duration) {
         let abort_deploys = CancellationToken::new();
         let mut running = JoinSet::new();
+        let mut last_housekeeping: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -72,7 +73,11 @@ impl Engine {
                 Some(_) = running.join_next(), if !running.is_empty() => {}
             }
             while running.try_join_next().is_some() {}
-            self.housekeeping().await;
+            // Sweeps are cheap but not free: once per poll interval, however often we wake.
+            if last_housekeeping.is_none_or(|at| at.elapsed() >= POLL) {
+                self.housekeeping().await;
+                last_housekeeping = Some(Instant::now());
+            }
             let capacity = MAX_CONCURRENT_DEPLOYS.saturating_sub(running.len());
             for job in self.claim_deploys(capacity).await {
                 let engine = self.clone();

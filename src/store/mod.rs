@@ -6,7 +6,9 @@
 
 mod queries;
 pub mod records;
+mod status_cache;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -73,6 +75,8 @@ pub struct Store {
     write: AnyPool,
     read: AnyPool,
     dialect: Dialect,
+    /// Present for SQLite only: with replicas another process may write at any time.
+    status_cache: Option<Arc<status_cache::StatusCache>>,
 }
 
 impl Store {
@@ -91,6 +95,7 @@ impl Store {
                 write: pool.clone(),
                 read: pool,
                 dialect: Dialect::Postgres,
+                status_cache: None,
             })
         }
     }
@@ -106,6 +111,8 @@ impl Store {
         let options = || {
             AnyPoolOptions::new()
                 .acquire_timeout(Duration::from_secs(30))
+                // A local file needs no liveness ping; it would cost a thread round trip per query.
+                .test_before_acquire(false)
                 .after_connect(|conn, _| {
                     Box::pin(async move {
                         for pragma in [
@@ -128,6 +135,7 @@ impl Store {
             write,
             read,
             dialect: Dialect::Sqlite,
+            status_cache: Some(Arc::default()),
         })
     }
 
@@ -166,6 +174,7 @@ impl Store {
         Ok(Tx {
             tx: self.write.begin().await?,
             dialect: self.dialect,
+            status_cache: self.status_cache.clone(),
         })
     }
 
@@ -215,8 +224,17 @@ impl Store {
     }
 
     /// What runs now and what is active, for every service or one.
-    pub async fn status(&self, service: Option<&str>) -> Result<Vec<StatusRow>, StoreError> {
-        queries::status(&self.read, service).await
+    pub async fn status(&self, service: Option<&str>) -> Result<Arc<Vec<StatusRow>>, StoreError> {
+        let Some(cache) = &self.status_cache else {
+            return Ok(Arc::new(queries::status(&self.read, service).await?));
+        };
+        if let Some(rows) = cache.get(service) {
+            return Ok(rows);
+        }
+        let generation = cache.generation();
+        let rows = Arc::new(queries::status(&self.read, service).await?);
+        cache.put(service, generation, rows.clone());
+        Ok(rows)
     }
 
     pub async fn history(
@@ -316,11 +334,15 @@ impl Store {
 pub struct Tx {
     tx: Transaction<'static, Any>,
     dialect: Dialect,
+    status_cache: Option<Arc<status_cache::StatusCache>>,
 }
 
 impl Tx {
     pub async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
+        if let Some(cache) = &self.status_cache {
+            cache.invalidate();
+        }
         Ok(())
     }
 
