@@ -7,11 +7,16 @@ use std::sync::{Arc, Mutex};
 
 use super::StatusRow;
 
+/// The service filter of a `status` call (`None` = every service).
+type Filter = Option<String>;
+/// Rows and the commit generation they were read at.
+type Entry = (u64, Arc<Vec<StatusRow>>);
+
 #[derive(Debug, Default)]
 pub struct StatusCache {
     /// Bumped after every committed write transaction.
     generation: AtomicU64,
-    entries: Mutex<HashMap<Option<String>, (u64, Arc<Vec<StatusRow>>)>>,
+    entries: Mutex<HashMap<Filter, Entry>>,
 }
 
 impl StatusCache {
