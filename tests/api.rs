@@ -40,34 +40,16 @@ async fn a_release_goes_dev_staging_production_with_two_approvals() {
     assert_eq!(promotion["required_approvals"], 2);
     let prod = id(&promotion);
 
-    let (status, body) = bot
-        .post(
-            &format!("/api/v1/promotions/{prod}/approve"),
-            LEAD_TOKEN,
-            json!({}),
-        )
-        .await;
+    let (status, body) = bot.act(prod, "approve", LEAD_TOKEN).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "awaiting_approval");
     assert_eq!(body["approvals"][0]["by"], "api:lead");
     // A double click counts once.
-    let (status, body) = bot
-        .post(
-            &format!("/api/v1/promotions/{prod}/approve"),
-            LEAD_TOKEN,
-            json!({}),
-        )
-        .await;
+    let (status, body) = bot.act(prod, "approve", LEAD_TOKEN).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["approvals"].as_array().map(Vec::len), Some(1));
 
-    let (status, body) = bot
-        .post(
-            &format!("/api/v1/promotions/{prod}/approve"),
-            LEAD2_TOKEN,
-            json!({}),
-        )
-        .await;
+    let (status, body) = bot.act(prod, "approve", LEAD2_TOKEN).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "approved");
 
@@ -169,11 +151,7 @@ async fn approvals_follow_the_policy() {
         .promote(LEAD_TOKEN, "api", "2.0.0", Some("production"))
         .await;
     let prod = id(&promotion);
-    let approve = |token: &'static str| {
-        let path = format!("/api/v1/promotions/{prod}/approve");
-        let bot = &bot;
-        async move { bot.post(&path, token, json!({})).await }
-    };
+    let approve = |token| bot.act(prod, "approve", token);
     let (status, body) = approve(LEAD_TOKEN).await;
     assert_eq!(status, 422, "{body}");
     assert!(error_message(&body)
@@ -210,13 +188,7 @@ async fn approval_requests_expire_on_the_manual_clock() {
     let (_, promotion) = bot.promote(CI_TOKEN, "api", "1.0.0", None).await;
     let prod = id(&promotion);
     bot.clock.advance(Duration::from_secs(24 * 3600 - 60));
-    let (status, body) = bot
-        .post(
-            &format!("/api/v1/promotions/{prod}/approve"),
-            LEAD_TOKEN,
-            json!({}),
-        )
-        .await;
+    let (status, body) = bot.act(prod, "approve", LEAD_TOKEN).await;
     assert_eq!(
         (status, &body["state"]),
         (200, &json!("awaiting_approval")),
@@ -305,13 +277,7 @@ async fn a_failed_deploy_says_why_and_can_be_retried() {
         "exit code 3: deploying 1.0.13\nmigration 42 failed: table locked"
     );
 
-    let (status, retry) = bot
-        .post(
-            &format!("/api/v1/promotions/{failed}/retry"),
-            CI_TOKEN,
-            json!({}),
-        )
-        .await;
+    let (status, retry) = bot.act(failed, "retry", CI_TOKEN).await;
     assert_eq!(status, 202, "{retry}");
     assert_eq!(retry["retry_of"], failed);
     assert_ne!(id(&retry), failed, "a retry is a new promotion");
@@ -324,13 +290,7 @@ async fn a_failed_deploy_says_why_and_can_be_retried() {
         .await;
     let latest = id(&history[0]);
     bot.wait_for_state(latest, "succeeded").await;
-    let (status, body) = bot
-        .post(
-            &format!("/api/v1/promotions/{latest}/retry"),
-            CI_TOKEN,
-            json!({}),
-        )
-        .await;
+    let (status, body) = bot.act(latest, "retry", CI_TOKEN).await;
     assert_eq!(status, 409, "{body}");
     assert!(error_message(&body).contains("only failed or interrupted promotions can be retried"));
 }
@@ -399,23 +359,11 @@ async fn cancel_works_while_waiting_and_not_during_a_deploy() {
     bot.reach("api", "1.0.0", &["dev", "staging"]).await;
     let (_, promotion) = bot.promote(CI_TOKEN, "api", "1.0.0", None).await;
     let prod = id(&promotion);
-    let (status, body) = bot
-        .post(
-            &format!("/api/v1/promotions/{prod}/cancel"),
-            OUTSIDER_TOKEN,
-            json!({}),
-        )
-        .await;
+    let (status, body) = bot.act(prod, "cancel", OUTSIDER_TOKEN).await;
     assert_eq!(status, 403, "{body}");
     assert!(error_message(&body)
         .contains("you need the `deployers` role to cancel someone else's promotion"));
-    let (status, body) = bot
-        .post(
-            &format!("/api/v1/promotions/{prod}/cancel"),
-            CI_TOKEN,
-            json!({}),
-        )
-        .await;
+    let (status, body) = bot.act(prod, "cancel", CI_TOKEN).await;
     assert_eq!(
         (status, &body["state"]),
         (200, &json!("cancelled")),
@@ -430,13 +378,7 @@ async fn cancel_works_while_waiting_and_not_during_a_deploy() {
     let (_, promotion) = gated.promote(CI_TOKEN, "web", "1.0.0", None).await;
     let deploying = id(&promotion);
     gated.wait_for_state(deploying, "deploying").await;
-    let (status, body) = gated
-        .post(
-            &format!("/api/v1/promotions/{deploying}/cancel"),
-            CI_TOKEN,
-            json!({}),
-        )
-        .await;
+    let (status, body) = gated.act(deploying, "cancel", CI_TOKEN).await;
     assert_eq!(status, 409, "{body}");
     assert!(error_message(&body).contains("it is deploying and can't be cancelled now (only while awaiting approval, approved or queued)"));
     std::fs::write(gated.path(&format!("release-{deploying}")), "").unwrap();

@@ -350,18 +350,58 @@ async fn act(
     promotion_reply(state.engine.execute(actor, command).await?, status)
 }
 
+/// `POST /promotions/{id}/<action>` with no body: the command for `id`.
+async fn act_on(
+    state: AppState,
+    ApiActor(actor): ApiActor,
+    id: &str,
+    command: fn(i64) -> Command,
+    status: StatusCode,
+) -> ApiResult<PromotionJson> {
+    act(&state, &actor, command(promotion_id(id)?), status).await
+}
+
 pub async fn approve(
     State(state): State<AppState>,
-    ApiActor(actor): ApiActor,
+    actor: ApiActor,
     Path(id): Path<String>,
 ) -> ApiResult<PromotionJson> {
-    act(
-        &state,
-        &actor,
-        Command::Approve {
-            id: promotion_id(&id)?,
-        },
+    act_on(
+        state,
+        actor,
+        &id,
+        |id| Command::Approve { id },
         StatusCode::OK,
+    )
+    .await
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    actor: ApiActor,
+    Path(id): Path<String>,
+) -> ApiResult<PromotionJson> {
+    act_on(
+        state,
+        actor,
+        &id,
+        |id| Command::Cancel { id },
+        StatusCode::OK,
+    )
+    .await
+}
+
+pub async fn retry(
+    State(state): State<AppState>,
+    actor: ApiActor,
+    Path(id): Path<String>,
+) -> ApiResult<PromotionJson> {
+    act_on(
+        state,
+        actor,
+        &id,
+        |id| Command::Retry { id },
+        StatusCode::ACCEPTED,
     )
     .await
 }
@@ -375,48 +415,11 @@ pub async fn reject(
     let reason = json
         .and_then(|Json(b)| b.reason)
         .filter(|r| !r.trim().is_empty());
-    act(
-        &state,
-        &actor,
-        Command::Reject {
-            id: promotion_id(&id)?,
-            reason,
-        },
-        StatusCode::OK,
-    )
-    .await
-}
-
-pub async fn cancel(
-    State(state): State<AppState>,
-    ApiActor(actor): ApiActor,
-    Path(id): Path<String>,
-) -> ApiResult<PromotionJson> {
-    act(
-        &state,
-        &actor,
-        Command::Cancel {
-            id: promotion_id(&id)?,
-        },
-        StatusCode::OK,
-    )
-    .await
-}
-
-pub async fn retry(
-    State(state): State<AppState>,
-    ApiActor(actor): ApiActor,
-    Path(id): Path<String>,
-) -> ApiResult<PromotionJson> {
-    act(
-        &state,
-        &actor,
-        Command::Retry {
-            id: promotion_id(&id)?,
-        },
-        StatusCode::ACCEPTED,
-    )
-    .await
+    let command = Command::Reject {
+        id: promotion_id(&id)?,
+        reason,
+    };
+    act(&state, &actor, command, StatusCode::OK).await
 }
 
 pub async fn rollback(

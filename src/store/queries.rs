@@ -85,11 +85,10 @@ pub async fn promotion<'e, E: Executor<'e, Database = Any>>(
     db: E,
     id: i64,
 ) -> Result<Option<PromotionRecord>, StoreError> {
-    let sql = format!("SELECT {PROMOTION_COLUMNS} FROM promotions p WHERE p.id = $1");
-    let row: Option<PromotionRow> = sqlx::query_as(&sql).bind(id).fetch_optional(db).await?;
-    row.map(PromotionRecord::try_from).transpose()
+    promotion_locked(db, id, "").await
 }
 
+/// One promotion by id; `lock` is a row-locking suffix such as `FOR UPDATE` (or empty).
 pub async fn promotion_locked<'e, E: Executor<'e, Database = Any>>(
     db: E,
     id: i64,
@@ -109,12 +108,7 @@ pub async fn active_promotion<'e, E: Executor<'e, Database = Any>>(
         "SELECT {PROMOTION_COLUMNS} FROM promotions p \
          WHERE p.service = $1 AND p.environment = $2 AND p.state IN {ACTIVE_STATES}"
     );
-    let row: Option<PromotionRow> = sqlx::query_as(&sql)
-        .bind(service)
-        .bind(environment)
-        .fetch_optional(db)
-        .await?;
-    row.map(PromotionRecord::try_from).transpose()
+    promotion_in_environment(db, &sql, service, environment).await
 }
 
 pub async fn current<'e, E: Executor<'e, Database = Any>>(
@@ -127,7 +121,16 @@ pub async fn current<'e, E: Executor<'e, Database = Any>>(
          JOIN promotions p ON p.id = c.promotion_id \
          WHERE c.service = $1 AND c.environment = $2"
     );
-    let row: Option<PromotionRow> = sqlx::query_as(&sql)
+    promotion_in_environment(db, &sql, service, environment).await
+}
+
+async fn promotion_in_environment<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    sql: &str,
+    service: &str,
+    environment: &str,
+) -> Result<Option<PromotionRecord>, StoreError> {
+    let row: Option<PromotionRow> = sqlx::query_as(sql)
         .bind(service)
         .bind(environment)
         .fetch_optional(db)

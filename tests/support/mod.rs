@@ -247,6 +247,12 @@ impl TestBot {
         self.post("/api/v1/promotions", token, body).await
     }
 
+    /// `POST /api/v1/promotions/{id}/{action}` (approve, cancel, retry, …) with an empty body.
+    pub async fn act(&self, id: i64, action: &str, token: &str) -> (u16, Value) {
+        let path = format!("/api/v1/promotions/{id}/{action}");
+        self.post(&path, token, json!({})).await
+    }
+
     pub async fn promotion(&self, id: i64) -> Value {
         let (status, body) = self
             .get(&format!("/api/v1/promotions/{id}"), CI_TOKEN)
