@@ -26,6 +26,7 @@ pub async fn build(
         clock,
         Arc::new(Metrics::new()),
         backends,
+        Vec::new(),
     ))
 }
 

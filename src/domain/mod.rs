@@ -5,5 +5,6 @@ pub mod command;
 pub mod duration;
 pub mod identity;
 pub mod pipeline;
+pub mod platform;
 pub mod promotion;
 pub mod version;

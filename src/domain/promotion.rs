@@ -210,6 +210,64 @@ pub fn transition(
     Ok(to)
 }
 
+/// What a person can do to a promotion from its card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CardAction {
+    Approve,
+    Reject,
+    Cancel,
+    Retry,
+    Rollback,
+}
+
+impl CardAction {
+    pub const ALL: [CardAction; 5] = [
+        CardAction::Approve,
+        CardAction::Reject,
+        CardAction::Cancel,
+        CardAction::Retry,
+        CardAction::Rollback,
+    ];
+
+    /// Stable id carried by buttons (`action_id`, `custom_id`).
+    pub fn id(self) -> &'static str {
+        match self {
+            CardAction::Approve => "approve",
+            CardAction::Reject => "reject",
+            CardAction::Cancel => "cancel",
+            CardAction::Retry => "retry",
+            CardAction::Rollback => "rollback",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CardAction::Approve => "Approve",
+            CardAction::Reject => "Reject",
+            CardAction::Cancel => "Cancel",
+            CardAction::Retry => "Retry",
+            CardAction::Rollback => "Roll back",
+        }
+    }
+
+    pub fn parse(id: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.id() == id)
+    }
+
+    /// The buttons a card shows in `state` (SPEC §3): Approve / Reject while awaiting approval,
+    /// Cancel while queued, Retry / Roll back after a failure or interruption.
+    pub fn offered(state: PromotionState) -> &'static [CardAction] {
+        match state {
+            PromotionState::AwaitingApproval => &[CardAction::Approve, CardAction::Reject],
+            PromotionState::Queued => &[CardAction::Cancel],
+            PromotionState::Failed | PromotionState::Interrupted => {
+                &[CardAction::Retry, CardAction::Rollback]
+            }
+            _ => &[],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +349,26 @@ mod tests {
                 &[]
             };
             assert_eq!(exits, expected, "{state}");
+        }
+    }
+
+    #[test]
+    fn cards_offer_only_what_the_state_allows() {
+        for state in S::ALL {
+            for action in CardAction::offered(state) {
+                let allowed = match action {
+                    CardAction::Approve => transition(state, E::EnoughApprovals).is_ok(),
+                    CardAction::Reject => transition(state, E::Reject).is_ok(),
+                    CardAction::Cancel => transition(state, E::Cancel).is_ok(),
+                    CardAction::Retry | CardAction::Rollback => state.is_retryable(),
+                };
+                assert!(allowed, "{state} offers {action:?}");
+            }
+        }
+        assert_eq!(CardAction::offered(S::Queued), &[CardAction::Cancel]);
+        assert!(CardAction::offered(S::Succeeded).is_empty());
+        for action in CardAction::ALL {
+            assert_eq!(CardAction::parse(action.id()), Some(action));
         }
     }
 

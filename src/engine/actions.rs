@@ -8,6 +8,7 @@ use crate::domain::approval::{
 use crate::domain::duration::format_duration;
 use crate::domain::identity::{Actor, ADMINS, DEPLOYERS};
 use crate::domain::pipeline::{self, Pipeline, PipelineRefusal};
+use crate::domain::platform::ChatPlatform;
 use crate::domain::promotion::{transition, PromotionEvent, PromotionState};
 use crate::domain::version::{Version, VersionSpec};
 use crate::metrics::ServiceLabels;
@@ -16,8 +17,9 @@ use crate::store::{
     Tx,
 };
 
+use super::chat::ChatOrigin;
 use super::reply::Reply;
-use super::{describe, environment_of, unknown_promotion, Engine, EngineError};
+use super::{describe, environment_of, unknown_promotion, wall_now, Engine, EngineError};
 
 pub(super) enum VoteKind {
     Approve,
@@ -43,6 +45,7 @@ struct Request<'a> {
     force_reason: Option<&'a str>,
     retry_of: Option<i64>,
     approvals: ApprovalSource,
+    origin: Option<&'a ChatOrigin>,
 }
 
 impl From<PipelineRefusal> for EngineError {
@@ -134,6 +137,7 @@ impl Engine {
         version: &VersionSpec,
         to: Option<&str>,
         force_reason: Option<&str>,
+        origin: Option<&ChatOrigin>,
     ) -> Result<PromotionView, EngineError> {
         let service_config = self.service(service)?;
         self.require_deployer(actor, "promote")?;
@@ -171,6 +175,7 @@ impl Engine {
                     force_reason,
                     retry_of: None,
                     approvals: ApprovalSource::Policy,
+                    origin,
                 },
             )
             .await?;
@@ -342,10 +347,37 @@ impl Engine {
             }
             ApprovalSource::Policy => {}
         }
+        self.open_cards(tx, &promotion, request.origin).await?;
         if promotion.state == PromotionState::Approved {
             tx.enqueue_job(JobKind::Deploy, promotion.id, now).await?;
         }
         Ok(promotion)
+    }
+
+    /// One card per chat platform: in the service's channel there, else where it was asked for.
+    async fn open_cards(
+        &self,
+        tx: &mut Tx,
+        promotion: &PromotionRecord,
+        origin: Option<&ChatOrigin>,
+    ) -> Result<(), EngineError> {
+        let Ok(service) = self.service(&promotion.service) else {
+            return Ok(());
+        };
+        for platform in self.inner.chats.keys() {
+            let configured = match platform {
+                ChatPlatform::Slack => service.channels.slack.as_deref(),
+                ChatPlatform::Discord => service.channels.discord.as_deref(),
+            };
+            let asked_here = origin
+                .filter(|o| o.platform == *platform)
+                .map(|o| o.channel.as_str());
+            if let Some(channel) = configured.or(asked_here) {
+                tx.add_chat_card(promotion.id, *platform, channel).await?;
+            }
+        }
+        tx.touch_cards(promotion.id, wall_now()).await?;
+        Ok(())
     }
 
     /// Commits, wakes the workers, and answers the promotion as it now stands.
@@ -439,6 +471,7 @@ impl Engine {
                 tx.audit(Some(promotion.id), who, "approval", &note, now)
                     .await?;
                 if !complete {
+                    tx.touch_cards(promotion.id, wall_now()).await?;
                     return Ok((promotion.clone(), note));
                 }
                 let approved = self
@@ -456,6 +489,7 @@ impl Engine {
                 let note = format!("approval withdrawn ({approvals}/{required})");
                 tx.audit(Some(promotion.id), who, "approval_withdrawn", &note, now)
                     .await?;
+                tx.touch_cards(promotion.id, wall_now()).await?;
                 Ok((promotion.clone(), note))
             }
             VoteOutcome::Rejects => {
@@ -498,7 +532,12 @@ impl Engine {
         self.finish(tx, cancelled).await
     }
 
-    pub(super) async fn retry(&self, actor: &Actor, id: i64) -> Result<PromotionView, EngineError> {
+    pub(super) async fn retry(
+        &self,
+        actor: &Actor,
+        id: i64,
+        origin: Option<&ChatOrigin>,
+    ) -> Result<PromotionView, EngineError> {
         self.require_deployer(actor, "retry")?;
         let mut tx = self.store().begin().await?;
         let original = tx
@@ -541,6 +580,7 @@ impl Engine {
                     force_reason: original.force_reason.as_deref(),
                     retry_of: Some(original.id),
                     approvals: ApprovalSource::CarriedFrom(original.id),
+                    origin,
                 },
             )
             .await?;
@@ -553,6 +593,7 @@ impl Engine {
         service: &str,
         environment: &str,
         to: Option<&Version>,
+        origin: Option<&ChatOrigin>,
     ) -> Result<PromotionView, EngineError> {
         let service_config = self.service(service)?;
         let environment_config = environment_of(service_config, environment)?;
@@ -585,6 +626,7 @@ impl Engine {
                     force_reason: None,
                     retry_of: None,
                     approvals: ApprovalSource::Policy,
+                    origin,
                 },
             )
             .await?;

@@ -2,6 +2,9 @@
 //! for every decision, and answers a [`Reply`]. Workers carry out the jobs it leaves behind.
 
 mod actions;
+pub mod card;
+mod cards;
+pub mod chat;
 pub mod clock;
 pub mod error;
 pub mod reply;
@@ -22,6 +25,7 @@ use crate::domain::promotion::{transition, PromotionEvent, PromotionState};
 use crate::metrics::{Metrics, StateLabels};
 use crate::store::{AuditEvent, PromotionRecord, PromotionView, Store, Tx};
 
+pub use chat::{ChatError, ChatOrigin, ChatPlatform, ChatPort};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{EngineError, ErrorKind};
 pub use reply::{EnvironmentStatus, Reply, ServiceStatus};
@@ -84,6 +88,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     backends: Backends,
+    /// Chat platforms that keep promotion cards, by platform.
+    chats: HashMap<ChatPlatform, Arc<dyn ChatPort>>,
     /// Wakes the workers when a transaction left them a job.
     jobs_ready: Notify,
     worker_id: String,
@@ -102,6 +108,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
         backends: Backends,
+        chats: Vec<Arc<dyn ChatPort>>,
     ) -> Self {
         Engine {
             inner: Arc::new(Inner {
@@ -110,6 +117,10 @@ impl Engine {
                 clock,
                 metrics,
                 backends,
+                chats: chats
+                    .into_iter()
+                    .map(|chat| (chat.platform(), chat))
+                    .collect(),
                 jobs_ready: Notify::new(),
                 worker_id: format!("worker-{}", uuid::Uuid::new_v4()),
             }),
@@ -133,13 +144,29 @@ impl Engine {
     }
 
     /// Parses and runs one line of the command grammar (`promote api 1.4.2`).
-    pub async fn execute_text(&self, actor: &Actor, text: &str) -> Result<Reply, EngineError> {
+    pub async fn execute_text(
+        &self,
+        actor: &Actor,
+        text: &str,
+        origin: Option<&ChatOrigin>,
+    ) -> Result<Reply, EngineError> {
         let command = command::parse(text).map_err(|e| EngineError::bad_input(e.to_string()))?;
-        self.execute(actor, command).await
+        self.execute_from(actor, command, origin).await
     }
 
     /// Runs one command for `actor`.
     pub async fn execute(&self, actor: &Actor, command: Command) -> Result<Reply, EngineError> {
+        self.execute_from(actor, command, None).await
+    }
+
+    /// Runs one command typed in a chat channel: new cards go there when the service names no
+    /// channel of its own.
+    pub async fn execute_from(
+        &self,
+        actor: &Actor,
+        command: Command,
+        origin: Option<&ChatOrigin>,
+    ) -> Result<Reply, EngineError> {
         match command {
             Command::Help { topic } => Ok(Reply::Help(command::help_text(topic.as_deref()))),
             Command::Create {
@@ -157,7 +184,7 @@ impl Engine {
                 to,
                 force_reason,
             } => self
-                .promote(actor, &service, &version, to.as_deref(), force_reason.as_deref())
+                .promote(actor, &service, &version, to.as_deref(), force_reason.as_deref(), origin)
                 .await
                 .map(|view| Reply::promotion(view, "requested")),
             Command::Approve { id } => self.vote(actor, id, actions::VoteKind::Approve).await,
@@ -169,7 +196,7 @@ impl Engine {
                 .await
                 .map(|view| Reply::promotion(view, "cancelled")),
             Command::Retry { id } => self
-                .retry(actor, id)
+                .retry(actor, id, origin)
                 .await
                 .map(|view| Reply::promotion(view, "retry requested")),
             Command::Rollback {
@@ -177,7 +204,7 @@ impl Engine {
                 environment,
                 to,
             } => self
-                .rollback(actor, &service, &environment, to.as_ref())
+                .rollback(actor, &service, &environment, to.as_ref(), origin)
                 .await
                 .map(|view| Reply::promotion(view, "rollback requested")),
             Command::Status { service } => self.status(service.as_deref()).await.map(Reply::Status),
@@ -296,6 +323,7 @@ impl Engine {
         tx.update_promotion(&updated, promotion.state).await?;
         tx.audit(Some(promotion.id), actor, state.as_str(), detail, now)
             .await?;
+        tx.touch_cards(promotion.id, wall_now()).await?;
         if state.is_terminal() && state != PromotionState::RolledBack {
             self.count_terminal(&updated);
         }
@@ -339,6 +367,12 @@ pub(crate) fn describe(promotion: &PromotionRecord) -> String {
         "#{} {} {} → {}",
         promotion.id, promotion.service, promotion.version, promotion.environment
     )
+}
+
+/// Real time, for pacing chat deliveries: platforms rate-limit in real seconds, whatever the
+/// engine's (possibly manual) clock says.
+pub(crate) fn wall_now() -> DateTime<Utc> {
+    Utc::now()
 }
 
 /// The bot itself, as the actor of what it does on its own (recovery, expiry).

@@ -21,6 +21,7 @@ const HEARTBEAT: Duration = Duration::from_secs(20);
 /// Sweeps and claims also run this often when nothing wakes the workers.
 const POLL: Duration = Duration::from_millis(500);
 const MAX_CONCURRENT_DEPLOYS: usize = 16;
+const MAX_CONCURRENT_CARDS: usize = 16;
 const LOG_BATCH: usize = 100;
 
 impl Engine {
@@ -64,6 +65,7 @@ impl Engine {
     pub async fn run_workers(self, shutdown: CancellationToken, grace: Duration) {
         let abort_deploys = CancellationToken::new();
         let mut running = JoinSet::new();
+        let mut cards = JoinSet::new();
         let mut last_housekeeping: Option<Instant> = None;
         loop {
             tokio::select! {
@@ -71,8 +73,10 @@ impl Engine {
                 _ = self.inner.jobs_ready.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
                 Some(_) = running.join_next(), if !running.is_empty() => {}
+                Some(_) = cards.join_next(), if !cards.is_empty() => {}
             }
             while running.try_join_next().is_some() {}
+            while cards.try_join_next().is_some() {}
             // Sweeps are cheap but not free: once per poll interval, however often we wake.
             if last_housekeeping.is_none_or(|at| at.elapsed() >= POLL) {
                 self.housekeeping().await;
@@ -84,7 +88,10 @@ impl Engine {
                 let cancel = abort_deploys.child_token();
                 running.spawn(async move { engine.run_deploy_job(job, cancel).await });
             }
+            self.send_cards(&mut cards).await;
         }
+        // Cards in flight finish (they take well under a second); pending ones wait in the outbox.
+        while cards.join_next().await.is_some() {}
         if !running.is_empty() {
             tracing::info!(running = running.len(), grace = ?grace, "waiting for running deploys");
             let drained = tokio::time::timeout(grace, async {
@@ -97,6 +104,22 @@ impl Engine {
                 );
                 abort_deploys.cancel();
                 while running.join_next().await.is_some() {}
+            }
+        }
+    }
+
+    /// Claims due card jobs for every chat platform and sends them concurrently.
+    async fn send_cards(&self, cards: &mut JoinSet<()>) {
+        for port in self.chat_ports() {
+            let capacity = MAX_CONCURRENT_CARDS.saturating_sub(cards.len());
+            let limit = u32::try_from(capacity).unwrap_or(0);
+            if limit == 0 {
+                return;
+            }
+            for job in self.claim_cards(port.as_ref(), limit).await {
+                let engine = self.clone();
+                let port = port.clone();
+                cards.spawn(async move { engine.run_card_job(port, job).await });
             }
         }
     }
@@ -236,12 +259,15 @@ impl Engine {
                     Err(_) => break,
                 }
             }
-            if let Err(e) = self
+            match self
                 .store()
                 .append_deploy_log(promotion_id, &batch, self.now())
                 .await
             {
-                tracing::warn!(promotion = promotion_id, error = %e, "could not store deploy output");
+                Ok(()) => self.progress_changed(promotion_id).await,
+                Err(e) => {
+                    tracing::warn!(promotion = promotion_id, error = %e, "could not store deploy output")
+                }
             }
             batch.clear();
         }

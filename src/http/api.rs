@@ -486,7 +486,10 @@ pub async fn command(
     json: Result<Json<CommandBody>, JsonRejection>,
 ) -> ApiResult<serde_json::Value> {
     let request = body(json)?;
-    let reply = state.engine.execute_text(&actor, &request.text).await?;
+    let reply = state
+        .engine
+        .execute_text(&actor, &request.text, None)
+        .await?;
     Ok((
         StatusCode::OK,
         Json(serde_json::json!({ "reply": reply.to_text() })),

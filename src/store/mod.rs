@@ -18,10 +18,11 @@ use sqlx::{Any, AnyPool, Executor, Transaction};
 
 use crate::domain::approval::Approval;
 use crate::domain::identity::Identity;
+use crate::domain::platform::ChatPlatform;
 use crate::domain::promotion::PromotionState;
 use crate::domain::version::Version;
 
-pub use queries::{ClaimedJob, JobKind, NewPromotion, NewRelease, StatusRow};
+pub use queries::{ChatCardRecord, ClaimedJob, JobKind, NewPromotion, NewRelease, StatusRow};
 pub use records::{AuditEvent, PromotionRecord, PromotionView, ReleaseRecord};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -319,6 +320,80 @@ impl Store {
         Ok(())
     }
 
+    // ---- chat cards ----
+
+    pub async fn touch_cards(
+        &self,
+        promotion_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        queries::touch_cards(&self.write, promotion_id, now).await
+    }
+
+    pub async fn chat_card(
+        &self,
+        promotion_id: i64,
+        platform: ChatPlatform,
+    ) -> Result<Option<ChatCardRecord>, StoreError> {
+        queries::chat_card(&self.read, promotion_id, platform).await
+    }
+
+    pub async fn card_sent(
+        &self,
+        promotion_id: i64,
+        platform: ChatPlatform,
+        message_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        queries::card_sent(&self.write, promotion_id, platform, message_id, at).await
+    }
+
+    pub async fn thread_posted(
+        &self,
+        promotion_id: i64,
+        platform: ChatPlatform,
+        log_id: i64,
+    ) -> Result<(), StoreError> {
+        queries::thread_posted(&self.write, promotion_id, platform, log_id).await
+    }
+
+    pub async fn card_promotion(
+        &self,
+        platform: ChatPlatform,
+        channel: &str,
+        message_id: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        queries::card_promotion(&self.read, platform, channel, message_id).await
+    }
+
+    pub async fn deploy_log_since(
+        &self,
+        promotion_id: i64,
+        after_id: i64,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        queries::deploy_log_since(&self.read, promotion_id, after_id).await
+    }
+
+    pub async fn finish_card_job(
+        &self,
+        job_id: i64,
+        next: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        queries::finish_card_job(&mut tx, job_id, next).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn retry_job(
+        &self,
+        job_id: i64,
+        run_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        queries::retry_job(&self.write, job_id, run_at, Some(error)).await
+    }
+
     /// Records an inbound platform event; `false` when it was seen before (a retry).
     pub async fn record_inbound(
         &self,
@@ -485,6 +560,24 @@ impl Tx {
         promotion_id: i64,
     ) -> Result<(), StoreError> {
         queries::delete_jobs(&mut *self.tx, kind, promotion_id).await
+    }
+
+    pub async fn add_chat_card(
+        &mut self,
+        promotion_id: i64,
+        platform: ChatPlatform,
+        channel: &str,
+    ) -> Result<(), StoreError> {
+        queries::add_chat_card(&mut *self.tx, promotion_id, platform, channel).await
+    }
+
+    /// Owes the promotion's cards an update (no-op for a promotion without cards).
+    pub async fn touch_cards(
+        &mut self,
+        promotion_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        queries::touch_cards(&mut *self.tx, promotion_id, now).await
     }
 
     pub async fn set_current(&mut self, promotion: &PromotionRecord) -> Result<(), StoreError> {

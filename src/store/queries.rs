@@ -8,6 +8,7 @@ use sqlx::{Any, Executor};
 
 use crate::domain::approval::Approval;
 use crate::domain::identity::Identity;
+use crate::domain::platform::ChatPlatform;
 use crate::domain::promotion::PromotionState;
 use crate::domain::version::Version;
 
@@ -24,14 +25,29 @@ const DEPLOY_LOG_KEEP: i64 = 200;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
     Deploy,
+    /// Post or edit a promotion's card on one platform (at most one such job per promotion).
+    Card(ChatPlatform),
 }
 
 impl JobKind {
     fn as_str(self) -> &'static str {
         match self {
             JobKind::Deploy => "deploy",
+            JobKind::Card(ChatPlatform::Slack) => "card:slack",
+            JobKind::Card(ChatPlatform::Discord) => "card:discord",
         }
     }
+}
+
+/// Where a promotion's card lives on one platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatCardRecord {
+    pub channel: String,
+    /// `None` until posted.
+    pub message_id: Option<String>,
+    /// The last deploy_log id posted to the card's thread.
+    pub thread_log_id: i64,
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -428,7 +444,7 @@ pub async fn claim_jobs<'e, E: Executor<'e, Database = Any>>(
         .and_then(|lease| now.checked_add_signed(lease))
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
     let sql = format!(
-        "UPDATE jobs SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
+        "UPDATE jobs SET lease_owner = $1, lease_until = $2, attempts = attempts + 1, dirty = 0 \
          WHERE id IN (SELECT id FROM jobs WHERE kind = $3 AND run_at <= $4 \
              AND (lease_until IS NULL OR lease_until < $4) ORDER BY id LIMIT $5 {skip_locked}) \
          RETURNING id, promotion_id, attempts"
@@ -621,4 +637,170 @@ pub async fn record_inbound<'e, E: Executor<'e, Database = Any>>(
     .execute(db)
     .await?;
     Ok(result.rows_affected() == 1)
+}
+
+// ---- chat cards ----
+
+pub async fn add_chat_card<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    promotion_id: i64,
+    platform: ChatPlatform,
+    channel: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO chat_cards (promotion_id, platform, channel) VALUES ($1, $2, $3) \
+         ON CONFLICT (promotion_id, platform) DO NOTHING",
+    )
+    .bind(promotion_id)
+    .bind(platform.as_str())
+    .bind(channel)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Owes every card of the promotion an update: one job per card, marked dirty when one is
+/// already pending or running, so the newest state is always sent once more.
+pub async fn touch_cards<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    promotion_id: i64,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO jobs (kind, promotion_id, run_at, created_at) \
+         SELECT 'card:' || platform, promotion_id, $2, $2 FROM chat_cards WHERE promotion_id = $1 \
+         ON CONFLICT (kind, promotion_id) WHERE kind LIKE 'card:%' DO UPDATE SET dirty = 1",
+    )
+    .bind(promotion_id)
+    .bind(millis(now))
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn chat_card<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    promotion_id: i64,
+    platform: ChatPlatform,
+) -> Result<Option<ChatCardRecord>, StoreError> {
+    let row: Option<(String, Option<String>, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT channel, message_id, thread_log_id, sent_at FROM chat_cards \
+         WHERE promotion_id = $1 AND platform = $2",
+    )
+    .bind(promotion_id)
+    .bind(platform.as_str())
+    .fetch_optional(db)
+    .await?;
+    row.map(|(channel, message_id, thread_log_id, sent_at)| {
+        Ok(ChatCardRecord {
+            channel,
+            message_id,
+            thread_log_id,
+            sent_at: sent_at.map(super::records::time).transpose()?,
+        })
+    })
+    .transpose()
+}
+
+pub async fn card_sent<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    promotion_id: i64,
+    platform: ChatPlatform,
+    message_id: &str,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE chat_cards SET message_id = $1, sent_at = $2 WHERE promotion_id = $3 AND platform = $4",
+    )
+    .bind(message_id)
+    .bind(millis(at))
+    .bind(promotion_id)
+    .bind(platform.as_str())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn thread_posted<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    promotion_id: i64,
+    platform: ChatPlatform,
+    log_id: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE chat_cards SET thread_log_id = $1 WHERE promotion_id = $2 AND platform = $3",
+    )
+    .bind(log_id)
+    .bind(promotion_id)
+    .bind(platform.as_str())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The promotion whose card is this message (for reactions).
+pub async fn card_promotion<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    platform: ChatPlatform,
+    channel: &str,
+    message_id: &str,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT promotion_id FROM chat_cards WHERE platform = $1 AND channel = $2 AND message_id = $3",
+    )
+    .bind(platform.as_str())
+    .bind(channel)
+    .bind(message_id)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Deploy output after `after_id`, oldest first, with ids.
+pub async fn deploy_log_since<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    promotion_id: i64,
+    after_id: i64,
+) -> Result<Vec<(i64, String)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, line FROM deploy_log WHERE promotion_id = $1 AND id > $2 ORDER BY id",
+    )
+    .bind(promotion_id)
+    .bind(after_id)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Ends a card job: gone when nothing changed meanwhile, else due again at `next`.
+pub async fn finish_card_job(
+    tx: &mut sqlx::Transaction<'static, Any>,
+    job_id: i64,
+    next: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let deleted = sqlx::query("DELETE FROM jobs WHERE id = $1 AND dirty = 0")
+        .bind(job_id)
+        .execute(&mut **tx)
+        .await?;
+    if deleted.rows_affected() == 0 {
+        retry_job(&mut **tx, job_id, next, None).await?;
+    }
+    Ok(())
+}
+
+/// Gives a claimed job back, due at `run_at`.
+pub async fn retry_job<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    job_id: i64,
+    run_at: DateTime<Utc>,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE jobs SET lease_owner = NULL, lease_until = NULL, run_at = $1, \
+         last_error = COALESCE($2, last_error) WHERE id = $3",
+    )
+    .bind(millis(run_at))
+    .bind(error)
+    .bind(job_id)
+    .execute(db)
+    .await?;
+    Ok(())
 }

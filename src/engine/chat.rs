@@ -1,0 +1,66 @@
+//! The chat port: what the engine needs from a chat platform to keep promotion cards current.
+//! Adapters in `chat/` implement it; the engine never sees Block Kit or embeds.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use crate::domain::platform::ChatPlatform;
+
+use super::card::Card;
+
+/// The chat channel a request was typed in; cards go there when the service names no channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatOrigin {
+    pub platform: ChatPlatform,
+    pub channel: String,
+}
+
+impl ChatOrigin {
+    /// As stored with the promotion: `slack:C0123`.
+    pub fn encode(&self) -> String {
+        format!("{}:{}", self.platform, self.channel)
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (platform, channel) = text.split_once(':')?;
+        Some(ChatOrigin {
+            platform: ChatPlatform::parse(platform)?,
+            channel: channel.to_string(),
+        })
+    }
+}
+
+/// Why a platform call did not go through. Every kind is retried from the outbox; they differ in
+/// when.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChatError {
+    #[error("rate limited for {retry_after:?}")]
+    RateLimited { retry_after: Duration },
+    /// Network trouble or a 5xx: try again with backoff.
+    #[error("platform unavailable: {0}")]
+    Unavailable(String),
+    /// The platform refused the call (`ok: false`): try again with backoff, loudly.
+    #[error("platform refused the call: {0}")]
+    Refused(String),
+}
+
+#[async_trait]
+pub trait ChatPort: Send + Sync {
+    fn platform(&self) -> ChatPlatform;
+    /// Posts a new card; returns the platform's message id (Slack `ts`).
+    async fn post_card(&self, channel: &str, card: &Card) -> Result<String, ChatError>;
+    async fn update_card(
+        &self,
+        channel: &str,
+        message_id: &str,
+        card: &Card,
+    ) -> Result<(), ChatError>;
+    /// Posts deploy output under the card.
+    async fn post_to_thread(
+        &self,
+        channel: &str,
+        message_id: &str,
+        lines: &[String],
+    ) -> Result<(), ChatError>;
+}
