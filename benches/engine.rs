@@ -125,7 +125,8 @@ impl Bench {
                 Arc::new(SystemClock),
                 Some(backends),
             ))
-            .expect("engine builds");
+            .expect("engine builds")
+            .engine;
         let shutdown = CancellationToken::new();
         let grace = engine.config().server.shutdown_grace;
         let workers = runtime.spawn(engine.clone().run_workers(shutdown.clone(), grace));

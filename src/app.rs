@@ -1,42 +1,75 @@
-//! Wiring: config → store → engine → HTTP server and workers. `main` and the tests both start the
-//! bot through here, so tests run the real thing.
+//! Wiring: config → store → engine → chat adapters → HTTP server and workers. `main` and the
+//! tests both start the bot through here, so tests run the real thing.
 
 use std::sync::Arc;
 
+use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::chat::slack::{self, Slack};
 use crate::config::Config;
-use crate::engine::{Backends, Clock, Engine};
+use crate::engine::{Backends, ChatPort, Clock, Engine};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
-/// Connects to the database, applies migrations and builds the engine.
+/// A bot ready to run: the engine and the chat adapters that feed it.
+pub struct Bot {
+    pub engine: Engine,
+    slack: Option<Arc<Slack>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Slack(#[from] slack::SetupError),
+}
+
+/// Connects to the database, applies migrations, and builds the engine and chat adapters.
 pub async fn build(
     config: Config,
     clock: Arc<dyn Clock>,
     backends: Option<Backends>,
-) -> Result<Engine, StoreError> {
+) -> Result<Bot, BuildError> {
     let store = Store::connect(&config.database_url).await?;
     store.migrate().await?;
     let backends = backends.unwrap_or_else(|| Backends::from_config(&config));
-    Ok(Engine::new(
+    let slack = Slack::new(&config)?;
+    let mut chats: Vec<Arc<dyn ChatPort>> = Vec::new();
+    if let Some(slack) = &slack {
+        chats.push(slack.clone());
+    }
+    let engine = Engine::new(
         Arc::new(config),
         store,
         clock,
         Arc::new(Metrics::new()),
         backends,
-        Vec::new(),
-    ))
+        chats,
+    );
+    Ok(Bot { engine, slack })
+}
+
+impl Bot {
+    fn chat_routes(&self) -> Router {
+        let mut routes = Router::new();
+        if let Some(slack) = &self.slack {
+            routes = routes.merge(slack::inbound::routes(self.engine.clone(), slack.clone()));
+        }
+        routes
+    }
 }
 
 /// Serves HTTP on `listener` and runs the workers until `shutdown` fires; then stops taking
 /// requests, lets running deploys finish within the configured grace period, and closes the store.
 pub async fn run(
-    engine: Engine,
+    bot: Bot,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let engine = bot.engine.clone();
     match engine.recover().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
@@ -47,7 +80,7 @@ pub async fn run(
     }
     let grace = engine.config().server.shutdown_grace;
     let workers = tokio::spawn(engine.clone().run_workers(shutdown.clone(), grace));
-    let router = crate::http::router(engine.clone());
+    let router = crate::http::router(engine.clone(), bot.chat_routes());
     let stop = shutdown.clone();
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move { stop.cancelled().await })

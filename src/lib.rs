@@ -1,6 +1,7 @@
 //! shipmate: a chat-ops release bot. See README.md for what it does and DESIGN.md for the layers.
 
 pub mod app;
+pub mod chat;
 pub mod config;
 pub mod deploy;
 pub mod domain;

@@ -121,14 +121,14 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.server.listen;
-    let engine = shipmate::app::build(config, Arc::new(SystemClock), None).await?;
+    let bot = shipmate::app::build(config, Arc::new(SystemClock), None).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("can't listen on {listen}: {e}; change [server].listen"))?;
     tracing::info!(address = %listen, "shipmate is listening");
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    shipmate::app::run(engine, listener, shutdown).await?;
+    shipmate::app::run(bot, listener, shutdown).await?;
     tracing::info!("shipmate stopped");
     Ok(())
 }

@@ -97,6 +97,11 @@ impl Roles {
         self.0.keys().map(String::as_str)
     }
 
+    /// Every member entry of every role, as written.
+    pub fn members(&self) -> impl Iterator<Item = &str> {
+        self.0.values().flatten().map(String::as_str)
+    }
+
     /// Whether `actor` holds `role`, directly or through a listed identity or membership.
     pub fn holds(&self, actor: &Actor, role: &str) -> bool {
         if actor.granted_roles.iter().any(|granted| granted == role) {

@@ -21,7 +21,7 @@ use crate::deploy::command::CommandBackend;
 use crate::deploy::Backend;
 use crate::domain::command::{self, Command};
 use crate::domain::identity::{Actor, Identity};
-use crate::domain::promotion::{transition, PromotionEvent, PromotionState};
+use crate::domain::promotion::{transition, CardAction, PromotionEvent, PromotionState};
 use crate::metrics::{Metrics, StateLabels};
 use crate::store::{AuditEvent, PromotionRecord, PromotionView, Store, Tx};
 
@@ -93,6 +93,15 @@ struct Inner {
     /// Wakes the workers when a transaction left them a job.
     jobs_ready: Notify,
     worker_id: String,
+}
+
+/// What a reaction on a card means (the adapter maps its configured emoji sets to these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReactionVote {
+    Approve,
+    Reject,
+    /// An approve reaction was removed.
+    Withdraw,
 }
 
 /// A promotion with its audit trail, for `GET /api/v1/promotions/{id}`.
@@ -230,6 +239,50 @@ impl Engine {
     /// A removed approve reaction: takes the actor's approval back while votes are open.
     pub async fn withdraw(&self, actor: &Actor, id: i64) -> Result<Reply, EngineError> {
         self.vote(actor, id, actions::VoteKind::Withdraw).await
+    }
+
+    /// A button clicked on a promotion's card.
+    pub async fn card_action(
+        &self,
+        actor: &Actor,
+        action: CardAction,
+        id: i64,
+        origin: Option<&ChatOrigin>,
+    ) -> Result<Reply, EngineError> {
+        let command = match action {
+            CardAction::Approve => Command::Approve { id },
+            CardAction::Reject => Command::Reject { id, reason: None },
+            CardAction::Cancel => Command::Cancel { id },
+            CardAction::Retry => Command::Retry { id },
+            CardAction::Rollback => {
+                let promotion = self
+                    .store()
+                    .promotion(id)
+                    .await?
+                    .ok_or_else(|| unknown_promotion(id))?;
+                Command::Rollback {
+                    service: promotion.service,
+                    environment: promotion.environment,
+                    to: None,
+                }
+            }
+        };
+        self.execute_from(actor, command, origin).await
+    }
+
+    /// A reaction on a promotion's card.
+    pub async fn react(
+        &self,
+        actor: &Actor,
+        id: i64,
+        vote: ReactionVote,
+    ) -> Result<Reply, EngineError> {
+        let command = match vote {
+            ReactionVote::Approve => Command::Approve { id },
+            ReactionVote::Reject => Command::Reject { id, reason: None },
+            ReactionVote::Withdraw => return self.withdraw(actor, id).await,
+        };
+        self.execute(actor, command).await
     }
 
     pub async fn promotion_detail(&self, id: i64) -> Result<PromotionDetail, EngineError> {

@@ -27,7 +27,8 @@ pub struct AppState {
     pub engine: Engine,
 }
 
-pub fn router(engine: Engine) -> Router {
+/// The bot's routes plus `chat` (the adapters' inbound endpoints), under one set of layers.
+pub fn router(engine: Engine, chat: Router) -> Router {
     let state = AppState { engine };
     let api = Router::new()
         .route("/releases", post(api::create_release))
@@ -48,13 +49,14 @@ pub fn router(engine: Engine) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .with_state(state.clone())
+        .merge(chat)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
         ))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
 }
 
 async fn api_not_found() -> ApiError {

@@ -329,19 +329,16 @@ impl Builder {
         std::fs::write(&config_path, &text).expect("write config");
         let config = shipmate::config::load(&config_path, &|_| None).expect("test config is valid");
         let clock = Arc::new(ManualClock::new(start_time()));
-        let engine = shipmate::app::build(config, clock.clone(), None)
+        let bot = shipmate::app::build(config, clock.clone(), None)
             .await
             .expect("bot builds");
+        let engine = bot.engine.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("address"));
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(shipmate::app::run(
-            engine.clone(),
-            listener,
-            shutdown.clone(),
-        ));
+        let server = tokio::spawn(shipmate::app::run(bot, listener, shutdown.clone()));
         Some(TestBot {
             dir,
             base,

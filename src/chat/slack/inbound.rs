@@ -1,0 +1,342 @@
+//! Slack's inbound endpoints: `/slack/commands`, `/slack/interactions`, `/slack/events`.
+//! Every request is verified over its raw body before anything is parsed, answered within
+//! Slack's 3 seconds, and deduplicated in the database where Slack may deliver it twice.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use slack_morphism::prelude::*;
+use slack_morphism::signature_verifier::SlackEventSignatureVerifier;
+
+use super::blocks::{escape, ACTION_PREFIX};
+use super::Slack;
+use crate::domain::identity::{Actor, Identity};
+use crate::domain::promotion::CardAction;
+use crate::engine::{ChatOrigin, ChatPlatform, Engine, ReactionVote};
+use crate::metrics::ChatLabels;
+
+struct Inbound {
+    engine: Engine,
+    slack: Arc<Slack>,
+    verifier: SlackEventSignatureVerifier,
+}
+
+pub fn routes(engine: Engine, slack: Arc<Slack>) -> Router {
+    let secret = SlackSigningSecret::new(slack.config.signing_secret.expose().to_string());
+    let state = Arc::new(Inbound {
+        engine,
+        verifier: SlackEventSignatureVerifier::new(&secret),
+        slack,
+    });
+    Router::new()
+        .route("/slack/commands", post(commands))
+        .route("/slack/interactions", post(interactions))
+        .route("/slack/events", post(events))
+        .with_state(state)
+}
+
+fn rejected(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": "slack_request_rejected", "message": message}})),
+    )
+        .into_response()
+}
+
+impl Inbound {
+    /// The body, if Slack signed it in the last 5 minutes; otherwise the 401 to answer.
+    fn verify(&self, headers: &HeaderMap, body: &Bytes) -> Result<String, Response> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let unauthorized = |why: &str| rejected(StatusCode::UNAUTHORIZED, why);
+        let signature = header(SlackEventSignatureVerifier::SLACK_SIGNED_HASH_HEADER)
+            .ok_or_else(|| unauthorized("missing X-Slack-Signature"))?;
+        let timestamp = header(SlackEventSignatureVerifier::SLACK_SIGNED_TIMESTAMP)
+            .ok_or_else(|| unauthorized("missing X-Slack-Request-Timestamp"))?;
+        let body = std::str::from_utf8(body).map_err(|_| unauthorized("body is not UTF-8"))?;
+        self.verifier
+            .verify(signature, body, timestamp)
+            .map_err(|e| {
+                tracing::warn!(error = %e, "rejected a Slack request");
+                unauthorized("bad signature or a timestamp older than 5 minutes")
+            })?;
+        Ok(body.to_string())
+    }
+
+    async fn actor(&self, user: &str) -> Actor {
+        Actor::new(Identity::new("slack", user))
+            .with_memberships(self.slack.actor_identities(user).await)
+    }
+
+    fn count(&self, kind: &str, outcome: &str) {
+        self.engine
+            .metrics()
+            .chat_events
+            .get_or_create(&ChatLabels {
+                platform: "slack".to_string(),
+                kind: kind.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records a delivery; `false` when Slack sent it before (a retry or a repeated click).
+    async fn first_time(&self, source: &str, id: &str) -> bool {
+        match self
+            .engine
+            .store()
+            .record_inbound(source, id, self.engine.now())
+            .await
+        {
+            Ok(first) => first,
+            Err(e) => {
+                // Acting twice is worse than acting late: Slack retries, and the retry is handled.
+                tracing::error!(error = %e, "could not record a Slack delivery");
+                false
+            }
+        }
+    }
+
+    fn tell_later(&self, channel: String, user: String, text: String) {
+        let slack = self.slack.clone();
+        tokio::spawn(async move { slack.tell(&channel, &user, &escape(&text)).await });
+    }
+}
+
+// ---- slash commands ----
+
+async fn commands(
+    State(inbound): State<Arc<Inbound>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = match inbound.verify(&headers, &body) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let event: SlackCommandEvent = match serde_urlencoded::from_str(&body) {
+        Ok(event) => event,
+        Err(e) => {
+            return rejected(
+                StatusCode::BAD_REQUEST,
+                &format!("malformed slash command: {e}"),
+            )
+        }
+    };
+    let actor = inbound.actor(event.user_id.as_ref()).await;
+    let origin = ChatOrigin {
+        platform: ChatPlatform::Slack,
+        channel: event.channel_id.to_string(),
+    };
+    let text = event.text.unwrap_or_default();
+    let (reply, outcome) = match inbound
+        .engine
+        .execute_text(&actor, &text, Some(&origin))
+        .await
+    {
+        Ok(reply) => (reply.to_text(), "ok"),
+        Err(error) => (error.message, "refused"),
+    };
+    inbound.count("command", outcome);
+    Json(json!({"response_type": "ephemeral", "text": escape(&reply)})).into_response()
+}
+
+// ---- buttons ----
+
+#[derive(Deserialize)]
+struct InteractionForm {
+    payload: String,
+}
+
+async fn interactions(
+    State(inbound): State<Arc<Inbound>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = match inbound.verify(&headers, &body) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let event = serde_urlencoded::from_str::<InteractionForm>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|form| {
+            serde_json::from_str::<SlackInteractionEvent>(&form.payload).map_err(|e| e.to_string())
+        });
+    match event {
+        Ok(SlackInteractionEvent::BlockActions(event)) => {
+            block_actions(&inbound, event).await;
+            StatusCode::OK.into_response()
+        }
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => rejected(
+            StatusCode::BAD_REQUEST,
+            &format!("malformed interaction payload: {e}"),
+        ),
+    }
+}
+
+async fn block_actions(inbound: &Inbound, event: SlackInteractionBlockActionsEvent) {
+    let Some(user) = event.user.map(|u| u.id.to_string()) else {
+        return;
+    };
+    let channel = match &event.container {
+        SlackInteractionActionContainer::Message(message) => {
+            message.channel_id.as_ref().map(ToString::to_string)
+        }
+        _ => None,
+    }
+    .or_else(|| event.channel.map(|c| c.id.to_string()));
+    let Some(channel) = channel else {
+        return;
+    };
+    if !inbound
+        .first_time("slack:interaction", event.trigger_id.as_ref())
+        .await
+    {
+        inbound.count("button", "duplicate");
+        return;
+    }
+    for action in event.actions.unwrap_or_default() {
+        let parsed = action
+            .action_id
+            .as_ref()
+            .strip_prefix(ACTION_PREFIX)
+            .and_then(CardAction::parse)
+            .zip(action.value.as_deref().and_then(|v| v.parse::<i64>().ok()));
+        let Some((card_action, promotion_id)) = parsed else {
+            continue;
+        };
+        let actor = inbound.actor(&user).await;
+        let origin = ChatOrigin {
+            platform: ChatPlatform::Slack,
+            channel: channel.clone(),
+        };
+        let result = inbound
+            .engine
+            .card_action(&actor, card_action, promotion_id, Some(&origin))
+            .await;
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(error) => {
+                inbound.tell_later(channel.clone(), user.clone(), error.message);
+                "refused"
+            }
+        };
+        inbound.count("button", outcome);
+    }
+}
+
+// ---- events: reactions ----
+
+async fn events(State(inbound): State<Arc<Inbound>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body = match inbound.verify(&headers, &body) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let event: SlackPushEvent = match serde_json::from_str(&body) {
+        Ok(event) => event,
+        Err(e) => return rejected(StatusCode::BAD_REQUEST, &format!("malformed event: {e}")),
+    };
+    match event {
+        SlackPushEvent::UrlVerification(verification) => (
+            [(header::CONTENT_TYPE, "text/plain")],
+            verification.challenge,
+        )
+            .into_response(),
+        SlackPushEvent::EventCallback(callback) => {
+            if inbound
+                .first_time("slack:event", callback.event_id.as_ref())
+                .await
+            {
+                event_callback(&inbound, callback.event).await;
+            } else {
+                inbound.count("event", "duplicate");
+            }
+            StatusCode::OK.into_response()
+        }
+        SlackPushEvent::AppRateLimited(_) => {
+            tracing::warn!("Slack is dropping events: app_rate_limited");
+            StatusCode::OK.into_response()
+        }
+    }
+}
+
+async fn event_callback(inbound: &Inbound, event: SlackEventCallbackBody) {
+    match event {
+        SlackEventCallbackBody::ReactionAdded(r) => {
+            reaction(inbound, r.user.as_ref(), r.reaction.as_ref(), &r.item, true).await
+        }
+        SlackEventCallbackBody::ReactionRemoved(r) => {
+            reaction(
+                inbound,
+                r.user.as_ref(),
+                r.reaction.as_ref(),
+                &r.item,
+                false,
+            )
+            .await
+        }
+        _ => inbound.count("event", "ignored"),
+    }
+}
+
+async fn reaction(
+    inbound: &Inbound,
+    user: &str,
+    name: &str,
+    item: &SlackReactionsItem,
+    added: bool,
+) {
+    let SlackReactionsItem::Message(message) = item else {
+        return;
+    };
+    let Some(channel) = message.origin.channel.as_ref().map(ToString::to_string) else {
+        return;
+    };
+    let ts = message.origin.ts.to_string();
+    let config = &inbound.slack.config;
+    let vote = match (
+        config.approve_reactions.iter().any(|r| r == name),
+        config.reject_reactions.iter().any(|r| r == name),
+        added,
+    ) {
+        (true, _, true) => ReactionVote::Approve,
+        (true, _, false) => ReactionVote::Withdraw,
+        (false, true, true) => ReactionVote::Reject,
+        _ => return,
+    };
+    let promotion = match inbound
+        .engine
+        .store()
+        .card_promotion(ChatPlatform::Slack, &channel, &ts)
+        .await
+    {
+        Ok(Some(id)) => id,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(error = %e, "could not look up a reacted message");
+            return;
+        }
+    };
+    let actor = inbound.actor(user).await;
+    let outcome = match inbound.engine.react(&actor, promotion, vote).await {
+        Ok(_) => "ok",
+        Err(error) => {
+            // One notice per person and promotion: reactions are easy to repeat.
+            if inbound
+                .first_time("slack:notice", &format!("{promotion}:{user}"))
+                .await
+            {
+                inbound.tell_later(channel, user.to_string(), error.message);
+            }
+            "refused"
+        }
+    };
+    inbound.count("reaction", outcome);
+}
