@@ -3,6 +3,8 @@
 //! when SHIPMATE_TEST_POSTGRES_URL is set and the test asks for it) and a manual clock.
 #![allow(dead_code)]
 
+pub mod fake_slack;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +22,16 @@ pub const LEAD_TOKEN: &str = "lead-token";
 pub const LEAD2_TOKEN: &str = "lead2-token";
 pub const ADMIN_TOKEN: &str = "admin-token";
 pub const OUTSIDER_TOKEN: &str = "outsider-token";
+
+pub const SLACK_BOT_TOKEN: &str = "xoxb-test-token";
+pub const SLACK_SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+/// The channel of service `api` on Slack; `web` names none, so its cards go where it was asked.
+pub const RELEASES_CHANNEL: &str = "C0RELEASES";
+/// Slack users: two leads, a deployer, and someone in no role.
+pub const SLACK_LEAD: &str = "U0LEAD1";
+pub const SLACK_LEAD2: &str = "U0LEAD2";
+pub const SLACK_DEV: &str = "U0DEV";
+pub const SLACK_STRANGER: &str = "U0STRANGER";
 
 /// A deploy script that records its environment and succeeds after printing progress.
 pub const RECORDING_SCRIPT: &str = r#"#!/bin/sh
@@ -43,6 +55,8 @@ while [ ! -f "release-$SHIPMATE_PROMOTION_ID" ]; do sleep 0.05; done
 echo "gate opened"
 "#;
 
+pub const FORM: &str = "application/x-www-form-urlencoded";
+
 pub fn start_time() -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 17, 9, 0, 0).unwrap()
 }
@@ -55,6 +69,20 @@ fn sha(token: &str) -> String {
 /// `bot.toml` for tests: services `api` (dev → staging → production, production needs 2 lead
 /// approvals) and `web` (staging → production, no approvals), all deploying with `script`.
 pub fn test_config(database_url: &str, script: &str) -> String {
+    test_config_with_slack(database_url, script, None)
+}
+
+/// [`test_config`] with a `[slack]` table pointing at a fake Web API.
+pub fn test_config_with_slack(
+    database_url: &str,
+    script: &str,
+    slack_api_url: Option<&str>,
+) -> String {
+    let slack = slack_api_url.map_or_else(String::new, |url| {
+        format!(
+            "[slack]\nbot_token = \"{SLACK_BOT_TOKEN}\"\nsigning_secret = \"{SLACK_SIGNING_SECRET}\"\napi_url = \"{url}\"\n"
+        )
+    });
     format!(
         r#"
 [server]
@@ -64,9 +92,10 @@ shutdown_grace = "5s"
 [database]
 url = "{database_url}"
 
+{slack}
 [roles]
-leads = ["api:lead", "api:lead2", "api:admin"]
-deployers = ["api:ci", "api:lead", "api:lead2", "api:admin"]
+leads = ["api:lead", "api:lead2", "api:admin", "slack:{SLACK_LEAD}", "slack:{SLACK_LEAD2}"]
+deployers = ["api:ci", "api:lead", "api:lead2", "api:admin", "slack:{SLACK_LEAD}", "slack:{SLACK_LEAD2}", "slack:{SLACK_DEV}"]
 admins = ["api:admin"]
 
 [[api_tokens]]
@@ -91,6 +120,7 @@ sha256 = "{outsider}"
 
 [[service]]
 name = "api"
+channels = {{ slack = "{RELEASES_CHANNEL}" }}
   [[service.environment]]
   name = "dev"
   backend = {{ kind = "command", run = ["{script}"], timeout = "30s" }}
@@ -163,6 +193,7 @@ pub async fn database_urls(dir: &Path) -> Vec<(Db, String)> {
 }
 
 pub struct TestBot {
+    pub slack: Option<fake_slack::FakeSlack>,
     pub dir: TempDir,
     pub base: String,
     pub clock: Arc<ManualClock>,
@@ -175,6 +206,7 @@ pub struct TestBot {
 pub struct Builder {
     script: &'static str,
     db: Db,
+    slack: bool,
 }
 
 impl TestBot {
@@ -182,6 +214,7 @@ impl TestBot {
         Builder {
             script: RECORDING_SCRIPT,
             db: Db::Sqlite,
+            slack: false,
         }
     }
 
@@ -288,6 +321,96 @@ impl TestBot {
         }
     }
 
+    pub fn fake_slack(&self) -> &fake_slack::FakeSlack {
+        self.slack.as_ref().expect("bot started with .slack()")
+    }
+
+    /// POSTs `body` to a Slack endpoint, signed as Slack signs it `age_secs` ago.
+    pub async fn slack_post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: String,
+        age_secs: i64,
+    ) -> (u16, String) {
+        let timestamp = fake_slack::now_unix() - age_secs;
+        let signature = fake_slack::sign(SLACK_SIGNING_SECRET, timestamp, &body);
+        self.slack_post_raw(path, content_type, body, Some((timestamp, signature)))
+            .await
+    }
+
+    /// POSTs with the given signature headers (or none).
+    pub async fn slack_post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: String,
+        signed: Option<(i64, String)>,
+    ) -> (u16, String) {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some((timestamp, signature)) = signed {
+            request = request
+                .header("x-slack-request-timestamp", timestamp.to_string())
+                .header("x-slack-signature", signature);
+        }
+        let response = request.send().await.expect("request reaches the bot");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+
+    /// `user` types `/release <text>` in `channel`; returns the ephemeral reply text.
+    pub async fn slash(&self, user: &str, channel: &str, text: &str) -> String {
+        let body = fake_slack::slash_command_body(user, channel, text);
+        let (status, reply) = self.slack_post("/slack/commands", FORM, body, 0).await;
+        assert_eq!(status, 200, "{reply}");
+        let reply: Value = serde_json::from_str(&reply).expect("JSON reply");
+        assert_eq!(reply["response_type"], "ephemeral", "{reply}");
+        reply["text"].as_str().expect("text").to_string()
+    }
+
+    /// `user` clicks the button `action` (approve, reject, …) on the card `ts` in `channel`.
+    pub async fn click(&self, user: &str, channel: &str, ts: &str, action: &str, promotion: i64) {
+        let action_id = format!("shipmate:{action}");
+        let body =
+            fake_slack::block_action_body(user, channel, ts, &action_id, &promotion.to_string());
+        let (status, reply) = self.slack_post("/slack/interactions", FORM, body, 0).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+
+    /// Sends an Events API delivery (JSON), signed.
+    pub async fn slack_event(&self, body: String) -> (u16, String) {
+        self.slack_post("/slack/events", "application/json", body, 0)
+            .await
+    }
+
+    /// The card message of promotion `id` in `channel`, once it shows `state`.
+    pub async fn card_in_state(&self, channel: &str, id: i64, state: &str) -> fake_slack::Message {
+        let slack = self.fake_slack();
+        let title = format!("#{id} ");
+        let mut seen = Vec::new();
+        let found = wait_until(Duration::from_secs(20), || {
+            seen = slack.messages(channel);
+            let hit = seen.iter().any(|m| {
+                m.thread_ts.is_none()
+                    && m.text.starts_with(&title)
+                    && m.text.ends_with(&format!(": {}", state.replace('_', " ")))
+            });
+            async move { hit }
+        })
+        .await;
+        assert!(
+            found,
+            "card #{id} never showed {state} in {channel}: {seen:#?}"
+        );
+        seen.into_iter()
+            .find(|m| m.thread_ts.is_none() && m.text.starts_with(&title))
+            .expect("card")
+    }
+
     /// Stops the bot as SIGTERM would, and waits for it.
     pub async fn stop(&mut self) {
         self.shutdown.cancel();
@@ -309,6 +432,12 @@ impl Builder {
         self
     }
 
+    /// Runs the bot against a fresh fake Slack.
+    pub fn slack(mut self) -> Self {
+        self.slack = true;
+        self
+    }
+
     pub fn db(mut self, db: Db) -> Self {
         self.db = db;
         self
@@ -324,7 +453,12 @@ impl Builder {
             Db::Sqlite => format!("sqlite://{}", dir.path().join("bot.db").display()),
             Db::Postgres => postgres_database().await?,
         };
-        let text = test_config(&database_url, "./deploy.sh");
+        let slack = match self.slack {
+            true => Some(fake_slack::FakeSlack::start(SLACK_BOT_TOKEN).await),
+            false => None,
+        };
+        let slack_url = slack.as_ref().map(|fake| fake.api_url());
+        let text = test_config_with_slack(&database_url, "./deploy.sh", slack_url.as_deref());
         let config_path = dir.path().join("bot.toml");
         std::fs::write(&config_path, &text).expect("write config");
         let config = shipmate::config::load(&config_path, &|_| None).expect("test config is valid");
@@ -340,6 +474,7 @@ impl Builder {
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(shipmate::app::run(bot, listener, shutdown.clone()));
         Some(TestBot {
+            slack,
             dir,
             base,
             clock,

@@ -50,21 +50,29 @@ fn rejected(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
+/// A request that is not provably from Slack.
+struct Unverified(&'static str);
+
+impl IntoResponse for Unverified {
+    fn into_response(self) -> Response {
+        rejected(StatusCode::UNAUTHORIZED, self.0)
+    }
+}
+
 impl Inbound {
     /// The body, if Slack signed it in the last 5 minutes; otherwise the 401 to answer.
-    fn verify(&self, headers: &HeaderMap, body: &Bytes) -> Result<String, Response> {
+    fn verify(&self, headers: &HeaderMap, body: &Bytes) -> Result<String, Unverified> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let unauthorized = |why: &str| rejected(StatusCode::UNAUTHORIZED, why);
         let signature = header(SlackEventSignatureVerifier::SLACK_SIGNED_HASH_HEADER)
-            .ok_or_else(|| unauthorized("missing X-Slack-Signature"))?;
+            .ok_or(Unverified("missing X-Slack-Signature"))?;
         let timestamp = header(SlackEventSignatureVerifier::SLACK_SIGNED_TIMESTAMP)
-            .ok_or_else(|| unauthorized("missing X-Slack-Request-Timestamp"))?;
-        let body = std::str::from_utf8(body).map_err(|_| unauthorized("body is not UTF-8"))?;
+            .ok_or(Unverified("missing X-Slack-Request-Timestamp"))?;
+        let body = std::str::from_utf8(body).map_err(|_| Unverified("body is not UTF-8"))?;
         self.verifier
             .verify(signature, body, timestamp)
             .map_err(|e| {
                 tracing::warn!(error = %e, "rejected a Slack request");
-                unauthorized("bad signature or a timestamp older than 5 minutes")
+                Unverified("bad signature or a timestamp older than 5 minutes")
             })?;
         Ok(body.to_string())
     }
@@ -118,7 +126,7 @@ async fn commands(
 ) -> Response {
     let body = match inbound.verify(&headers, &body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(unverified) => return unverified.into_response(),
     };
     let event: SlackCommandEvent = match serde_urlencoded::from_str(&body) {
         Ok(event) => event,
@@ -161,7 +169,7 @@ async fn interactions(
 ) -> Response {
     let body = match inbound.verify(&headers, &body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(unverified) => return unverified.into_response(),
     };
     let event = serde_urlencoded::from_str::<InteractionForm>(&body)
         .map_err(|e| e.to_string())
@@ -237,7 +245,7 @@ async fn block_actions(inbound: &Inbound, event: SlackInteractionBlockActionsEve
 async fn events(State(inbound): State<Arc<Inbound>>, headers: HeaderMap, body: Bytes) -> Response {
     let body = match inbound.verify(&headers, &body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(unverified) => return unverified.into_response(),
     };
     let event: SlackPushEvent = match serde_json::from_str(&body) {
         Ok(event) => event,
