@@ -45,6 +45,11 @@ enum Action {
         #[arg(long, default_value = "bot.toml")]
         config: PathBuf,
     },
+    /// Print a Slack app manifest (YAML) for this bot: paste it into "Create New App".
+    SlackManifest {
+        #[arg(long, default_value = "bot.toml")]
+        config: PathBuf,
+    },
 }
 
 const EXIT_RUNTIME: u8 = 1;
@@ -75,6 +80,21 @@ async fn run(action: Action) -> ExitCode {
             }
             Err(code) => code,
         },
+        Action::SlackManifest { config } => {
+            let Ok(config) = load(&config) else {
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            match shipmate::chat::slack::manifest::manifest(&config) {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("shipmate: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
         Action::Migrate { config } => {
             let Ok(config) = load(&config) else {
                 return ExitCode::from(EXIT_CONFIG);

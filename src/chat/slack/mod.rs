@@ -3,6 +3,7 @@
 
 pub mod blocks;
 pub mod inbound;
+pub mod manifest;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
