@@ -22,19 +22,26 @@ use crate::domain::promotion::CardAction;
 use crate::engine::{ChatOrigin, ChatPlatform, Engine, ReactionVote};
 use crate::metrics::ChatLabels;
 
-struct Inbound {
+/// What the inbound endpoints share; Socket Mode feeds the same handlers.
+pub(crate) struct Inbound {
     engine: Engine,
     slack: Arc<Slack>,
     verifier: SlackEventSignatureVerifier,
 }
 
+impl Inbound {
+    pub(crate) fn new(engine: Engine, slack: Arc<Slack>) -> Arc<Inbound> {
+        let secret = SlackSigningSecret::new(slack.config.signing_secret.expose().to_string());
+        Arc::new(Inbound {
+            engine,
+            verifier: SlackEventSignatureVerifier::new(&secret),
+            slack,
+        })
+    }
+}
+
 pub fn routes(engine: Engine, slack: Arc<Slack>) -> Router {
-    let secret = SlackSigningSecret::new(slack.config.signing_secret.expose().to_string());
-    let state = Arc::new(Inbound {
-        engine,
-        verifier: SlackEventSignatureVerifier::new(&secret),
-        slack,
-    });
+    let state = Inbound::new(engine, slack);
     Router::new()
         .route("/slack/commands", post(commands))
         .route("/slack/interactions", post(interactions))
@@ -137,22 +144,26 @@ async fn commands(
             )
         }
     };
-    let actor = inbound.actor(event.user_id.as_ref()).await;
-    let origin = ChatOrigin {
-        platform: ChatPlatform::Slack,
-        channel: event.channel_id.to_string(),
-    };
-    let text = event.text.unwrap_or_default();
-    let (reply, outcome) = match inbound
-        .engine
-        .execute_text(&actor, &text, Some(&origin))
-        .await
-    {
-        Ok(reply) => (reply.to_text(), "ok"),
-        Err(error) => (error.message, "refused"),
-    };
-    inbound.count("command", outcome);
-    Json(json!({"response_type": "ephemeral", "text": escape(&reply)})).into_response()
+    Json(json!({"response_type": "ephemeral", "text": inbound.command(event).await}))
+        .into_response()
+}
+
+impl Inbound {
+    /// Runs a slash command; returns the reply for the person who typed it (Slack-escaped).
+    pub(crate) async fn command(&self, event: SlackCommandEvent) -> String {
+        let actor = self.actor(event.user_id.as_ref()).await;
+        let origin = ChatOrigin {
+            platform: ChatPlatform::Slack,
+            channel: event.channel_id.to_string(),
+        };
+        let text = event.text.unwrap_or_default();
+        let (reply, outcome) = match self.engine.execute_text(&actor, &text, Some(&origin)).await {
+            Ok(reply) => (reply.to_text(), "ok"),
+            Err(error) => (error.message, "refused"),
+        };
+        self.count("command", outcome);
+        escape(&reply)
+    }
 }
 
 // ---- buttons ----
@@ -177,11 +188,10 @@ async fn interactions(
             serde_json::from_str::<SlackInteractionEvent>(&form.payload).map_err(|e| e.to_string())
         });
     match event {
-        Ok(SlackInteractionEvent::BlockActions(event)) => {
-            block_actions(&inbound, event).await;
+        Ok(event) => {
+            inbound.interaction(event).await;
             StatusCode::OK.into_response()
         }
-        Ok(_) => StatusCode::OK.into_response(),
         Err(e) => rejected(
             StatusCode::BAD_REQUEST,
             &format!("malformed interaction payload: {e}"),
@@ -258,19 +268,33 @@ async fn events(State(inbound): State<Arc<Inbound>>, headers: HeaderMap, body: B
         )
             .into_response(),
         SlackPushEvent::EventCallback(callback) => {
-            if inbound
-                .first_time("slack:event", callback.event_id.as_ref())
-                .await
-            {
-                event_callback(&inbound, callback.event).await;
-            } else {
-                inbound.count("event", "duplicate");
-            }
+            inbound.push_event(callback).await;
             StatusCode::OK.into_response()
         }
         SlackPushEvent::AppRateLimited(_) => {
             tracing::warn!("Slack is dropping events: app_rate_limited");
             StatusCode::OK.into_response()
+        }
+    }
+}
+
+impl Inbound {
+    /// An Events API delivery, once per event id however often Slack sends it.
+    pub(crate) async fn push_event(&self, callback: SlackPushEventCallback) {
+        if self
+            .first_time("slack:event", callback.event_id.as_ref())
+            .await
+        {
+            event_callback(self, callback.event).await;
+        } else {
+            self.count("event", "duplicate");
+        }
+    }
+
+    /// Button clicks, once per trigger id.
+    pub(crate) async fn interaction(&self, event: SlackInteractionEvent) {
+        if let SlackInteractionEvent::BlockActions(event) = event {
+            block_actions(self, event).await;
         }
     }
 }
