@@ -339,3 +339,16 @@ async fn a_rate_limited_edit_is_retried_after_retry_after_and_the_card_ends_righ
     let value: Value = bot.promotion(id).await;
     assert_eq!(value["state"], "succeeded");
 }
+
+#[tokio::test]
+async fn members_of_a_slack_user_group_in_a_role_may_approve() {
+    let bot = TestBot::builder().slack().start().await.unwrap();
+    bot.fake_slack()
+        .usergroup(SLACK_LEADS_GROUP, &["U0GROUPLEAD"]);
+    let (id, card) = awaiting_production(&bot, SLACK_DEV).await;
+    bot.click("U0GROUPLEAD", RELEASES_CHANNEL, &card.ts, "approve", id)
+        .await;
+    let approvals = bot.promotion(id).await["approvals"].clone();
+    assert_eq!(approvals[0]["by"], "slack:U0GROUPLEAD", "{approvals:#}");
+    assert!(bot.fake_slack().calls("usergroups.users.list") >= 1);
+}

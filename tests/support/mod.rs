@@ -32,6 +32,8 @@ pub const SLACK_LEAD: &str = "U0LEAD1";
 pub const SLACK_LEAD2: &str = "U0LEAD2";
 pub const SLACK_DEV: &str = "U0DEV";
 pub const SLACK_STRANGER: &str = "U0STRANGER";
+/// A Slack user group listed in `leads`.
+pub const SLACK_LEADS_GROUP: &str = "S0LEADS";
 
 /// A deploy script that records its environment and succeeds after printing progress.
 pub const RECORDING_SCRIPT: &str = r#"#!/bin/sh
@@ -94,7 +96,7 @@ url = "{database_url}"
 
 {slack}
 [roles]
-leads = ["api:lead", "api:lead2", "api:admin", "slack:{SLACK_LEAD}", "slack:{SLACK_LEAD2}"]
+leads = ["api:lead", "api:lead2", "api:admin", "slack:{SLACK_LEAD}", "slack:{SLACK_LEAD2}", "slack-group:{SLACK_LEADS_GROUP}"]
 deployers = ["api:ci", "api:lead", "api:lead2", "api:admin", "slack:{SLACK_LEAD}", "slack:{SLACK_LEAD2}", "slack:{SLACK_DEV}"]
 admins = ["api:admin"]
 
