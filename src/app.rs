@@ -80,12 +80,28 @@ pub async fn run(
     }
     let grace = engine.config().server.shutdown_grace;
     let workers = tokio::spawn(engine.clone().run_workers(shutdown.clone(), grace));
+    let socket_mode = bot
+        .slack
+        .clone()
+        .filter(|slack| slack.config.app_token.is_some())
+        .map(|slack| {
+            tokio::spawn(slack::socket_mode::run(
+                engine.clone(),
+                slack,
+                shutdown.clone(),
+            ))
+        });
     let router = crate::http::router(engine.clone(), bot.chat_routes());
     let stop = shutdown.clone();
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;
     shutdown.cancel();
+    if let Some(socket_mode) = socket_mode {
+        if socket_mode.await.is_err() {
+            tracing::error!("Slack Socket Mode stopped abnormally");
+        }
+    }
     if workers.await.is_err() {
         tracing::error!("workers stopped abnormally");
     }

@@ -4,6 +4,7 @@
 pub mod blocks;
 pub mod inbound;
 pub mod manifest;
+pub mod socket_mode;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -23,7 +24,7 @@ const USERGROUP_TTL: Duration = Duration::from_secs(300);
 
 /// The Slack side of the bot: Web API client, token and the usergroups named in `[roles]`.
 pub struct Slack {
-    client: SlackHyperClient,
+    client: Arc<SlackHyperClient>,
     token: SlackApiToken,
     pub(crate) config: SlackConfig,
     /// `slack-group:<id>` identities that appear in `[roles]`.
@@ -58,12 +59,17 @@ impl Slack {
             .into_iter()
             .collect();
         Ok(Some(Arc::new(Slack {
-            client: SlackClient::new(connector),
+            client: Arc::new(SlackClient::new(connector)),
             token: SlackApiToken::new(slack.bot_token.expose().to_string().into()),
             config: slack.clone(),
             groups,
             group_members: Mutex::new(HashMap::new()),
         })))
+    }
+
+    /// The Web API client, shared with the Socket Mode listener.
+    pub(crate) fn client(&self) -> Arc<SlackHyperClient> {
+        self.client.clone()
     }
 
     fn session(&self) -> SlackClientSession<'_, SlackClientHyperHttpsConnector> {
