@@ -104,6 +104,19 @@ pub enum ReactionVote {
     Withdraw,
 }
 
+impl ReactionVote {
+    /// SPEC §3: an approve reaction approves and its removal withdraws; a reject reaction rejects
+    /// (removing it undoes nothing); other emoji mean nothing.
+    pub fn from_reaction(approve_emoji: bool, reject_emoji: bool, added: bool) -> Option<Self> {
+        match (approve_emoji, reject_emoji, added) {
+            (true, _, true) => Some(ReactionVote::Approve),
+            (true, _, false) => Some(ReactionVote::Withdraw),
+            (false, true, true) => Some(ReactionVote::Reject),
+            _ => None,
+        }
+    }
+}
+
 /// A promotion with its audit trail, for `GET /api/v1/promotions/{id}`.
 pub struct PromotionDetail {
     pub view: PromotionView,

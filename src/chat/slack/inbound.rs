@@ -333,15 +333,10 @@ async fn reaction(
     };
     let ts = message.origin.ts.to_string();
     let config = &inbound.slack.config;
-    let vote = match (
-        config.approve_reactions.iter().any(|r| r == name),
-        config.reject_reactions.iter().any(|r| r == name),
-        added,
-    ) {
-        (true, _, true) => ReactionVote::Approve,
-        (true, _, false) => ReactionVote::Withdraw,
-        (false, true, true) => ReactionVote::Reject,
-        _ => return,
+    let approves = config.approve_reactions.iter().any(|r| r == name);
+    let rejects = config.reject_reactions.iter().any(|r| r == name);
+    let Some(vote) = ReactionVote::from_reaction(approves, rejects, added) else {
+        return;
     };
     let promotion = match inbound
         .engine
