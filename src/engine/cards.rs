@@ -16,6 +16,8 @@ pub const MIN_EDIT_INTERVAL: Duration = Duration::from_secs(1);
 /// A card job is ours for this long; sends take well under a second.
 pub const CARD_LEASE: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Longest a card post or edit (with its thread output) may take.
+const SEND_TIMEOUT: Duration = Duration::from_secs(20);
 /// Deploy output posted to a thread in one message at most.
 const THREAD_BATCH: usize = 50;
 
@@ -63,7 +65,17 @@ impl Engine {
     /// Sends one card job; whatever happens, the job is finished or given back with a due time.
     pub(super) async fn run_card_job(&self, port: Arc<dyn ChatPort>, job: ClaimedJob) {
         let platform = port.platform();
-        let outcome = self.send_card(port.as_ref(), job.promotion_id).await;
+        // A hung platform call must not hold a worker slot (or shutdown) hostage.
+        let outcome = tokio::time::timeout(
+            SEND_TIMEOUT,
+            self.send_card(port.as_ref(), job.promotion_id),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(CardFailure::Chat(ChatError::Unavailable(
+                "no answer within 20s".into(),
+            )))
+        });
         let store = self.store();
         let result = match outcome {
             Ok(Sent::Done) => {
