@@ -76,7 +76,7 @@ async fn on_command(
     _client: Arc<SlackHyperClient>,
     state: SlackClientEventsUserState,
 ) -> UserCallbackResult<SlackCommandEventResponse> {
-    let reply = inbound(&state).await?.command(event).await;
+    let reply = inbound(&state).await?.command(event.into()).await;
     Ok(
         SlackCommandEventResponse::new(SlackMessageContent::new().with_text(reply))
             .with_response_type(SlackMessageResponseType::Ephemeral),
