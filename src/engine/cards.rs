@@ -112,18 +112,26 @@ impl Engine {
             return Ok(Sent::TooSoon(due));
         }
         let card = self.card(promotion_id).await.map_err(CardFailure::Engine)?;
-        let message_id = match &record.message_id {
+        match &record.message_id {
+            // Output first, then the edit: a card that says "succeeded" has its output below it.
             Some(message_id) => {
+                self.post_deploy_output(port, promotion_id, &record, message_id)
+                    .await?;
                 port.update_card(&record.channel, message_id, &card).await?;
-                message_id.clone()
+                self.store()
+                    .card_sent(promotion_id, platform, message_id, wall_now())
+                    .await?;
             }
-            None => port.post_card(&record.channel, &card).await?,
-        };
-        self.store()
-            .card_sent(promotion_id, platform, &message_id, wall_now())
-            .await?;
-        self.post_deploy_output(port, promotion_id, &record, &message_id)
-            .await?;
+            None => {
+                let message_id = port.post_card(&record.channel, &card).await?;
+                // Remembered at once: a failure below must not post the card twice.
+                self.store()
+                    .card_sent(promotion_id, platform, &message_id, wall_now())
+                    .await?;
+                self.post_deploy_output(port, promotion_id, &record, &message_id)
+                    .await?;
+            }
+        }
         Ok(Sent::Done)
     }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -63,6 +63,24 @@ struct Unverified(&'static str);
 impl IntoResponse for Unverified {
     fn into_response(self) -> Response {
         rejected(StatusCode::UNAUTHORIZED, self.0)
+    }
+}
+
+/// A request body Slack signed: the extractor every Slack endpoint starts with.
+struct Signed(String);
+
+impl FromRequest<Arc<Inbound>> for Signed {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, inbound: &Arc<Inbound>) -> Result<Self, Response> {
+        let headers = request.headers().clone();
+        let body = Bytes::from_request(request, inbound)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        inbound
+            .verify(&headers, &body)
+            .map(Signed)
+            .map_err(IntoResponse::into_response)
     }
 }
 
@@ -126,15 +144,7 @@ impl Inbound {
 
 // ---- slash commands ----
 
-async fn commands(
-    State(inbound): State<Arc<Inbound>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let body = match inbound.verify(&headers, &body) {
-        Ok(body) => body,
-        Err(unverified) => return unverified.into_response(),
-    };
+async fn commands(State(inbound): State<Arc<Inbound>>, Signed(body): Signed) -> Response {
     let event: SlashCommand = match serde_urlencoded::from_str(&body) {
         Ok(event) => event,
         Err(e) => {
@@ -193,15 +203,7 @@ struct InteractionForm {
     payload: String,
 }
 
-async fn interactions(
-    State(inbound): State<Arc<Inbound>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let body = match inbound.verify(&headers, &body) {
-        Ok(body) => body,
-        Err(unverified) => return unverified.into_response(),
-    };
+async fn interactions(State(inbound): State<Arc<Inbound>>, Signed(body): Signed) -> Response {
     let event = serde_urlencoded::from_str::<InteractionForm>(&body)
         .map_err(|e| e.to_string())
         .and_then(|form| {
@@ -272,11 +274,7 @@ async fn block_actions(inbound: &Inbound, event: SlackInteractionBlockActionsEve
 
 // ---- events: reactions ----
 
-async fn events(State(inbound): State<Arc<Inbound>>, headers: HeaderMap, body: Bytes) -> Response {
-    let body = match inbound.verify(&headers, &body) {
-        Ok(body) => body,
-        Err(unverified) => return unverified.into_response(),
-    };
+async fn events(State(inbound): State<Arc<Inbound>>, Signed(body): Signed) -> Response {
     let event: SlackPushEvent = match serde_json::from_str(&body) {
         Ok(event) => event,
         Err(e) => return rejected(StatusCode::BAD_REQUEST, &format!("malformed event: {e}")),
