@@ -58,6 +58,7 @@ pub struct Metrics {
     registry: Registry,
     pub releases_created: Family<ServiceLabels, Counter>,
     pub promotions: Family<StateLabels, Counter>,
+    pub deploys_started: Family<EnvironmentLabels, Counter>,
     pub active_promotions: Family<StateLabels, Gauge>,
     pub deploy_duration: HistogramFamily<OutcomeLabels>,
     pub promotion_lead: HistogramFamily<EnvironmentLabels>,
@@ -77,6 +78,7 @@ impl Metrics {
         let metrics = Metrics {
             releases_created: Family::default(),
             promotions: Family::default(),
+            deploys_started: Family::default(),
             active_promotions: Family::default(),
             deploy_duration: Family::new_with_constructor(seconds_histogram),
             promotion_lead: Family::new_with_constructor(seconds_histogram),
@@ -93,6 +95,11 @@ impl Metrics {
             "promotions",
             "Promotions that reached a terminal state",
             metrics.promotions.clone(),
+        );
+        registry.register(
+            "deploys_started",
+            "Deploys started (promotions that entered deploying)",
+            metrics.deploys_started.clone(),
         );
         registry.register(
             "active_promotions",

@@ -551,6 +551,7 @@ async fn health_readiness_and_metrics() {
     let metrics = metrics.as_str().expect("text");
     for expected in [
         r#"shipmate_releases_created_total{service="web"} 1"#,
+        r#"shipmate_deploys_started_total{service="web",environment="staging"} 1"#,
         r#"shipmate_promotions_total{service="web",environment="staging",state="succeeded"} 1"#,
         r#"shipmate_deploy_duration_seconds_count{service="web",environment="staging",outcome="succeeded"} 1"#,
         r#"shipmate_promotion_lead_seconds_count{service="web",environment="staging"} 1"#,

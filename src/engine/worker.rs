@@ -205,6 +205,13 @@ impl Engine {
             .await?;
         let release = tx.release(&deploying.service, &deploying.version).await?;
         tx.commit().await?;
+        self.metrics()
+            .deploys_started
+            .get_or_create(&EnvironmentLabels {
+                service: deploying.service.clone(),
+                environment: deploying.environment.clone(),
+            })
+            .inc();
         Ok(Some((deploying, release.and_then(|r| r.commit))))
     }
 
