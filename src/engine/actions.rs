@@ -19,7 +19,7 @@ use crate::store::{
 
 use super::chat::ChatOrigin;
 use super::reply::Reply;
-use super::{describe, environment_of, unknown_promotion, wall_now, Engine, EngineError};
+use super::{describe, environment_of, unknown_promotion, Engine, EngineError};
 
 pub(super) enum VoteKind {
     Approve,
@@ -376,7 +376,7 @@ impl Engine {
                 tx.add_chat_card(promotion.id, *platform, channel).await?;
             }
         }
-        tx.touch_cards(promotion.id, wall_now()).await?;
+        self.touch_cards(tx, promotion.id).await?;
         Ok(())
     }
 
@@ -471,7 +471,7 @@ impl Engine {
                 tx.audit(Some(promotion.id), who, "approval", &note, now)
                     .await?;
                 if !complete {
-                    tx.touch_cards(promotion.id, wall_now()).await?;
+                    self.touch_cards(tx, promotion.id).await?;
                     return Ok((promotion.clone(), note));
                 }
                 let approved = self
@@ -489,7 +489,7 @@ impl Engine {
                 let note = format!("approval withdrawn ({approvals}/{required})");
                 tx.audit(Some(promotion.id), who, "approval_withdrawn", &note, now)
                     .await?;
-                tx.touch_cards(promotion.id, wall_now()).await?;
+                self.touch_cards(tx, promotion.id).await?;
                 Ok((promotion.clone(), note))
             }
             VoteOutcome::Rejects => {

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::card::Card;
 use super::chat::{ChatError, ChatPort};
 use super::{wall_now, Engine, EngineError};
-use crate::store::{ChatCardRecord, ClaimedJob, JobKind, StoreError};
+use crate::store::{ChatCardRecord, ClaimedJob, JobKind, StoreError, Tx};
 
 /// Cards are edited at most this often (SPEC §3).
 pub const MIN_EDIT_INTERVAL: Duration = Duration::from_secs(1);
@@ -159,6 +159,19 @@ impl Engine {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Owes the promotion's cards an update, inside `tx`. Without chat platforms there are no
+    /// cards, and the statement is skipped (it is one more round trip per state change).
+    pub(super) async fn touch_cards(
+        &self,
+        tx: &mut Tx,
+        promotion_id: i64,
+    ) -> Result<(), StoreError> {
+        if self.inner.chats.is_empty() {
+            return Ok(());
+        }
+        tx.touch_cards(promotion_id, wall_now()).await
     }
 
     /// Deploy output arrived: the card's progress line and thread are owed an update.

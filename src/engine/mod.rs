@@ -389,7 +389,7 @@ impl Engine {
         tx.update_promotion(&updated, promotion.state).await?;
         tx.audit(Some(promotion.id), actor, state.as_str(), detail, now)
             .await?;
-        tx.touch_cards(promotion.id, wall_now()).await?;
+        self.touch_cards(tx, promotion.id).await?;
         if state.is_terminal() && state != PromotionState::RolledBack {
             self.count_terminal(&updated);
         }
