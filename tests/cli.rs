@@ -200,18 +200,8 @@ impl Bot {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(support::CI_TOKEN);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request reaches the bot");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("response body");
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, value)
+        let url = format!("{}{path}", self.base);
+        support::send_json(&self.http, method, &url, Some(support::CI_TOKEN), body).await
     }
 
     async fn promotion(&self, id: i64) -> Value {
@@ -432,21 +422,24 @@ fn migrate_with_a_broken_config_exits_2() {
 
 // ---- serve: crash recovery and graceful shutdown ----
 
+/// Promotes web `version` to staging and waits until its (gated) deploy runs.
+async fn deploying(bot: &Bot, version: &str) -> i64 {
+    let promote = json!({"service": "web", "version": version, "environment": "staging"});
+    let (status, body) = bot
+        .request(reqwest::Method::POST, "/api/v1/promotions", Some(promote))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_i64().expect("promotion id");
+    bot.wait_for_state(id, "deploying").await;
+    id
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deploy_killed_with_the_bot_is_interrupted_at_restart_and_can_be_retried() {
     let (sandbox, port) = Sandbox::new(support::GATED_SCRIPT);
     let mut bot = Bot::start(&sandbox, port, "first").await;
 
-    let (status, body) = bot
-        .request(
-            reqwest::Method::POST,
-            "/api/v1/promotions",
-            Some(json!({"service": "web", "version": "1.0.0", "environment": "staging"})),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let id = body["id"].as_i64().expect("promotion id");
-    bot.wait_for_state(id, "deploying").await;
+    let id = deploying(&bot, "1.0.0").await;
 
     bot.crash();
     drop(bot);
@@ -509,16 +502,7 @@ async fn sigterm_shuts_down_gracefully_with_exit_0() {
 async fn sigterm_lets_a_running_deploy_finish_within_the_grace_period() {
     let (sandbox, port) = Sandbox::new(support::GATED_SCRIPT);
     let mut bot = Bot::start(&sandbox, port, "first").await;
-    let (status, body) = bot
-        .request(
-            reqwest::Method::POST,
-            "/api/v1/promotions",
-            Some(json!({"service": "web", "version": "2.0.0", "environment": "staging"})),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let id = body["id"].as_i64().expect("promotion id");
-    bot.wait_for_state(id, "deploying").await;
+    let id = deploying(&bot, "2.0.0").await;
 
     let pid = Pid::from_raw(i32::try_from(bot.child.id()).expect("pid fits"));
     kill(pid, Signal::SIGTERM).expect("send SIGTERM");

@@ -238,18 +238,14 @@ impl TestBot {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request reaches the bot");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("response body");
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, value)
+        send_json(
+            &self.http,
+            method,
+            &format!("{}{path}", self.base),
+            token,
+            body,
+        )
+        .await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
@@ -493,6 +489,29 @@ pub fn make_executable(path: &Path) {
     let mut permissions = std::fs::metadata(path).expect("metadata").permissions();
     permissions.set_mode(0o755);
     std::fs::set_permissions(path, permissions).expect("chmod");
+}
+
+/// Sends a JSON request (bearer `token` if any) and returns the status and the body as JSON (or
+/// as a JSON string when it is not JSON).
+pub async fn send_json(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = http.request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request reaches the bot");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("response body");
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
 }
 
 /// Polls `condition` until it holds or `timeout` passes; returns whether it held.
