@@ -9,17 +9,11 @@ pub enum ChatPlatform {
 }
 
 impl ChatPlatform {
-    pub const ALL: [ChatPlatform; 2] = [ChatPlatform::Slack, ChatPlatform::Discord];
-
     pub fn as_str(self) -> &'static str {
         match self {
             ChatPlatform::Slack => "slack",
             ChatPlatform::Discord => "discord",
         }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.as_str() == text)
     }
 }
 

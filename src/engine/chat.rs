@@ -16,21 +16,6 @@ pub struct ChatOrigin {
     pub channel: String,
 }
 
-impl ChatOrigin {
-    /// As stored with the promotion: `slack:C0123`.
-    pub fn encode(&self) -> String {
-        format!("{}:{}", self.platform, self.channel)
-    }
-
-    pub fn decode(text: &str) -> Option<Self> {
-        let (platform, channel) = text.split_once(':')?;
-        Some(ChatOrigin {
-            platform: ChatPlatform::parse(platform)?,
-            channel: channel.to_string(),
-        })
-    }
-}
-
 /// Why a platform call did not go through. Every kind is retried from the outbox; they differ in
 /// when.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,14 +1,13 @@
 //! Workers: claim outbox jobs with a lease and carry them out; sweep expired approvals and
 //! orphaned deploys; recover after a crash.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::deploy::{Backend, DeployOutcome, DeployRequest};
+use crate::deploy::{DeployOutcome, DeployRequest};
 use crate::domain::promotion::{PromotionEvent, PromotionState};
 use crate::metrics::{EnvironmentLabels, OutcomeLabels};
 use crate::store::{ClaimedJob, Dialect, JobKind, PromotionRecord};
@@ -236,7 +235,7 @@ impl Engine {
         let promotion_id = request.promotion_id;
         let (progress, lines) = mpsc::channel(1024);
         let log_writer = tokio::spawn(self.clone().write_progress(promotion_id, lines));
-        let deploy = run_backend(backend, request, progress, cancel);
+        let deploy = backend.deploy(request, progress, cancel);
         tokio::pin!(deploy);
         let outcome = loop {
             tokio::select! {
@@ -364,13 +363,4 @@ fn deploy_request(promotion: &PromotionRecord, commit: Option<String>) -> Deploy
         rollback: promotion.rollback,
         commit,
     }
-}
-
-async fn run_backend(
-    backend: Arc<dyn Backend>,
-    request: DeployRequest,
-    progress: mpsc::Sender<String>,
-    cancel: CancellationToken,
-) -> DeployOutcome {
-    backend.deploy(request, progress, cancel).await
 }

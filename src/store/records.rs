@@ -99,7 +99,8 @@ impl TryFrom<PromotionRow> for PromotionRecord {
             id: row.id,
             version: row.version.parse().map_err(|_| corrupt("bad version"))?,
             state: row.state.parse().map_err(|_| corrupt("bad state"))?,
-            requested_by: identity(&row.requested_by).ok_or_else(|| corrupt("bad requester"))?,
+            requested_by: Identity::parse(&row.requested_by)
+                .ok_or_else(|| corrupt("bad requester"))?,
             rollback: row.is_rollback != 0,
             previous_version: match row.previous_version.as_deref() {
                 Some(text) => Some(text.parse().map_err(|_| corrupt("bad previous version"))?),
@@ -162,7 +163,7 @@ impl TryFrom<ApprovalRow> for Approval {
 
     fn try_from(row: ApprovalRow) -> Result<Self, StoreError> {
         Ok(Approval {
-            by: identity(&row.voter)
+            by: Identity::parse(&row.voter)
                 .ok_or_else(|| StoreError::Corrupt(format!("bad voter {}", row.voter)))?,
             at: time(row.at)?,
         })
@@ -190,11 +191,6 @@ impl TryFrom<AuditRow> for AuditEvent {
             detail: row.detail,
         })
     }
-}
-
-/// Stored identities were written by us; any other kind of text is corruption.
-fn identity(text: &str) -> Option<Identity> {
-    Identity::parse(text)
 }
 
 pub(super) fn time(millis: i64) -> Result<DateTime<Utc>, StoreError> {
