@@ -7,6 +7,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::chat::discord::{self, Discord};
 use crate::chat::slack::{self, Slack};
 use crate::config::Config;
 use crate::engine::{Backends, ChatPort, Clock, Engine};
@@ -17,6 +18,7 @@ use crate::store::{Store, StoreError};
 pub struct Bot {
     pub engine: Engine,
     slack: Option<Arc<Slack>>,
+    discord: Option<Arc<discord::inbound::Inbound>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +27,8 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Slack(#[from] slack::SetupError),
+    #[error(transparent)]
+    Discord(#[from] discord::SetupError),
 }
 
 /// Connects to the database, applies migrations, and builds the engine and chat adapters.
@@ -41,6 +45,10 @@ pub async fn build(
     if let Some(slack) = &slack {
         chats.push(slack.clone());
     }
+    let discord = Discord::new(&config)?;
+    if let Some(discord) = &discord {
+        chats.push(discord.clone());
+    }
     let engine = Engine::new(
         Arc::new(config),
         store,
@@ -49,7 +57,12 @@ pub async fn build(
         backends,
         chats,
     );
-    Ok(Bot { engine, slack })
+    let discord = discord.map(|discord| discord::inbound::Inbound::new(engine.clone(), discord));
+    Ok(Bot {
+        engine,
+        slack,
+        discord,
+    })
 }
 
 impl Bot {
@@ -57,6 +70,9 @@ impl Bot {
         let mut routes = Router::new();
         if let Some(slack) = &self.slack {
             routes = routes.merge(slack::inbound::routes(self.engine.clone(), slack.clone()));
+        }
+        if let Some(endpoint) = self.discord.clone().and_then(discord::inbound::routes) {
+            routes = routes.merge(endpoint);
         }
         routes
     }
@@ -91,6 +107,10 @@ pub async fn run(
                 shutdown.clone(),
             ))
         });
+    let gateway = bot
+        .discord
+        .clone()
+        .map(|inbound| tokio::spawn(discord::gateway::run(inbound, shutdown.clone())));
     let router = crate::http::router(engine.clone(), bot.chat_routes());
     let stop = shutdown.clone();
     let served = axum::serve(listener, router)
@@ -100,6 +120,11 @@ pub async fn run(
     if let Some(socket_mode) = socket_mode {
         if socket_mode.await.is_err() {
             tracing::error!("Slack Socket Mode stopped abnormally");
+        }
+    }
+    if let Some(gateway) = gateway {
+        if gateway.await.is_err() {
+            tracing::error!("the Discord gateway task stopped abnormally");
         }
     }
     if workers.await.is_err() {

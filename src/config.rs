@@ -75,7 +75,8 @@ pub struct SlackConfig {
 pub struct DiscordConfig {
     pub bot_token: Secret,
     pub application_id: u64,
-    pub public_key: Option<String>,
+    /// The application's ed25519 public key: enables `POST /discord/interactions`.
+    pub public_key: Option<[u8; 32]>,
     pub guild_id: Option<u64>,
     pub api_url: String,
     pub approve_reactions: Vec<String>,
@@ -671,7 +672,10 @@ impl Validator<'_> {
         DiscordConfig {
             bot_token: Secret::new(raw.bot_token),
             application_id,
-            public_key: raw.public_key,
+            public_key: raw
+                .public_key
+                .as_deref()
+                .and_then(|key| self.public_key("discord.public_key", key)),
             guild_id,
             api_url: raw
                 .api_url
@@ -683,10 +687,25 @@ impl Validator<'_> {
         }
     }
 
+    fn public_key(&mut self, key: &str, text: &str) -> Option<[u8; 32]> {
+        let parsed = hex::decode(text.trim())
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .ok_or_else(|| {
+                "not an ed25519 public key: paste the 64 hex characters of PUBLIC KEY from the Discord developer portal (General Information)".to_string()
+            });
+        self.check(key, parsed)
+    }
+
     fn snowflake(&mut self, key: &str, text: &str) -> u64 {
-        let parsed = text.parse::<u64>().map_err(|_| {
-            format!("`{text}` is not a Discord id; copy the numeric id (Developer Mode → Copy ID)")
-        });
+        let parsed = text
+            .parse::<std::num::NonZeroU64>()
+            .map(u64::from)
+            .map_err(|_| {
+                format!(
+                    "`{text}` is not a Discord id; copy the numeric id (Developer Mode → Copy ID)"
+                )
+            });
         self.check(key, parsed).unwrap_or(0)
     }
 

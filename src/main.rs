@@ -50,6 +50,20 @@ enum Action {
         #[arg(long, default_value = "bot.toml")]
         config: PathBuf,
     },
+    /// Discord tasks.
+    Discord {
+        #[command(subcommand)]
+        action: DiscordAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DiscordAction {
+    /// Register (overwrite) the /release command in [discord] guild_id, or globally, and exit.
+    RegisterCommands {
+        #[arg(long, default_value = "bot.toml")]
+        config: PathBuf,
+    },
 }
 
 const EXIT_RUNTIME: u8 = 1;
@@ -95,6 +109,20 @@ async fn run(action: Action) -> ExitCode {
                 }
             }
         }
+        Action::Discord {
+            action: DiscordAction::RegisterCommands { config },
+        } => {
+            let Ok(config) = load(&config) else {
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            match register_discord_commands(&config).await {
+                Ok(scope) => {
+                    println!("registered /release {scope}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
         Action::Migrate { config } => {
             let Ok(config) = load(&config) else {
                 return ExitCode::from(EXIT_CONFIG);
@@ -137,6 +165,21 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     store.migrate().await?;
     store.close().await;
     Ok(())
+}
+
+async fn register_discord_commands(config: &Config) -> anyhow::Result<String> {
+    use shipmate::chat::discord;
+    let Some(settings) = &config.discord else {
+        anyhow::bail!("bot.toml has no [discord] table; add one (see the README's Discord setup)");
+    };
+    let http = discord::build_http(settings)?;
+    discord::commands::register(&http, settings.guild_id)
+        .await
+        .map_err(|e| anyhow::anyhow!("Discord refused the registration: {e}"))?;
+    Ok(match settings.guild_id {
+        Some(guild) => format!("in guild {guild}"),
+        None => "globally (Discord may take up to an hour to show it everywhere)".to_string(),
+    })
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

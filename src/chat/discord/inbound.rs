@@ -1,0 +1,381 @@
+//! What Discord sends the bot — `/release` commands, button clicks, reactions — turned into engine
+//! calls, and the optional signed HTTP interactions endpoint `POST /discord/interactions`.
+//!
+//! Interactions from the gateway and from the endpoint take one path: each is recorded once by
+//! its id, answered within Discord's 3 seconds (deferred when the engine is slower), and every
+//! refusal goes back ephemerally to the person who clicked or typed.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::json;
+use serenity::all::{
+    ChannelId, CommandInteraction, ComponentInteraction, CreateInteractionResponse,
+    CreateInteractionResponseFollowup, CreateInteractionResponseMessage, EditInteractionResponse,
+    Interaction, InteractionId, Member, Reaction, ReactionType, UserId,
+};
+use serenity::interactions_endpoint::Verifier;
+
+use super::commands::command_text;
+use super::render::{self, MAX_CONTENT};
+use super::Discord;
+use crate::domain::identity::{Actor, Identity};
+use crate::engine::{wall_now, ChatOrigin, ChatPlatform, Engine, ReactionVote};
+use crate::metrics::ChatLabels;
+
+/// Work still running after this long is deferred, leaving a margin within Discord's 3 s.
+const DEFER_AFTER: Duration = Duration::from_millis(1500);
+/// Signed requests older (or newer) than this are refused, like Slack's 5 minutes.
+const MAX_SIGNATURE_AGE_SECS: i64 = 300;
+
+/// What the gateway handler and the HTTP endpoint share.
+pub struct Inbound {
+    engine: Engine,
+    discord: Arc<Discord>,
+}
+
+impl Inbound {
+    pub fn new(engine: Engine, discord: Arc<Discord>) -> Arc<Inbound> {
+        Arc::new(Inbound { engine, discord })
+    }
+
+    pub(crate) fn discord(&self) -> &Arc<Discord> {
+        &self.discord
+    }
+
+    fn count(&self, kind: &str, outcome: &str) {
+        self.engine
+            .metrics()
+            .chat_events
+            .get_or_create(&ChatLabels {
+                platform: "discord".to_string(),
+                kind: kind.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records a delivery; `false` when it was seen before (a replayed event or a second
+    /// delivery of one interaction).
+    async fn first_time(&self, source: &str, id: &str) -> bool {
+        match self
+            .engine
+            .store()
+            .record_inbound(source, id, self.engine.now())
+            .await
+        {
+            Ok(first) => first,
+            Err(e) => {
+                tracing::error!(error = %e, "could not record a Discord delivery");
+                false
+            }
+        }
+    }
+
+    pub async fn interaction(&self, interaction: Interaction) {
+        match interaction {
+            Interaction::Command(command) => self.command(command).await,
+            Interaction::Component(component) => self.component(component).await,
+            _ => self.count("interaction", "ignored"),
+        }
+    }
+
+    async fn command(&self, command: CommandInteraction) {
+        if !self
+            .first_time("discord:interaction", &command.id.to_string())
+            .await
+        {
+            self.count("command", "duplicate");
+            return;
+        }
+        let actor = actor(command.user.id, command.member.as_deref());
+        let origin = origin(command.channel_id);
+        let work = async {
+            let text = command_text(&command.data.options)?;
+            self.engine
+                .execute_text(&actor, &text, Some(&origin))
+                .await
+                .map(|reply| reply.to_text())
+                .map_err(|error| error.message)
+        };
+        let ephemeral = || CreateInteractionResponseMessage::new().ephemeral(true);
+        let http = self.discord.http();
+        let (id, token) = (command.id, command.token.as_str());
+        let (result, deferred) = within_deadline(work, async {
+            let defer = CreateInteractionResponse::Defer(ephemeral());
+            log_failure(
+                http.create_interaction_response(id, token, &defer, vec![])
+                    .await,
+            );
+        })
+        .await;
+        self.count("command", if result.is_ok() { "ok" } else { "refused" });
+        let text = render::truncate(&result.unwrap_or_else(|refusal| refusal), MAX_CONTENT);
+        if deferred {
+            let edit = EditInteractionResponse::new().content(text);
+            log_failure(
+                http.edit_original_interaction_response(token, &edit, vec![])
+                    .await,
+            );
+        } else {
+            let answer = CreateInteractionResponse::Message(ephemeral().content(text));
+            log_failure(
+                http.create_interaction_response(id, token, &answer, vec![])
+                    .await,
+            );
+        }
+    }
+
+    async fn component(&self, component: ComponentInteraction) {
+        if !self
+            .first_time("discord:interaction", &component.id.to_string())
+            .await
+        {
+            self.count("button", "duplicate");
+            return;
+        }
+        let http = self.discord.http();
+        let (id, token) = (component.id, component.token.as_str());
+        let Some((action, promotion)) = render::parse_custom_id(&component.data.custom_id) else {
+            // Not our button: acknowledge so the person does not see "interaction failed".
+            acknowledge(http, id, token).await;
+            self.count("button", "ignored");
+            return;
+        };
+        let actor = actor(component.user.id, component.member.as_ref());
+        let origin = origin(component.channel_id);
+        let work = self
+            .engine
+            .card_action(&actor, action, promotion, Some(&origin));
+        let (result, deferred) = within_deadline(work, acknowledge(http, id, token)).await;
+        let Err(refusal) = result else {
+            // The card itself shows the change, edited from the outbox.
+            if !deferred {
+                acknowledge(http, id, token).await;
+            }
+            self.count("button", "ok");
+            return;
+        };
+        self.count("button", "refused");
+        let text = render::truncate(&refusal.message, MAX_CONTENT);
+        if deferred {
+            let followup = CreateInteractionResponseFollowup::new()
+                .content(text)
+                .ephemeral(true);
+            log_failure(http.create_followup_message(token, &followup, vec![]).await);
+        } else {
+            let answer = CreateInteractionResponse::Message(
+                CreateInteractionResponseMessage::new()
+                    .content(text)
+                    .ephemeral(true),
+            );
+            log_failure(
+                http.create_interaction_response(id, token, &answer, vec![])
+                    .await,
+            );
+        }
+    }
+
+    /// A reaction added to or removed from a card: a vote, a withdrawal, or nothing.
+    pub async fn reaction(&self, reaction: Reaction, added: bool) {
+        let Some(user) = reaction.user_id else {
+            return;
+        };
+        let ReactionType::Unicode(emoji) = &reaction.emoji else {
+            return;
+        };
+        if self.discord.is_bot(user) {
+            return;
+        }
+        let config = &self.discord.config;
+        let vote = ReactionVote::from_reaction(
+            config
+                .approve_reactions
+                .iter()
+                .any(|e| same_emoji(e, emoji)),
+            config.reject_reactions.iter().any(|e| same_emoji(e, emoji)),
+            added,
+        );
+        let Some(vote) = vote else {
+            return;
+        };
+        let promotion = match self
+            .engine
+            .store()
+            .card_promotion(
+                ChatPlatform::Discord,
+                &reaction.channel_id.to_string(),
+                &reaction.message_id.to_string(),
+            )
+            .await
+        {
+            Ok(Some(id)) => id,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "could not look up a reacted message");
+                return;
+            }
+        };
+        let actor = actor(user, reaction.member.as_ref());
+        let outcome = match self.engine.react(&actor, promotion, vote).await {
+            Ok(_) => "ok",
+            Err(error) => {
+                // One notice per person and promotion: reactions are easy to repeat.
+                if self
+                    .first_time("discord:notice", &format!("{promotion}:{user}"))
+                    .await
+                {
+                    let text = format!("<@{user}> {}", error.message);
+                    self.discord
+                        .notice(reaction.channel_id, reaction.message_id, &text)
+                        .await;
+                }
+                "refused"
+            }
+        };
+        self.count("reaction", outcome);
+    }
+}
+
+/// `discord:<user>` with a `discord-role:<role>` membership per guild role the member holds.
+fn actor(user: UserId, member: Option<&Member>) -> Actor {
+    let roles = member
+        .map(|m| {
+            m.roles
+                .iter()
+                .map(|r| Identity::new("discord-role", &r.to_string()))
+        })
+        .into_iter()
+        .flatten();
+    Actor::new(Identity::new("discord", &user.to_string())).with_memberships(roles)
+}
+
+fn origin(channel: ChannelId) -> ChatOrigin {
+    ChatOrigin {
+        platform: ChatPlatform::Discord,
+        channel: channel.to_string(),
+    }
+}
+
+/// ✔️ arrives with or without its variation selector, depending on the client.
+fn same_emoji(configured: &str, sent: &str) -> bool {
+    let plain = |s: &str| s.replace('\u{FE0F}', "");
+    plain(configured) == plain(sent)
+}
+
+/// Runs `work`; if it is still running after [`DEFER_AFTER`], runs `defer` (the interim answer)
+/// and keeps waiting. Returns the result and whether `defer` ran.
+async fn within_deadline<T>(
+    work: impl Future<Output = T>,
+    defer: impl Future<Output = ()>,
+) -> (T, bool) {
+    tokio::pin!(work);
+    tokio::select! {
+        biased;
+        result = &mut work => (result, false),
+        () = tokio::time::sleep(DEFER_AFTER) => {
+            defer.await;
+            (work.await, true)
+        }
+    }
+}
+
+async fn acknowledge(http: &serenity::all::Http, id: InteractionId, token: &str) {
+    let ack = CreateInteractionResponse::Acknowledge;
+    log_failure(
+        http.create_interaction_response(id, token, &ack, vec![])
+            .await,
+    );
+}
+
+fn log_failure<T>(result: serenity::Result<T>) {
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not answer a Discord interaction");
+    }
+}
+
+// ---- the HTTP interactions endpoint ----
+
+struct Endpoint {
+    inbound: Arc<Inbound>,
+    verifier: Verifier,
+}
+
+/// `POST /discord/interactions`, when `[discord] public_key` is set.
+pub fn routes(inbound: Arc<Inbound>) -> Option<Router> {
+    let key = inbound.discord.config.public_key?;
+    let verifier = match Verifier::try_new(key) {
+        Ok(verifier) => verifier,
+        Err(_) => {
+            tracing::error!(
+                "discord.public_key is not a valid ed25519 key; the interactions endpoint is off"
+            );
+            return None;
+        }
+    };
+    let state = Arc::new(Endpoint { inbound, verifier });
+    Some(
+        Router::new()
+            .route("/discord/interactions", post(endpoint))
+            .with_state(state),
+    )
+}
+
+fn rejected(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": "discord_request_rejected", "message": message}})),
+    )
+        .into_response()
+}
+
+impl Endpoint {
+    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), &'static str> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let signature = header("x-signature-ed25519").ok_or("missing X-Signature-Ed25519")?;
+        let timestamp = header("x-signature-timestamp").ok_or("missing X-Signature-Timestamp")?;
+        let sent_at: i64 = timestamp
+            .parse()
+            .map_err(|_| "X-Signature-Timestamp is not a Unix time")?;
+        if (wall_now().timestamp() - sent_at).abs() > MAX_SIGNATURE_AGE_SECS {
+            return Err("X-Signature-Timestamp is more than 5 minutes off");
+        }
+        self.verifier
+            .verify(signature, timestamp, body)
+            .map_err(|()| "bad signature")
+    }
+}
+
+async fn endpoint(
+    State(endpoint): State<Arc<Endpoint>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(problem) = endpoint.verify(&headers, &body) {
+        tracing::warn!(problem, "rejected a Discord interactions request");
+        return rejected(StatusCode::UNAUTHORIZED, problem);
+    }
+    let interaction: Interaction = match serde_json::from_slice(&body) {
+        Ok(interaction) => interaction,
+        Err(e) => {
+            return rejected(
+                StatusCode::BAD_REQUEST,
+                &format!("malformed interaction: {e}"),
+            )
+        }
+    };
+    if let Interaction::Ping(_) = interaction {
+        return Json(json!({"type": 1})).into_response();
+    }
+    // Answered through the callback endpoint like gateway interactions; 202 tells Discord so.
+    let inbound = endpoint.inbound.clone();
+    tokio::spawn(async move { inbound.interaction(interaction).await });
+    StatusCode::ACCEPTED.into_response()
+}

@@ -1,0 +1,207 @@
+//! Discord: the REST client that keeps cards current (`ChatPort`), the gateway connection in
+//! [`gateway`] that brings slash commands, buttons and reactions, and the optional signed HTTP
+//! interactions endpoint in [`inbound`].
+
+pub mod commands;
+pub mod gateway;
+pub mod inbound;
+pub mod render;
+
+use std::num::NonZeroU64;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serenity::all::{
+    ApplicationId, ChannelId, CreateMessage, CreateThread, EditMessage, Http, HttpBuilder,
+    MessageId, UserId,
+};
+use serenity::http::HttpError;
+
+use crate::config::{Config, DiscordConfig};
+use crate::engine::card::Card;
+use crate::engine::{ChatError, ChatPlatform, ChatPort};
+
+/// The production REST base; anything else (a loopback fake, a proxy) is a custom base.
+const DISCORD_API: &str = "https://discord.com";
+/// The name of the thread under a card (deploy output and notices).
+const THREAD_NAME: &str = "deploy log";
+/// Discord's JSON error codes the adapter reacts to.
+const UNKNOWN_CHANNEL: isize = 10003;
+const THREAD_ALREADY_EXISTS: isize = 160004;
+/// With serenity's rate limiter off (custom base), a 429's `retry_after` is not visible to us
+/// (serenity drops the body it cannot decode); wait this long before the outbox tries again.
+const FALLBACK_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// The Discord side of the bot: REST client and configuration.
+pub struct Discord {
+    http: Arc<Http>,
+    pub(crate) config: DiscordConfig,
+    /// The bot's own user, learnt from READY, so its own reactions are not votes.
+    bot_user: OnceLock<UserId>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not set up the Discord client: {0}")]
+pub struct SetupError(String);
+
+impl Discord {
+    pub fn new(config: &Config) -> Result<Option<Arc<Discord>>, SetupError> {
+        let Some(discord) = &config.discord else {
+            return Ok(None);
+        };
+        Ok(Some(Arc::new(Discord {
+            http: Arc::new(build_http(discord)?),
+            config: discord.clone(),
+            bot_user: OnceLock::new(),
+        })))
+    }
+
+    pub fn http(&self) -> &Http {
+        &self.http
+    }
+
+    pub(crate) fn learn_bot_user(&self, user: UserId) {
+        let _ = self.bot_user.set(user);
+    }
+
+    pub(crate) fn is_bot(&self, user: UserId) -> bool {
+        self.bot_user.get() == Some(&user)
+    }
+
+    /// Posts `content` in the thread under a message, starting the thread on first use. Discord
+    /// gives a thread started from a message the message's id, so no bookkeeping is needed.
+    async fn say_in_thread(
+        &self,
+        channel: ChannelId,
+        message: MessageId,
+        content: &str,
+    ) -> Result<(), ChatError> {
+        let thread = ChannelId::new(message.get());
+        let send =
+            || thread.send_message(self.http.as_ref(), CreateMessage::new().content(content));
+        match send().await {
+            Err(e) if json_code(&e) == Some(UNKNOWN_CHANNEL) => {}
+            other => return other.map(drop).map_err(chat_error),
+        }
+        let started = channel
+            .create_thread_from_message(self.http.as_ref(), message, CreateThread::new(THREAD_NAME))
+            .await;
+        match started {
+            Err(e) if json_code(&e) != Some(THREAD_ALREADY_EXISTS) => return Err(chat_error(e)),
+            _ => {}
+        }
+        send().await.map(drop).map_err(chat_error)
+    }
+
+    /// A notice in a card's thread (Discord has no ephemeral messages outside interactions).
+    pub(crate) async fn notice(&self, channel: ChannelId, message: MessageId, content: &str) {
+        let content = render::truncate(content, render::MAX_CONTENT);
+        if let Err(e) = self.say_in_thread(channel, message, &content).await {
+            tracing::warn!(error = %e, %channel, "could not post a notice in the card's thread");
+        }
+    }
+}
+
+/// The REST client. Production keeps serenity's rate limiter (it reads Discord's bucket headers and
+/// waits out 429s itself). A custom `api_url` needs it off: serenity's limiter ignores the base URL.
+pub fn build_http(config: &DiscordConfig) -> Result<Http, SetupError> {
+    let application = NonZeroU64::new(config.application_id)
+        .ok_or_else(|| SetupError("discord.application_id must not be 0".into()))?;
+    let builder = HttpBuilder::new(config.bot_token.expose())
+        .application_id(ApplicationId::from(application));
+    let builder = if config.api_url == DISCORD_API {
+        builder
+    } else {
+        builder
+            .proxy(config.api_url.clone())
+            .ratelimiter_disabled(true)
+    };
+    Ok(builder.build())
+}
+
+fn channel_id(text: &str) -> Result<ChannelId, ChatError> {
+    text.parse::<NonZeroU64>()
+        .map(ChannelId::from)
+        .map_err(|_| ChatError::Refused(format!("`{text}` is not a Discord channel id")))
+}
+
+fn message_id(text: &str) -> Result<MessageId, ChatError> {
+    text.parse::<NonZeroU64>()
+        .map(MessageId::from)
+        .map_err(|_| ChatError::Refused(format!("`{text}` is not a Discord message id")))
+}
+
+fn unsuccessful(error: &serenity::Error) -> Option<&serenity::http::ErrorResponse> {
+    match error {
+        serenity::Error::Http(HttpError::UnsuccessfulRequest(response)) => Some(response),
+        _ => None,
+    }
+}
+
+fn json_code(error: &serenity::Error) -> Option<isize> {
+    unsuccessful(error).map(|response| response.error.code)
+}
+
+fn chat_error(error: serenity::Error) -> ChatError {
+    match unsuccessful(&error) {
+        Some(response) if response.status_code.as_u16() == 429 => ChatError::RateLimited {
+            retry_after: FALLBACK_RETRY_AFTER,
+        },
+        Some(response) if response.status_code.is_server_error() => {
+            ChatError::Unavailable(format!("HTTP {}", response.status_code))
+        }
+        Some(response) => ChatError::Refused(format!(
+            "HTTP {} (code {}): {}",
+            response.status_code, response.error.code, response.error.message
+        )),
+        None => ChatError::Unavailable(error.to_string()),
+    }
+}
+
+#[async_trait]
+impl ChatPort for Discord {
+    fn platform(&self) -> ChatPlatform {
+        ChatPlatform::Discord
+    }
+
+    async fn post_card(&self, channel: &str, card: &Card) -> Result<String, ChatError> {
+        let message = CreateMessage::new()
+            .embed(render::card_embed(card))
+            .components(render::card_components(card));
+        let sent = channel_id(channel)?
+            .send_message(self.http.as_ref(), message)
+            .await
+            .map_err(chat_error)?;
+        Ok(sent.id.to_string())
+    }
+
+    async fn update_card(
+        &self,
+        channel: &str,
+        message_id: &str,
+        card: &Card,
+    ) -> Result<(), ChatError> {
+        let edit = EditMessage::new()
+            .embed(render::card_embed(card))
+            .components(render::card_components(card));
+        channel_id(channel)?
+            .edit_message(self.http.as_ref(), self::message_id(message_id)?, edit)
+            .await
+            .map_err(chat_error)?;
+        Ok(())
+    }
+
+    async fn post_to_thread(
+        &self,
+        channel: &str,
+        message_id: &str,
+        lines: &[String],
+    ) -> Result<(), ChatError> {
+        let (channel, message) = (channel_id(channel)?, self::message_id(message_id)?);
+        for content in render::thread_messages(lines) {
+            self.say_in_thread(channel, message, &content).await?;
+        }
+        Ok(())
+    }
+}

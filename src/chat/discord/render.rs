@@ -1,0 +1,260 @@
+//! The promotion card as a Discord embed with a row of buttons, and the text limits Discord
+//! enforces on everything the bot sends.
+
+use serenity::all::{ButtonStyle, CreateActionRow, CreateButton, CreateEmbed, CreateEmbedFooter};
+
+use crate::domain::duration::format_duration;
+use crate::domain::identity::Identity;
+use crate::domain::promotion::{CardAction, PromotionState};
+use crate::engine::card::Card;
+
+/// Buttons carry `shipmate:<action>:<promotion id>` as their custom id.
+pub const CUSTOM_ID_PREFIX: &str = "shipmate:";
+/// Discord refuses message content above 2,000 characters.
+pub const MAX_CONTENT: usize = 2_000;
+const MAX_EMBED_TITLE: usize = 256;
+const MAX_EMBED_DESCRIPTION: usize = 4_096;
+const MAX_FIELD_VALUE: usize = 1_024;
+
+/// `shipmate:approve:42`.
+pub fn custom_id(action: CardAction, promotion_id: i64) -> String {
+    format!("{CUSTOM_ID_PREFIX}{}:{promotion_id}", action.id())
+}
+
+/// The action and promotion a button stands for; `None` for ids the bot did not mint.
+pub fn parse_custom_id(custom_id: &str) -> Option<(CardAction, i64)> {
+    let (action, id) = custom_id.strip_prefix(CUSTOM_ID_PREFIX)?.split_once(':')?;
+    Some((CardAction::parse(action)?, id.parse().ok()?))
+}
+
+/// `<@123>` for Discord users, the identity in code style for everyone else (Slack users, CI
+/// tokens, schedules).
+pub fn mention(identity: &Identity) -> String {
+    match identity.as_str().strip_prefix("discord:") {
+        Some(user) => format!("<@{user}>"),
+        None => format!("`{}`", identity.as_str().replace('`', "'")),
+    }
+}
+
+/// Cuts `text` to at most `max` characters, marking the cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let kept: String = text.chars().take(max.saturating_sub(1)).collect();
+    format!("{kept}…")
+}
+
+fn state_badge(state: PromotionState) -> &'static str {
+    match state {
+        PromotionState::Requested | PromotionState::AwaitingApproval => "⏳",
+        PromotionState::Approved | PromotionState::Queued => "🕒",
+        PromotionState::Deploying | PromotionState::Verifying => "🚀",
+        PromotionState::Succeeded => "✅",
+        PromotionState::Failed | PromotionState::Interrupted => "❌",
+        PromotionState::Rejected | PromotionState::Cancelled | PromotionState::Expired => "🚫",
+        PromotionState::RolledBack => "↩️",
+    }
+}
+
+/// Green for success, red for failure, amber while waiting, blue while deploying, grey when over.
+fn state_colour(state: PromotionState) -> u32 {
+    match state {
+        PromotionState::Succeeded => 0x2E_B8_86,
+        PromotionState::Failed | PromotionState::Interrupted => 0xE0_1E_5A,
+        PromotionState::Requested
+        | PromotionState::AwaitingApproval
+        | PromotionState::Approved
+        | PromotionState::Queued => 0xEC_B2_2E,
+        PromotionState::Deploying | PromotionState::Verifying => 0x36_C5_F0,
+        PromotionState::Rejected
+        | PromotionState::Cancelled
+        | PromotionState::Expired
+        | PromotionState::RolledBack => 0x61_6A_75,
+    }
+}
+
+pub fn card_embed(card: &Card) -> CreateEmbed {
+    let title = format!("{} {}", state_badge(card.state), card.title());
+    let mut description = format!("**{}**", card.state.label());
+    if let Some(notes) = &card.notes {
+        description.push_str("\n\n");
+        description.push_str(notes);
+    }
+    let mut embed = CreateEmbed::new()
+        .title(truncate(&title, MAX_EMBED_TITLE))
+        .description(truncate(&description, MAX_EMBED_DESCRIPTION))
+        .colour(state_colour(card.state))
+        .fields(
+            fields(card)
+                .into_iter()
+                .map(|(name, value, inline)| (name, truncate(&value, MAX_FIELD_VALUE), inline)),
+        )
+        .footer(CreateEmbedFooter::new(format!(
+            "shipmate · promotion #{}",
+            card.promotion_id
+        )));
+    if let Some(link) = &card.link {
+        embed = embed.url(link);
+    }
+    embed
+}
+
+fn fields(card: &Card) -> Vec<(&'static str, String, bool)> {
+    let mut fields = vec![
+        (
+            "From → to",
+            format!(
+                "{} → {}",
+                card.from_environment.as_deref().unwrap_or("—"),
+                card.environment
+            ),
+            true,
+        ),
+        ("Requested by", mention(&card.requested_by), true),
+    ];
+    if let Some(count) = card.approval_count() {
+        let who: Vec<String> = card.approvals.iter().map(mention).collect();
+        let who = if who.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", who.join(", "))
+        };
+        fields.push(("Approvals", format!("{count}{who}"), true));
+    }
+    if let Some(commit) = &card.commit {
+        fields.push(("Commit", format!("`{}`", commit.replace('`', "'")), true));
+    }
+    if let Some(duration) = card.duration {
+        let shown = if duration.as_secs() == 0 {
+            "<1s".to_string()
+        } else {
+            format_duration(duration)
+        };
+        fields.push(("Duration", shown, true));
+    }
+    if let Some(reason) = &card.reason {
+        fields.push(("Why", reason.clone(), false));
+    }
+    if let Some(progress) = &card.progress {
+        fields.push((
+            "Progress",
+            format!("`{}`", progress.replace('`', "'")),
+            false,
+        ));
+    }
+    fields
+}
+
+/// The card's buttons: one row, empty when the state offers no action.
+pub fn card_components(card: &Card) -> Vec<CreateActionRow> {
+    if card.actions.is_empty() {
+        return Vec::new();
+    }
+    let buttons = card
+        .actions
+        .iter()
+        .map(|action| {
+            CreateButton::new(custom_id(*action, card.promotion_id))
+                .label(action.label())
+                .style(button_style(*action))
+        })
+        .collect();
+    vec![CreateActionRow::Buttons(buttons)]
+}
+
+fn button_style(action: CardAction) -> ButtonStyle {
+    match action {
+        CardAction::Approve => ButtonStyle::Success,
+        CardAction::Retry => ButtonStyle::Primary,
+        CardAction::Reject | CardAction::Rollback => ButtonStyle::Danger,
+        CardAction::Cancel => ButtonStyle::Secondary,
+    }
+}
+
+/// Deploy output as code-block messages, each within Discord's 2,000 characters.
+pub fn thread_messages(lines: &[String]) -> Vec<String> {
+    const FENCE: usize = "```\n\n```".len();
+    let budget = MAX_CONTENT - FENCE;
+    let mut messages = Vec::new();
+    let mut current = String::new();
+    for line in lines {
+        let line = truncate(&line.replace("```", "'''"), budget);
+        let needed = if current.is_empty() {
+            line.chars().count()
+        } else {
+            current.chars().count() + 1 + line.chars().count()
+        };
+        if needed > budget && !current.is_empty() {
+            messages.push(format!("```\n{current}\n```"));
+            current.clear();
+        }
+        if !current.is_empty() {
+            current.push('\n');
+        }
+        current.push_str(&line);
+    }
+    if !current.is_empty() {
+        messages.push(format!("```\n{current}\n```"));
+    }
+    messages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_ids_round_trip_and_refuse_foreign_ids() {
+        for action in [
+            CardAction::Approve,
+            CardAction::Reject,
+            CardAction::Cancel,
+            CardAction::Retry,
+            CardAction::Rollback,
+        ] {
+            assert_eq!(parse_custom_id(&custom_id(action, 42)), Some((action, 42)));
+        }
+        for foreign in [
+            "approve:42",
+            "shipmate:approve",
+            "shipmate:launch:42",
+            "shipmate:approve:x",
+        ] {
+            assert_eq!(parse_custom_id(foreign), None, "{foreign}");
+        }
+    }
+
+    #[test]
+    fn mentions_discord_users_and_quotes_other_identities() {
+        assert_eq!(mention(&Identity::new("discord", "123")), "<@123>");
+        assert_eq!(mention(&Identity::new("api", "ci")), "`api:ci`");
+    }
+
+    #[test]
+    fn thread_output_is_split_within_the_content_limit() {
+        let lines: Vec<String> = (0..100)
+            .map(|i| format!("{i:03} {}", "x".repeat(60)))
+            .collect();
+        let messages = thread_messages(&lines);
+        assert!(messages.len() > 1);
+        assert!(messages.iter().all(|m| m.chars().count() <= MAX_CONTENT));
+        let joined: Vec<String> = messages
+            .iter()
+            .flat_map(|m| {
+                m.trim_start_matches("```\n")
+                    .trim_end_matches("\n```")
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(joined, lines);
+    }
+
+    #[test]
+    fn truncation_marks_the_cut() {
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("abc", 4), "abc");
+    }
+}
