@@ -683,3 +683,29 @@ async fn builders_deserialize_into_serenity_models() {
     let remove: Reaction = serde_json::from_value(remove).expect("reaction remove parses");
     assert!(matches!(remove.emoji, ReactionType::Custom { .. }));
 }
+
+#[tokio::test]
+async fn heartbeats_are_acknowledged_and_keep_the_session() {
+    let fake = FakeDiscord::start(TOKEN, APP).await;
+    fake.set_heartbeat_interval(100);
+    let mut bot = Bot::start(&fake).await;
+    bot.ready().await;
+    let deadline = Instant::now() + WAIT;
+    while fake.heartbeats() < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} heartbeat(s) in {WAIT:?}",
+            fake.heartbeats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        fake.connections(),
+        1,
+        "acknowledged heartbeats keep the connection"
+    );
+    assert!(fake.resumes().is_empty());
+    let data = fake.reaction_add(LEAD, &[LEAD_ROLE], CHANNEL_ID, GUILD_ID, 1, "✅");
+    fake.dispatch("MESSAGE_REACTION_ADD", data).await;
+    assert_eq!(bot.reaction(WAIT).await.message_id, MessageId::new(1));
+}
