@@ -527,6 +527,16 @@ async fn serenity_client_gets_ready_reactions_and_interactions() {
     let card = fake.message(CHANNEL_ID, card.id.get()).expect("card");
     assert_eq!(card.content, "Approved by Mason", "type 7 updates the card");
     assert_eq!(card.edits, 1);
+    // serenity's start-up asks only for the gateway URL (no /users/@me, no /oauth2/applications/@me).
+    assert_eq!(fake.calls(Route::GetGateway), 1);
+    assert_eq!(fake.calls(Route::GetGatewayBot), 0);
+    assert_eq!(fake.calls(Route::GetCurrentUser), 0);
+    assert_eq!(fake.calls(Route::GetCurrentApplication), 0);
+    assert!(
+        fake.unknown_requests().is_empty(),
+        "{:?}",
+        fake.unknown_requests()
+    );
 }
 
 /// Reconnect timings measured here (serenity 0.12.5, loopback) are printed with `--nocapture`.
@@ -628,6 +638,11 @@ async fn serenity_client_survives_drops_reconnects_and_invalid_sessions() {
         "{what}: session back after {took:?}, event handled after {:?}",
         started.elapsed()
     );
+    // Reconnects reuse the first gateway URL: no further GET /gateway.
+    assert_eq!(fake.calls(Route::GetGateway), 1);
+    // 1 + one per resume (drop, op 7, op 9 true) + the new shard after op 9 false + the refused
+    // resume's connection + the new shard after it.
+    assert_eq!(fake.connections(), 7, "one connection per attempt");
 }
 
 #[test]
