@@ -36,6 +36,17 @@ pub const SLACK_STRANGER: &str = "U0STRANGER";
 /// A Slack user group listed in `leads`.
 pub const SLACK_LEADS_GROUP: &str = "S0LEADS";
 
+pub const DISCORD_BOT_TOKEN: &str = "discord-test-token";
+pub const DISCORD_APP_ID: u64 = 1_100_000_000_000_000_000;
+/// Discord users: a lead by user id, a lead through the leads role, a deployer, and someone in no
+/// role. The channel of service `api` on Discord is the fake's `CHANNEL_ID`.
+pub const DISCORD_LEAD: u64 = 1_400_000_000_000_000_001;
+pub const DISCORD_LEAD2: u64 = 1_400_000_000_000_000_002;
+pub const DISCORD_DEV: u64 = 1_400_000_000_000_000_003;
+pub const DISCORD_STRANGER: u64 = 1_400_000_000_000_000_004;
+/// A guild role listed in `leads`; DISCORD_LEAD2 holds it.
+pub const DISCORD_LEADS_ROLE: &str = "1500000000000000001";
+
 /// A deploy script that records its environment and succeeds after printing progress.
 pub const RECORDING_SCRIPT: &str = r#"#!/bin/sh
 env | grep '^SHIPMATE_' | sort > "deployed-$SHIPMATE_PROMOTION_ID.env"
@@ -81,9 +92,26 @@ pub fn test_config_with_slack(
     script: &str,
     slack_api_url: Option<&str>,
 ) -> String {
+    test_config_with_chat(database_url, script, slack_api_url, None)
+}
+
+/// [`test_config`] with `[slack]` and `[discord]` tables pointing at fakes, for those given.
+pub fn test_config_with_chat(
+    database_url: &str,
+    script: &str,
+    slack_api_url: Option<&str>,
+    discord_api_url: Option<&str>,
+) -> String {
     let slack = slack_api_url.map_or_else(String::new, |url| {
         format!(
             "[slack]\nbot_token = \"{SLACK_BOT_TOKEN}\"\nsigning_secret = \"{SLACK_SIGNING_SECRET}\"\napi_url = \"{url}\"\n"
+        )
+    });
+    let discord = discord_api_url.map_or_else(String::new, |url| {
+        format!(
+            "[discord]\nbot_token = \"{DISCORD_BOT_TOKEN}\"\napplication_id = \"{DISCORD_APP_ID}\"\nguild_id = \"{guild}\"\npublic_key = \"{key}\"\napi_url = \"{url}\"\n",
+            guild = fake_discord::GUILD_ID,
+            key = fake_discord::TEST_PUBLIC_KEY_HEX,
         )
     });
     format!(
@@ -96,9 +124,10 @@ shutdown_grace = "5s"
 url = "{database_url}"
 
 {slack}
+{discord}
 [roles]
-leads = ["api:lead", "api:lead2", "api:admin", "slack:{SLACK_LEAD}", "slack:{SLACK_LEAD2}", "slack-group:{SLACK_LEADS_GROUP}"]
-deployers = ["api:ci", "api:lead", "api:lead2", "api:admin", "slack:{SLACK_LEAD}", "slack:{SLACK_LEAD2}", "slack:{SLACK_DEV}"]
+leads = ["api:lead", "api:lead2", "api:admin", "slack:{SLACK_LEAD}", "slack:{SLACK_LEAD2}", "slack-group:{SLACK_LEADS_GROUP}", "discord:{DISCORD_LEAD}", "discord-role:{DISCORD_LEADS_ROLE}"]
+deployers = ["api:ci", "api:lead", "api:lead2", "api:admin", "slack:{SLACK_LEAD}", "slack:{SLACK_LEAD2}", "slack:{SLACK_DEV}", "discord:{DISCORD_LEAD}", "discord:{DISCORD_LEAD2}", "discord:{DISCORD_DEV}"]
 admins = ["api:admin"]
 
 [[api_tokens]]
@@ -123,7 +152,7 @@ sha256 = "{outsider}"
 
 [[service]]
 name = "api"
-channels = {{ slack = "{RELEASES_CHANNEL}" }}
+channels = {{ slack = "{RELEASES_CHANNEL}", discord = "{discord_channel}" }}
   [[service.environment]]
   name = "dev"
   backend = {{ kind = "command", run = ["{script}"], timeout = "30s" }}
@@ -149,6 +178,7 @@ name = "web"
         lead2 = sha(LEAD2_TOKEN),
         admin = sha(ADMIN_TOKEN),
         outsider = sha(OUTSIDER_TOKEN),
+        discord_channel = fake_discord::CHANNEL_ID,
     )
 }
 
@@ -197,6 +227,7 @@ pub async fn database_urls(dir: &Path) -> Vec<(Db, String)> {
 
 pub struct TestBot {
     pub slack: Option<fake_slack::FakeSlack>,
+    pub discord: Option<fake_discord::FakeDiscord>,
     pub dir: TempDir,
     pub base: String,
     pub clock: Arc<ManualClock>,
@@ -210,6 +241,7 @@ pub struct Builder {
     script: &'static str,
     db: Db,
     slack: bool,
+    discord: bool,
 }
 
 impl TestBot {
@@ -218,6 +250,7 @@ impl TestBot {
             script: RECORDING_SCRIPT,
             db: Db::Sqlite,
             slack: false,
+            discord: false,
         }
     }
 
@@ -437,6 +470,12 @@ impl Builder {
         self
     }
 
+    /// Runs the bot against a fresh fake Discord (REST and gateway).
+    pub fn discord(mut self) -> Self {
+        self.discord = true;
+        self
+    }
+
     pub fn db(mut self, db: Db) -> Self {
         self.db = db;
         self
@@ -457,7 +496,17 @@ impl Builder {
             false => None,
         };
         let slack_url = slack.as_ref().map(|fake| fake.api_url());
-        let text = test_config_with_slack(&database_url, "./deploy.sh", slack_url.as_deref());
+        let discord = match self.discord {
+            true => Some(fake_discord::FakeDiscord::start(DISCORD_BOT_TOKEN, DISCORD_APP_ID).await),
+            false => None,
+        };
+        let discord_url = discord.as_ref().map(|fake| fake.api_url());
+        let text = test_config_with_chat(
+            &database_url,
+            "./deploy.sh",
+            slack_url.as_deref(),
+            discord_url.as_deref(),
+        );
         let config_path = dir.path().join("bot.toml");
         std::fs::write(&config_path, &text).expect("write config");
         let config = shipmate::config::load(&config_path, &|_| None).expect("test config is valid");
@@ -474,6 +523,7 @@ impl Builder {
         let server = tokio::spawn(shipmate::app::run(bot, listener, shutdown.clone()));
         Some(TestBot {
             slack,
+            discord,
             dir,
             base,
             clock,

@@ -1,0 +1,599 @@
+//! The Discord adapter end to end: the real bot, connected through serenity to a fake Discord on
+//! loopback (REST under /api/v10 and a gateway websocket), driven with payloads in Discord's
+//! documented shapes.
+
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::fake_discord::{self, FakeDiscord, Route, Scope, CHANNEL_ID, GUILD_ID};
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Interaction ids: snowflake-sized and unique within the test binary.
+fn next_interaction_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1_600_000_000_000_000_000);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+async fn discord_bot() -> TestBot {
+    let bot = TestBot::builder()
+        .discord()
+        .start()
+        .await
+        .expect("sqlite always available");
+    bot.fake_discord().wait_session(WAIT).await;
+    bot
+}
+
+trait DiscordBot {
+    fn fake_discord(&self) -> &FakeDiscord;
+}
+
+impl DiscordBot for TestBot {
+    fn fake_discord(&self) -> &FakeDiscord {
+        self.discord.as_ref().expect("bot started with .discord()")
+    }
+}
+
+/// `user` (holding `roles`) runs `/release <subcommand> …`; returns the interaction id.
+async fn command(
+    bot: &TestBot,
+    user: u64,
+    roles: &[&str],
+    subcommand: &str,
+    options: &[(&str, Value)],
+) -> u64 {
+    let fake = bot.fake_discord();
+    let id = next_interaction_id();
+    let token = format!("token-{id}");
+    let data = fake.command_interaction_values(
+        id, &token, user, roles, CHANNEL_ID, GUILD_ID, subcommand, options,
+    );
+    fake.dispatch("INTERACTION_CREATE", data).await;
+    id
+}
+
+/// The answer to an interaction: its callback.
+async fn answer(bot: &TestBot, interaction: u64) -> fake_discord::Callback {
+    bot.fake_discord().wait_callback(interaction, WAIT).await
+}
+
+/// Runs a command and returns the ephemeral reply text, checking it came back in time.
+async fn reply(
+    bot: &TestBot,
+    user: u64,
+    roles: &[&str],
+    sub: &str,
+    options: &[(&str, Value)],
+) -> String {
+    let id = command(bot, user, roles, sub, options).await;
+    let callback = answer(bot, id).await;
+    assert_eq!(callback.kind, 4, "a message response: {callback:?}");
+    assert_eq!(callback.data["flags"], 64, "ephemeral: {callback:?}");
+    assert!(
+        callback.latency.is_some_and(|l| l < Duration::from_secs(3)),
+        "{callback:?}"
+    );
+    callback.data["content"]
+        .as_str()
+        .expect("content")
+        .to_string()
+}
+
+fn embed_title(message: &fake_discord::Message) -> String {
+    message.embeds[0]["title"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn embed_text(message: &fake_discord::Message) -> String {
+    message.embeds.to_string()
+}
+
+fn button_ids(message: &fake_discord::Message) -> Vec<String> {
+    message
+        .components
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
+        .filter_map(|button| button["custom_id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The card of promotion `id`, once its embed shows `state`.
+async fn card_in_state(bot: &TestBot, id: i64, state: &str) -> fake_discord::Message {
+    let fake = bot.fake_discord();
+    let prefix = format!("#{id} ");
+    let label = format!("**{}**", state.replace('_', " "));
+    let mut seen = Vec::new();
+    let found = wait_until(WAIT, || {
+        seen = fake.messages(CHANNEL_ID);
+        let hit = seen.iter().any(|m| {
+            embed_title(m).contains(&prefix)
+                && m.embeds[0]["description"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with(&label))
+        });
+        async move { hit }
+    })
+    .await;
+    assert!(found, "card #{id} never showed {state}: {seen:#?}");
+    seen.into_iter()
+        .find(|m| embed_title(m).contains(&prefix))
+        .expect("card")
+}
+
+async fn click(
+    bot: &TestBot,
+    user: u64,
+    roles: &[&str],
+    card: &fake_discord::Message,
+    custom_id: &str,
+) -> u64 {
+    let fake = bot.fake_discord();
+    let id = next_interaction_id();
+    let data = fake.button_interaction(id, &format!("token-{id}"), user, roles, card, custom_id);
+    fake.dispatch("INTERACTION_CREATE", data).await;
+    id
+}
+
+fn s(text: &str) -> Value {
+    json!(text)
+}
+
+/// Promotes api 1.4.2 to dev and staging over the API, then asks for production on Discord as
+/// DISCORD_DEV; returns the production promotion's id and its card.
+async fn awaiting_production(bot: &TestBot) -> (i64, fake_discord::Message) {
+    bot.reach("api", "1.4.2", &["dev", "staging"]).await;
+    let text = reply(
+        bot,
+        DISCORD_DEV,
+        &[],
+        "promote",
+        &[("service", s("api")), ("version", s("1.4.2"))],
+    )
+    .await;
+    let id: i64 = text
+        .split_once('#')
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no promotion id in {text:?}"));
+    let card = card_in_state(bot, id, "awaiting_approval").await;
+    (id, card)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_command_to_card_to_buttons_and_reactions_to_succeeded() {
+    let bot = discord_bot().await;
+    let fake = bot.fake_discord();
+
+    // Registered on start, in the configured guild, with a subcommand per command.
+    let registered = fake.registered_commands(Scope::Guild(GUILD_ID));
+    assert_eq!(registered.len(), 1, "{registered:#?}");
+    let subcommands: Vec<&str> = registered[0]["options"]
+        .as_array()
+        .expect("options")
+        .iter()
+        .filter_map(|o| o["name"].as_str())
+        .collect();
+    for name in [
+        "promote", "approve", "reject", "status", "windows", "freeze",
+    ] {
+        assert!(subcommands.contains(&name), "{name} not in {subcommands:?}");
+    }
+    // The gateway session asked for the reaction intents and nothing privileged.
+    let identify = &fake.identifies()[0];
+    assert_eq!(identify.intents, 1 | (1 << 10) | (1 << 13), "{identify:?}");
+
+    let (id, card) = awaiting_production(&bot).await;
+    assert!(
+        embed_title(&card).contains("api 1.4.2 → production"),
+        "{card:?}"
+    );
+    assert!(embed_text(&card).contains("0/2"), "{card:?}");
+    assert_eq!(
+        button_ids(&card),
+        [
+            format!("shipmate:approve:{id}"),
+            format!("shipmate:reject:{id}")
+        ]
+    );
+
+    // The requester may not approve their own promotion: refused, ephemerally, to them only.
+    let own = click(
+        &bot,
+        DISCORD_DEV,
+        &[],
+        &card,
+        &format!("shipmate:approve:{id}"),
+    )
+    .await;
+    let refusal = answer(&bot, own).await;
+    assert_eq!(
+        (refusal.kind, refusal.data["flags"].clone()),
+        (4, json!(64)),
+        "{refusal:?}"
+    );
+    let text = refusal.data["content"].as_str().unwrap_or_default();
+    assert!(text.contains("leads"), "{text}");
+
+    // A lead by user id approves with the button: acknowledged, the card counts 1/2.
+    let approve = click(
+        &bot,
+        DISCORD_LEAD,
+        &[],
+        &card,
+        &format!("shipmate:approve:{id}"),
+    )
+    .await;
+    assert_eq!(answer(&bot, approve).await.kind, 6);
+    assert!(
+        wait_until(WAIT, || {
+            let shown = fake.message(CHANNEL_ID, card.id).map(|m| embed_text(&m));
+            async move { shown.is_some_and(|t| t.contains("1/2")) }
+        })
+        .await,
+        "the card never showed 1/2"
+    );
+
+    // A lead through the leads role approves with ✅: enough approvals, it deploys.
+    let reaction = fake.reaction_add(
+        DISCORD_LEAD2,
+        &[DISCORD_LEADS_ROLE],
+        CHANNEL_ID,
+        GUILD_ID,
+        card.id,
+        "✅",
+    );
+    fake.dispatch("MESSAGE_REACTION_ADD", reaction).await;
+    bot.wait_for_state(id, "succeeded").await;
+    let done = card_in_state(&bot, id, "succeeded").await;
+    assert!(
+        button_ids(&done).is_empty(),
+        "no buttons once it is over: {done:?}"
+    );
+    assert!(
+        embed_text(&done).contains(&format!("<@{DISCORD_LEAD}>")),
+        "{done:?}"
+    );
+
+    // Deploy output went to the card's thread, not the channel.
+    assert!(
+        wait_until(WAIT, || {
+            let thread = fake.thread(card.id);
+            async move {
+                thread
+                    .iter()
+                    .any(|m| m.content.contains("deploying api 1.4.2 to production"))
+            }
+        })
+        .await,
+        "no deploy output in the thread: {:#?}",
+        fake.thread(card.id)
+    );
+    let audit = bot.promotion(id).await;
+    let approvers: Vec<&str> = audit["approvals"]
+        .as_array()
+        .expect("approvals")
+        .iter()
+        .filter_map(|a| a["by"].as_str())
+        .collect();
+    assert_eq!(
+        approvers,
+        [
+            format!("discord:{DISCORD_LEAD}"),
+            format!("discord:{DISCORD_LEAD2}")
+        ]
+    );
+    assert!(
+        fake.unknown_requests().is_empty(),
+        "{:?}",
+        fake.unknown_requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_seen_twice_takes_effect_once() {
+    let bot = discord_bot().await;
+    let fake = bot.fake_discord();
+    let (id, card) = awaiting_production(&bot).await;
+
+    // The same button interaction delivered twice (a replay after a resume).
+    let interaction = next_interaction_id();
+    let data = fake.button_interaction(
+        interaction,
+        &format!("token-{interaction}"),
+        DISCORD_LEAD,
+        &[],
+        &card,
+        &format!("shipmate:approve:{id}"),
+    );
+    fake.dispatch("INTERACTION_CREATE", data.clone()).await;
+    fake.dispatch("INTERACTION_CREATE", data).await;
+    assert_eq!(answer(&bot, interaction).await.kind, 6);
+
+    // The same reaction twice.
+    let reaction = fake.reaction_add(
+        DISCORD_LEAD2,
+        &[DISCORD_LEADS_ROLE],
+        CHANNEL_ID,
+        GUILD_ID,
+        card.id,
+        "👍",
+    );
+    fake.dispatch("MESSAGE_REACTION_ADD", reaction.clone())
+        .await;
+    fake.dispatch("MESSAGE_REACTION_ADD", reaction).await;
+    bot.wait_for_state(id, "succeeded").await;
+
+    let events = bot.promotion(id).await["events"].clone();
+    let approvals = events
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "approval")
+        .count();
+    assert_eq!(approvals, 2, "one approval per delivery: {events:#}");
+    let callbacks = fake
+        .callbacks()
+        .into_iter()
+        .filter(|c| c.interaction_id == interaction)
+        .count();
+    assert_eq!(callbacks, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reactions_from_people_who_may_not_approve_change_nothing_and_are_answered_once() {
+    let bot = discord_bot().await;
+    let fake = bot.fake_discord();
+    let (id, card) = awaiting_production(&bot).await;
+
+    for emoji in ["✅", "👍"] {
+        let reaction =
+            fake.reaction_add(DISCORD_STRANGER, &[], CHANNEL_ID, GUILD_ID, card.id, emoji);
+        fake.dispatch("MESSAGE_REACTION_ADD", reaction).await;
+    }
+    let mention = format!("<@{DISCORD_STRANGER}>");
+    assert!(
+        wait_until(WAIT, || {
+            let thread = fake.thread(card.id);
+            let mention = mention.clone();
+            async move { thread.iter().any(|m| m.content.starts_with(&mention)) }
+        })
+        .await,
+        "no notice in the card's thread"
+    );
+    // A later event from someone else, to know both reactions have been handled.
+    let approve = click(
+        &bot,
+        DISCORD_LEAD,
+        &[],
+        &card,
+        &format!("shipmate:approve:{id}"),
+    )
+    .await;
+    answer(&bot, approve).await;
+    let notices: Vec<String> = fake
+        .thread(card.id)
+        .into_iter()
+        .map(|m| m.content)
+        .filter(|c| c.starts_with(&format!("<@{DISCORD_STRANGER}>")))
+        .collect();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(notices[0].contains("leads"), "{notices:?}");
+    let promotion = bot.promotion(id).await;
+    assert_eq!(
+        promotion["approvals"].as_array().map(Vec::len),
+        Some(1),
+        "{promotion:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_an_approve_reaction_withdraws_the_approval() {
+    let bot = discord_bot().await;
+    let fake = bot.fake_discord();
+    let (id, card) = awaiting_production(&bot).await;
+    let add = fake.reaction_add(DISCORD_LEAD, &[], CHANNEL_ID, GUILD_ID, card.id, "✔️");
+    fake.dispatch("MESSAGE_REACTION_ADD", add).await;
+    assert!(
+        wait_until(WAIT, || async {
+            bot.promotion(id).await["approvals"]
+                .as_array()
+                .map(Vec::len)
+                == Some(1)
+        })
+        .await
+    );
+    let remove = fake.reaction_remove(DISCORD_LEAD, CHANNEL_ID, GUILD_ID, card.id, "✔️");
+    fake.dispatch("MESSAGE_REACTION_REMOVE", remove).await;
+    assert!(
+        wait_until(WAIT, || async {
+            bot.promotion(id).await["approvals"]
+                .as_array()
+                .map(Vec::len)
+                == Some(0)
+        })
+        .await,
+        "the approval was not withdrawn"
+    );
+    assert_eq!(bot.promotion(id).await["state"], "awaiting_approval");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_help_and_status_are_ephemeral() {
+    let bot = discord_bot().await;
+    let text = reply(
+        &bot,
+        DISCORD_DEV,
+        &[],
+        "promote",
+        &[("service", s("nope")), ("version", s("1.0.0"))],
+    )
+    .await;
+    assert!(text.contains("nope"), "{text}");
+    let help = reply(&bot, DISCORD_STRANGER, &[], "help", &[]).await;
+    assert!(help.contains("/release promote"), "{help}");
+    let status = reply(&bot, DISCORD_STRANGER, &[], "status", &[]).await;
+    assert!(status.contains("api"), "{status}");
+    let spaced = reply(
+        &bot,
+        DISCORD_DEV,
+        &[],
+        "promote",
+        &[("service", s("api web")), ("version", s("1.0.0"))],
+    )
+    .await;
+    assert!(spaced.contains("`service` must be one word"), "{spaced}");
+    assert!(
+        bot.fake_discord().messages(CHANNEL_ID).is_empty(),
+        "nothing public was posted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bot_reconnects_after_the_gateway_drops_it() {
+    let bot = discord_bot().await;
+    let fake = bot.fake_discord();
+    for (round, disconnect) in ["drop", "reconnect", "invalid session"]
+        .into_iter()
+        .enumerate()
+    {
+        let before = fake.connections();
+        match disconnect {
+            "drop" => fake.drop_connection(),
+            "reconnect" => fake.send_reconnect(),
+            _ => fake.send_invalid_session(false),
+        }
+        assert!(
+            wait_until(Duration::from_secs(30), || {
+                let (connections, ready) = (fake.connections(), fake.session_ready());
+                async move { connections > before && ready }
+            })
+            .await,
+            "round {round}: no new session after {disconnect}"
+        );
+        let status = reply(&bot, DISCORD_DEV, &[], "status", &[]).await;
+        assert!(status.contains("api"), "round {round}: {status}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_interactions_endpoint_checks_signatures_and_answers_ping() {
+    let bot = discord_bot().await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/discord/interactions", bot.base);
+    let post = |body: String, signature: Option<(String, String)>| {
+        let mut request = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some((signature, timestamp)) = signature {
+            request = request
+                .header("x-signature-ed25519", signature)
+                .header("x-signature-timestamp", timestamp);
+        }
+        async move {
+            let response = request.send().await.expect("reaches the bot");
+            (
+                response.status().as_u16(),
+                response.text().await.unwrap_or_default(),
+            )
+        }
+    };
+    let ping = fake_discord::ping_interaction();
+    let signed = fake_discord::sign_interaction(&ping, &fake_discord::now_timestamp());
+    let (status, body) = post(ping.clone(), Some(signed.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).ok(),
+        Some(json!({"type": 1}))
+    );
+
+    // Discord probes with bad signatures and drops endpoints that accept them.
+    let (status, _) = post(
+        ping.replace("A_UNIQUE_TOKEN", "B_UNIQUE_TOKEN"),
+        Some(signed),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(post(ping.clone(), None).await.0, 401);
+    let stale = (chrono::Utc::now().timestamp() - 600).to_string();
+    assert_eq!(
+        post(
+            ping.clone(),
+            Some(fake_discord::sign_interaction(&ping, &stale))
+        )
+        .await
+        .0,
+        401
+    );
+
+    // A signed command over HTTP is answered through the callback, like one from the gateway.
+    let fake = bot.fake_discord();
+    let id = next_interaction_id();
+    let data = fake.command_interaction(
+        id,
+        &format!("token-{id}"),
+        DISCORD_DEV,
+        &[],
+        CHANNEL_ID,
+        GUILD_ID,
+        "status",
+        &[],
+    );
+    fake.expect_interaction(&data);
+    let body = data.to_string();
+    let (status, _) = post(
+        body.clone(),
+        Some(fake_discord::sign_interaction(
+            &body,
+            &fake_discord::now_timestamp(),
+        )),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let callback = answer(&bot, id).await;
+    assert_eq!(callback.kind, 4);
+    assert!(callback.data["content"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("api"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_card_edit_is_retried_from_the_outbox() {
+    let bot = discord_bot().await;
+    let fake = bot.fake_discord();
+    let (id, card) = awaiting_production(&bot).await;
+    fake.fail_next(Route::EditMessage, 1);
+    let approve = click(
+        &bot,
+        DISCORD_LEAD,
+        &[],
+        &card,
+        &format!("shipmate:approve:{id}"),
+    )
+    .await;
+    answer(&bot, approve).await;
+    assert!(
+        wait_until(WAIT, || {
+            let shown = fake.message(CHANNEL_ID, card.id).map(|m| embed_text(&m));
+            async move { shown.is_some_and(|t| t.contains("1/2")) }
+        })
+        .await,
+        "the card never caught up after the 429"
+    );
+    let accepted: usize = fake.messages(CHANNEL_ID).iter().map(|m| m.edits).sum();
+    assert_eq!(
+        fake.calls(Route::EditMessage),
+        accepted + 1,
+        "every edit landed but the one answered 429"
+    );
+}
