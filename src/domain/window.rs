@@ -1,4 +1,4 @@
-//! Release windows: when a promotion may start (SPEC §2, §3 `windows`, §4).
+//! Release windows and freezes: when a promotion may start (SPEC §2, §3 `windows`/`freeze`, §4).
 //!
 //! Pure: every question takes the instant it is about. Occurrences are computed in the window's
 //! time zone, so "14:00 Europe/Berlin" stays 14:00 on the wall clock across DST; the open span is
@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, LocalResult, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 
-use crate::config::WindowConfig;
+use crate::config::{FreezeConfig, WindowConfig};
 
 /// Occurrences merged into one span at most; past it a window counts as "open at least until" the
 /// last merged end, so a window that never closes (e.g. daily for 24h) can't loop forever.
@@ -176,6 +176,152 @@ pub fn announcement_times(
     times.sort_by_key(|(_, at)| *at);
     times.dedup_by_key(|(_, at)| *at);
     times
+}
+
+/// Where a freeze came from: `[[freeze]]` in `bot.toml`, or `/release freeze`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreezeSource {
+    Configured,
+    AdHoc,
+}
+
+/// No promotion starts in the listed environments during `[start, end)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Freeze {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// Environment names; `*` freezes all.
+    pub environments: Vec<String>,
+    pub reason: Option<String>,
+    pub source: FreezeSource,
+}
+
+impl From<&FreezeConfig> for Freeze {
+    fn from(config: &FreezeConfig) -> Self {
+        Freeze {
+            start: config.start,
+            end: config.end,
+            environments: config.environments.clone(),
+            reason: config.reason.clone(),
+            source: FreezeSource::Configured,
+        }
+    }
+}
+
+impl Freeze {
+    pub const ALL: &'static str = "*";
+
+    pub fn span(&self) -> Span {
+        Span {
+            start: self.start,
+            end: self.end,
+        }
+    }
+
+    pub fn applies_to(&self, environment: &str) -> bool {
+        self.environments
+            .iter()
+            .any(|e| e == Self::ALL || e == environment)
+    }
+
+    /// Half-open like windows: a freeze ending at 09:00 no longer blocks at 09:00.
+    pub fn covers(&self, environment: &str, at: DateTime<Utc>) -> bool {
+        self.applies_to(environment) && self.span().contains(at)
+    }
+}
+
+/// May a promotion into an environment start now?
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// `closes_at` is when the environment's windows close (`None`: it has none). A freeze that
+    /// begins before then is not reflected: the engine asks again at each start.
+    Open { closes_at: Option<DateTime<Utc>> },
+    /// `next_opening` is the earliest of the environment's windows; `None` if none opens again.
+    OutsideWindow { next_opening: Option<Span> },
+    /// `until`: when the freezes covering the environment end (chained freezes count as one).
+    Frozen {
+        until: DateTime<Utc>,
+        reason: Option<String>,
+    },
+}
+
+/// The one question the engine asks before starting a promotion into `environment`.
+///
+/// A freeze wins over an open window (and is reported over a closed one, since it is the reason
+/// people need to know). No windows means always open unless frozen; with several windows the
+/// environment is open if any is.
+pub fn start_gate(
+    environment: &str,
+    windows: &[&Window],
+    freezes: &[Freeze],
+    at: DateTime<Utc>,
+) -> Gate {
+    if let Some(gate) = frozen(environment, freezes, at) {
+        return gate;
+    }
+    if windows.is_empty() {
+        return Gate::Open { closes_at: None };
+    }
+    let open_ends: Vec<_> = windows
+        .iter()
+        .filter_map(|w| w.open_at(at))
+        .map(|s| s.end)
+        .collect();
+    match open_ends.into_iter().max() {
+        Some(mut closes_at) => {
+            // Another window open when this one closes (or opening right then) keeps it open.
+            for _ in 0..MAX_MERGED_OCCURRENCES {
+                let later = windows
+                    .iter()
+                    .filter_map(|w| w.open_at(closes_at))
+                    .map(|s| s.end)
+                    .max();
+                match later {
+                    Some(end) if end > closes_at => closes_at = end,
+                    _ => break,
+                }
+            }
+            Gate::Open {
+                closes_at: Some(closes_at),
+            }
+        }
+        None => Gate::OutsideWindow {
+            next_opening: windows
+                .iter()
+                .filter_map(|w| w.next_opening(at))
+                .min_by_key(|s| s.start),
+        },
+    }
+}
+
+fn frozen(environment: &str, freezes: &[Freeze], at: DateTime<Utc>) -> Option<Gate> {
+    let covering: Vec<&Freeze> = freezes
+        .iter()
+        .filter(|f| f.covers(environment, at))
+        .collect();
+    let mut until = covering.iter().map(|f| f.end).max()?;
+    // A freeze covering the end of another extends it; each pass either extends or stops.
+    for _ in 0..freezes.len() {
+        match freezes
+            .iter()
+            .filter(|f| f.covers(environment, until))
+            .map(|f| f.end)
+            .max()
+        {
+            Some(end) if end > until => until = end,
+            _ => break,
+        }
+    }
+    let mut reasons: Vec<&str> = Vec::new();
+    for reason in covering.iter().filter_map(|f| f.reason.as_deref()) {
+        if !reasons.contains(&reason) {
+            reasons.push(reason);
+        }
+    }
+    Some(Gate::Frozen {
+        until,
+        reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+    })
 }
 
 /// `Tue 2026-11-24 14:00 CET`: what people in that zone read on their clock.
@@ -523,6 +669,198 @@ mod tests {
                 (Duration::from_secs(1800), utc("2026-11-24T12:30:00Z")),
                 (Duration::from_secs(300), utc("2026-11-24T12:55:00Z")),
             ]
+        );
+    }
+
+    fn freeze(envs: &[&str], start: &str, end: &str, reason: Option<&str>) -> Freeze {
+        Freeze {
+            start: utc(start),
+            end: utc(end),
+            environments: envs.iter().map(|e| e.to_string()).collect(),
+            reason: reason.map(str::to_string),
+            source: FreezeSource::AdHoc,
+        }
+    }
+
+    #[test]
+    fn freeze_coverage() {
+        let all = freeze(&["*"], "2026-12-23T00:00:00Z", "2027-01-02T00:00:00Z", None);
+        let prod = freeze(
+            &["production"],
+            "2026-12-23T00:00:00Z",
+            "2027-01-02T00:00:00Z",
+            None,
+        );
+        let inside = utc("2026-12-24T10:00:00Z");
+        assert!(all.covers("staging", inside) && all.covers("production", inside));
+        assert!(prod.covers("production", inside));
+        assert!(!prod.covers("staging", inside));
+        assert!(
+            prod.covers("production", utc("2026-12-23T00:00:00Z")),
+            "start is inside"
+        );
+        assert!(
+            !prod.covers("production", utc("2027-01-02T00:00:00Z")),
+            "end is not"
+        );
+        assert!(!prod.covers("production", utc("2026-12-22T23:59:59Z")));
+    }
+
+    #[test]
+    fn configured_freezes_keep_their_fields() {
+        let config = FreezeConfig {
+            start: utc("2026-12-23T00:00:00Z"),
+            end: utc("2027-01-02T00:00:00Z"),
+            environments: vec!["production".to_string()],
+            reason: Some("holidays".to_string()),
+        };
+        let f = Freeze::from(&config);
+        assert_eq!(f.source, FreezeSource::Configured);
+        assert_eq!(f.reason.as_deref(), Some("holidays"));
+        assert!(f.covers("production", utc("2026-12-25T00:00:00Z")));
+    }
+
+    #[test]
+    fn gate_env_without_windows_is_open_unless_frozen() {
+        let at = utc("2026-11-24T10:00:00Z");
+        assert_eq!(
+            start_gate("staging", &[], &[], at),
+            Gate::Open { closes_at: None }
+        );
+        let f = freeze(
+            &["*"],
+            "2026-11-24T09:00:00Z",
+            "2026-11-24T12:00:00Z",
+            Some("incident"),
+        );
+        assert_eq!(
+            start_gate("staging", &[], &[f], at),
+            Gate::Frozen {
+                until: utc("2026-11-24T12:00:00Z"),
+                reason: Some("incident".to_string())
+            }
+        );
+    }
+
+    #[test]
+    fn gate_freeze_beats_an_open_window() {
+        let w = window("0 0 14 * * Tue,Thu", 2, Berlin);
+        let at = local(Berlin, 2026, 11, 24, 14, 30);
+        let f = freeze(
+            &["production"],
+            "2026-11-24T00:00:00Z",
+            "2026-11-25T00:00:00Z",
+            None,
+        );
+        assert_eq!(
+            start_gate("production", &[&w], &[f.clone()], at),
+            Gate::Frozen {
+                until: utc("2026-11-25T00:00:00Z"),
+                reason: None
+            }
+        );
+        assert_eq!(
+            start_gate("staging", &[&w], &[f], at),
+            Gate::Open {
+                closes_at: Some(utc("2026-11-24T15:00:00Z"))
+            },
+            "a freeze for another environment does not apply"
+        );
+    }
+
+    #[test]
+    fn gate_freeze_ending_exactly_now_does_not_block() {
+        let at = utc("2026-11-24T12:00:00Z");
+        let f = freeze(&["*"], "2026-11-24T09:00:00Z", "2026-11-24T12:00:00Z", None);
+        assert_eq!(
+            start_gate("production", &[], &[f], at),
+            Gate::Open { closes_at: None }
+        );
+    }
+
+    #[test]
+    fn gate_chained_freezes_report_the_last_end_and_every_reason() {
+        let at = utc("2026-11-24T10:00:00Z");
+        let freezes = [
+            freeze(
+                &["production"],
+                "2026-11-24T09:00:00Z",
+                "2026-11-24T12:00:00Z",
+                Some("incident"),
+            ),
+            freeze(
+                &["*"],
+                "2026-11-24T11:00:00Z",
+                "2026-11-24T15:00:00Z",
+                Some("migration"),
+            ),
+            freeze(&["*"], "2026-11-24T15:00:00Z", "2026-11-24T16:00:00Z", None),
+            freeze(
+                &["*"],
+                "2026-11-24T17:00:00Z",
+                "2026-11-24T18:00:00Z",
+                Some("later"),
+            ),
+        ];
+        assert_eq!(
+            start_gate("production", &[], &freezes, at),
+            Gate::Frozen {
+                until: utc("2026-11-24T16:00:00Z"),
+                reason: Some("incident".to_string())
+            }
+        );
+    }
+
+    #[test]
+    fn gate_outside_windows_names_the_earliest_next_opening() {
+        let tue_thu = window("0 0 14 * * Tue,Thu", 2, Berlin);
+        let monday = window("0 0 9 * * Mon", 1, New_York);
+        let friday = local(Berlin, 2026, 11, 27, 9, 0);
+        assert_eq!(
+            start_gate("production", &[&tue_thu, &monday], &[], friday),
+            Gate::OutsideWindow {
+                next_opening: Some(span("2026-11-30T14:00:00Z", "2026-11-30T15:00:00Z"))
+            }
+        );
+        assert_eq!(
+            start_gate(
+                "production",
+                &[&monday, &tue_thu],
+                &[],
+                local(Berlin, 2026, 11, 30, 16, 0)
+            ),
+            Gate::OutsideWindow {
+                next_opening: Some(span("2026-12-01T13:00:00Z", "2026-12-01T15:00:00Z"))
+            }
+        );
+    }
+
+    #[test]
+    fn gate_open_if_any_window_is_and_closes_when_the_last_does() {
+        let afternoon = window("0 0 14 * * *", 2, Berlin);
+        let overlapping = window("0 0 15 * * *", 2, Berlin);
+        let at = local(Berlin, 2026, 11, 24, 14, 30);
+        assert_eq!(
+            start_gate("production", &[&afternoon, &overlapping], &[], at),
+            Gate::Open {
+                closes_at: Some(local(Berlin, 2026, 11, 24, 17, 0))
+            }
+        );
+        let morning = window("0 0 9 * * *", 1, Berlin);
+        assert_eq!(
+            start_gate("production", &[&morning, &afternoon], &[], at),
+            Gate::Open {
+                closes_at: Some(local(Berlin, 2026, 11, 24, 16, 0))
+            }
+        );
+    }
+
+    #[test]
+    fn gate_window_that_never_opens_again() {
+        let past = window("0 0 14 1 1 * 2020", 2, Berlin);
+        assert_eq!(
+            start_gate("production", &[&past], &[], utc("2026-11-24T10:00:00Z")),
+            Gate::OutsideWindow { next_opening: None }
         );
     }
 
