@@ -4,6 +4,8 @@
 //! time zone, so "14:00 Europe/Berlin" stays 14:00 on the wall clock across DST; the open span is
 //! then `duration` of real (UTC) time from that start, so a `2h` window is open for two hours of
 //! elapsed time even on the night the clocks change (its local end may read 1h off the naive sum).
+//! One consequence: a daily `24h` window in a DST zone is closed for the extra fall-back hour.
+//! Occurrences that overlap or touch are one open span, so "open until" is when it really closes.
 //!
 //! DST, as observed with the cron crate 0.15 and asserted in the tests below:
 //! - a local time that does not exist (spring forward, e.g. 02:30 in Berlin on 2026-03-29) is
@@ -20,7 +22,7 @@ use chrono_tz::Tz;
 use crate::config::{FreezeConfig, WindowConfig};
 
 /// Occurrences merged into one span at most; past it a window counts as "open at least until" the
-/// last merged end, so a window that never closes (e.g. daily for 24h) can't loop forever.
+/// last merged end, so a window that never closes (e.g. daily for 24h in UTC) can't loop forever.
 const MAX_MERGED_OCCURRENCES: usize = 512;
 
 /// A half-open interval of time: `[start, end)`.
@@ -753,7 +755,7 @@ mod tests {
             None,
         );
         assert_eq!(
-            start_gate("production", &[&w], &[f.clone()], at),
+            start_gate("production", &[&w], std::slice::from_ref(&f), at),
             Gate::Frozen {
                 until: utc("2026-11-25T00:00:00Z"),
                 reason: None
