@@ -8,3 +8,4 @@ pub mod pipeline;
 pub mod platform;
 pub mod promotion;
 pub mod version;
+pub mod window;
