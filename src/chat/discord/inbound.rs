@@ -379,3 +379,47 @@ async fn endpoint(
     tokio::spawn(async move { inbound.interaction(interaction).await });
     StatusCode::ACCEPTED.into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn quick_work_is_answered_directly() {
+        let deferred = AtomicBool::new(false);
+        let work = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            "done"
+        };
+        let (result, was_deferred) =
+            within_deadline(work, async { deferred.store(true, Ordering::SeqCst) }).await;
+        assert_eq!((result, was_deferred), ("done", false));
+        assert!(!deferred.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_work_is_deferred_before_discords_three_seconds() {
+        let started = tokio::time::Instant::now();
+        let deferred_at = std::sync::Mutex::new(None);
+        let work = async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            "done"
+        };
+        let (result, was_deferred) = within_deadline(work, async {
+            *deferred_at.lock().unwrap() = Some(started.elapsed());
+        })
+        .await;
+        assert_eq!((result, was_deferred), ("done", true));
+        let at = deferred_at.lock().unwrap().expect("deferred");
+        assert!(at < Duration::from_secs(3), "deferred after {at:?}");
+        assert!(started.elapsed() >= Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_check_mark_matches_with_or_without_its_variation_selector() {
+        assert!(same_emoji("✔️", "✔"));
+        assert!(same_emoji("✔", "✔️"));
+        assert!(!same_emoji("✅", "✔️"));
+    }
+}
