@@ -349,7 +349,7 @@ impl Engine {
         }
         self.open_cards(tx, &promotion, request.origin).await?;
         if promotion.state == PromotionState::Approved {
-            tx.enqueue_job(JobKind::Deploy, promotion.id, now).await?;
+            return self.start_or_queue(tx, promotion).await;
         }
         Ok(promotion)
     }
@@ -477,8 +477,12 @@ impl Engine {
                 let approved = self
                     .apply(tx, promotion, PromotionEvent::EnoughApprovals, who, &note)
                     .await?;
-                tx.enqueue_job(JobKind::Deploy, promotion.id, now).await?;
-                Ok((approved, format!("{note}: approved, deploying")))
+                let started = self.start_or_queue(tx, approved).await?;
+                let next = match started.state {
+                    PromotionState::Queued => "approved, queued",
+                    _ => "approved, deploying",
+                };
+                Ok((started, format!("{note}: {next}")))
             }
             VoteOutcome::AlreadyCounted { approvals } => Ok((
                 promotion.clone(),

@@ -209,12 +209,12 @@ fn next_edit(record: &ChatCardRecord) -> Option<DateTime<Utc>> {
 }
 
 /// 1 s, 2 s, 4 s … up to 5 minutes.
-fn backoff(attempts: i64) -> Duration {
+pub(super) fn backoff(attempts: i64) -> Duration {
     let exponent = u32::try_from(attempts.clamp(1, 20) - 1).unwrap_or(0);
     Duration::from_secs(1u64 << exponent).min(MAX_BACKOFF)
 }
 
-fn chrono_of(duration: Duration) -> chrono::Duration {
+pub(super) fn chrono_of(duration: Duration) -> chrono::Duration {
     chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
 }
 

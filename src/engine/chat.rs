@@ -41,6 +41,8 @@ pub trait ChatPort: Send + Sync {
         message_id: &str,
         card: &Card,
     ) -> Result<(), ChatError>;
+    /// Posts a plain message (window and freeze announcements, scheduled command replies).
+    async fn post_message(&self, channel: &str, text: &str) -> Result<(), ChatError>;
     /// Posts deploy output under the card.
     async fn post_to_thread(
         &self,

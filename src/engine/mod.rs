@@ -8,6 +8,8 @@ pub mod chat;
 pub mod clock;
 pub mod error;
 pub mod reply;
+mod scheduler;
+mod windows;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -93,6 +95,10 @@ struct Inner {
     /// Wakes the workers when a transaction left them a job.
     jobs_ready: Notify,
     worker_id: String,
+    /// Windows and planned freezes from the configuration.
+    calendar: windows::Calendar,
+    /// The scheduler's previous tick (`None` before the first).
+    scheduler_since: std::sync::Mutex<Option<DateTime<Utc>>>,
 }
 
 /// What a reaction on a card means (the adapter maps its configured emoji sets to these).
@@ -134,6 +140,8 @@ impl Engine {
     ) -> Self {
         Engine {
             inner: Arc::new(Inner {
+                calendar: windows::Calendar::from_config(&config),
+                scheduler_since: std::sync::Mutex::new(None),
                 config,
                 store,
                 clock,
@@ -197,7 +205,13 @@ impl Engine {
                 commit,
                 notes,
             } => self
-                .create_release(actor, &service, &version, commit.as_deref(), notes.as_deref())
+                .create_release(
+                    actor,
+                    &service,
+                    &version,
+                    commit.as_deref(),
+                    notes.as_deref(),
+                )
                 .await
                 .map(Reply::Release),
             Command::Promote {
@@ -206,12 +220,20 @@ impl Engine {
                 to,
                 force_reason,
             } => self
-                .promote(actor, &service, &version, to.as_deref(), force_reason.as_deref(), origin)
+                .promote(
+                    actor,
+                    &service,
+                    &version,
+                    to.as_deref(),
+                    force_reason.as_deref(),
+                    origin,
+                )
                 .await
                 .map(|view| Reply::promotion(view, "requested")),
             Command::Approve { id } => self.vote(actor, id, actions::VoteKind::Approve).await,
             Command::Reject { id, reason } => {
-                self.vote(actor, id, actions::VoteKind::Reject(reason)).await
+                self.vote(actor, id, actions::VoteKind::Reject(reason))
+                    .await
             }
             Command::Cancel { id } => self
                 .cancel(actor, id)
@@ -241,11 +263,19 @@ impl Engine {
                     service,
                     promotions,
                 }),
-            Command::Windows { .. } | Command::Freeze { .. } | Command::Unfreeze { .. } => {
-                Err(EngineError::refused(
-                    "release windows and freezes are not available in this version of shipmate yet; promotions start as soon as they are approved",
-                ))
-            }
+            Command::Windows { environment } => self
+                .windows_report(environment.as_deref())
+                .await
+                .map(Reply::Text),
+            Command::Freeze {
+                target,
+                duration,
+                reason,
+            } => self
+                .freeze(actor, &target, duration, reason.as_deref())
+                .await
+                .map(Reply::Text),
+            Command::Unfreeze { target } => self.unfreeze(actor, &target).await.map(Reply::Text),
         }
     }
 
@@ -382,9 +412,15 @@ impl Engine {
         if state.is_terminal() && updated.finished_at.is_none() {
             updated.finished_at = Some(now);
         }
-        // The reason says why a promotion stopped short; progress notes stay in the audit trail.
-        if state.is_terminal() && state != PromotionState::Succeeded {
+        // The reason says why a promotion stopped short or waits; progress notes stay in the
+        // audit trail.
+        if (state.is_terminal() && state != PromotionState::Succeeded)
+            || state == PromotionState::Queued
+        {
             updated.reason = Some(detail.to_string());
+        }
+        if state == PromotionState::Deploying {
+            updated.reason = None;
         }
         tx.update_promotion(&updated, promotion.state).await?;
         tx.audit(Some(promotion.id), actor, state.as_str(), detail, now)

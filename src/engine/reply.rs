@@ -10,6 +10,8 @@ use super::describe;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     Help(String),
+    /// A ready-made answer (windows, freezes).
+    Text(String),
     Release(ReleaseRecord),
     /// A promotion after a change, with a short note on what just happened.
     Promotion {
@@ -48,7 +50,7 @@ impl Reply {
 
     pub fn to_text(&self) -> String {
         match self {
-            Reply::Help(text) => text.clone(),
+            Reply::Help(text) | Reply::Text(text) => text.clone(),
             Reply::Release(release) => format!(
                 "created {} {}{}. Promote it with /release promote {} {}",
                 release.service,

@@ -88,6 +88,7 @@ impl Engine {
                 running.spawn(async move { engine.run_deploy_job(job, cancel).await });
             }
             self.send_cards(&mut cards).await;
+            self.send_announcements(&mut cards).await;
         }
         // Cards in flight finish (they take well under a second); pending ones wait in the outbox.
         while cards.join_next().await.is_some() {}
@@ -123,7 +124,24 @@ impl Engine {
         }
     }
 
+    /// Claims due announcements for every chat platform and posts them concurrently.
+    async fn send_announcements(&self, sends: &mut JoinSet<()>) {
+        for port in self.chat_ports() {
+            let capacity = MAX_CONCURRENT_CARDS.saturating_sub(sends.len());
+            let limit = u32::try_from(capacity).unwrap_or(0);
+            if limit == 0 {
+                return;
+            }
+            for job in self.claim_announcements(port.as_ref(), limit).await {
+                let engine = self.clone();
+                let port = port.clone();
+                sends.spawn(async move { engine.send_announcement(port, job).await });
+            }
+        }
+    }
+
     async fn housekeeping(&self) {
+        self.run_scheduler().await;
         if let Err(e) = self.expire_approvals().await {
             tracing::error!(error = %e, "approval expiry sweep failed");
         }
@@ -189,6 +207,30 @@ impl Engine {
             tx.commit().await?;
             return Ok(None);
         };
+        // A window may have closed or a freeze begun since the job was queued.
+        if promotion.force_reason.is_none() {
+            let now = self.now();
+            let adhoc = tx.active_freezes(now).await?;
+            let gate = self.gate(promotion, &adhoc, now);
+            if let Some(reason) = self.wait_reason(promotion, &gate) {
+                if promotion.state == PromotionState::Approved {
+                    self.apply(
+                        &mut tx,
+                        promotion,
+                        PromotionEvent::WaitForWindow,
+                        &bot_identity(),
+                        &reason,
+                    )
+                    .await?;
+                } else if promotion.reason.as_deref() != Some(reason.as_str()) {
+                    tx.set_reason(promotion.id, &reason, now).await?;
+                    self.touch_cards(&mut tx, promotion.id).await?;
+                }
+                tx.delete_jobs(JobKind::Deploy, job.promotion_id).await?;
+                tx.commit().await?;
+                return Ok(None);
+            }
+        }
         let detail = format!(
             "deploying {} {} to {}",
             promotion.service, promotion.version, promotion.environment

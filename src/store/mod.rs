@@ -6,6 +6,7 @@
 
 mod queries;
 pub mod records;
+mod schedule;
 mod status_cache;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use crate::domain::version::Version;
 
 pub use queries::{ChatCardRecord, ClaimedJob, JobKind, NewPromotion, NewRelease, StatusRow};
 pub use records::{AuditEvent, PromotionRecord, PromotionView, ReleaseRecord};
+pub use schedule::{ClaimedAnnouncement, FreezeRecord};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");

@@ -192,6 +192,15 @@ impl ChatPort for Discord {
         Ok(())
     }
 
+    async fn post_message(&self, channel: &str, text: &str) -> Result<(), ChatError> {
+        let message = CreateMessage::new().content(render::truncate(text, render::MAX_CONTENT));
+        channel_id(channel)?
+            .send_message(self.http.as_ref(), message)
+            .await
+            .map_err(chat_error)?;
+        Ok(())
+    }
+
     async fn post_to_thread(
         &self,
         channel: &str,

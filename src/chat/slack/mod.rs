@@ -179,6 +179,16 @@ impl ChatPort for Slack {
         Ok(())
     }
 
+    async fn post_message(&self, channel: &str, text: &str) -> Result<(), ChatError> {
+        let content = SlackMessageContent::new().with_text(blocks::escape(text));
+        let request = SlackApiChatPostMessageRequest::new(channel.to_string().into(), content);
+        self.session()
+            .chat_post_message(&request)
+            .await
+            .map_err(chat_error)?;
+        Ok(())
+    }
+
     async fn post_to_thread(
         &self,
         channel: &str,

@@ -1,0 +1,454 @@
+//! The scheduler: window announcements, openings and closings, freeze announcements and
+//! `[[schedule]]` commands, each fired once through a unique (name, event, time) row; queued
+//! promotions started when their gate opens; announcements sent from the outbox.
+//!
+//! It runs on the engine's clock from the housekeeping loop, so tests drive time instead of
+//! sleeping. Occurrences are looked for since the previous tick (the first tick starts "now"),
+//! and any more than [`LATE_LIMIT`] overdue are dropped: what was missed while the bot was down
+//! is not announced late. Queued promotions do not depend on occurrences: they start whenever a
+//! tick finds their gate open.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::cards::{backoff, chrono_of};
+use super::chat::{ChatError, ChatPort};
+use super::{describe, wall_now, Engine, EngineError};
+use crate::config::Channels;
+use crate::domain::duration::format_duration;
+use crate::domain::identity::{Actor, Identity};
+use crate::domain::platform::ChatPlatform;
+use crate::domain::window::{announcement_times, Freeze, Span, Window};
+use crate::store::{ClaimedAnnouncement, Tx};
+
+/// An occurrence more overdue than this is skipped rather than announced late.
+pub const LATE_LIMIT: Duration = Duration::from_secs(300);
+const ANNOUNCE_LEASE: Duration = Duration::from_secs(30);
+const SEND_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn channels_of(channels: &Channels) -> Vec<(ChatPlatform, String)> {
+    let mut list = Vec::new();
+    if let Some(slack) = &channels.slack {
+        list.push((ChatPlatform::Slack, slack.clone()));
+    }
+    if let Some(discord) = &channels.discord {
+        list.push((ChatPlatform::Discord, discord.clone()));
+    }
+    list
+}
+
+fn add_unique(list: &mut Vec<(ChatPlatform, String)>, more: Vec<(ChatPlatform, String)>) {
+    for channel in more {
+        if !list.contains(&channel) {
+            list.push(channel);
+        }
+    }
+}
+
+impl Engine {
+    /// Queues `text` for each channel on the platforms this bot speaks.
+    pub(super) async fn announce(
+        &self,
+        tx: &mut Tx,
+        channels: &[(ChatPlatform, String)],
+        text: &str,
+    ) -> Result<(), EngineError> {
+        let now = wall_now();
+        for (platform, channel) in channels {
+            if self.inner.chats.contains_key(platform) {
+                tx.enqueue_announcement(*platform, channel, text, now)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The channels of the services that have `environment` (`*`: every service).
+    pub(super) fn environment_channels(&self, environment: &str) -> Vec<(ChatPlatform, String)> {
+        let mut list = Vec::new();
+        for service in &self.config().services {
+            if environment == Freeze::ALL
+                || service.environments.iter().any(|e| e.name == environment)
+            {
+                add_unique(&mut list, channels_of(&service.channels));
+            }
+        }
+        list
+    }
+
+    /// A window's own channels, or those of the services whose environments use it.
+    fn window_channels(&self, window: &str) -> Vec<(ChatPlatform, String)> {
+        if let Some(channels) = self
+            .config()
+            .windows
+            .iter()
+            .find(|w| w.name == window)
+            .and_then(|w| w.channels.as_ref())
+        {
+            return channels_of(channels);
+        }
+        let mut list = Vec::new();
+        for service in &self.config().services {
+            if service
+                .environments
+                .iter()
+                .any(|e| e.windows.iter().any(|w| w == window))
+            {
+                add_unique(&mut list, channels_of(&service.channels));
+            }
+        }
+        list
+    }
+
+    /// One scheduler tick: fire what fell due since the last one, then start what may start.
+    pub(super) async fn run_scheduler(&self) {
+        let now = self.now();
+        let since = {
+            let Ok(mut last) = self.inner.scheduler_since.lock() else {
+                return;
+            };
+            let since = last.unwrap_or(now);
+            *last = Some(now);
+            since.max(now - chrono_of(LATE_LIMIT))
+        };
+        if since < now {
+            if let Err(e) = self.fire_due(since, now).await {
+                tracing::error!(error = %e, "scheduler: could not fire due occurrences");
+            }
+        }
+        if let Err(e) = self.start_queued(now).await {
+            tracing::error!(error = %e, "scheduler: could not start queued promotions");
+        }
+    }
+
+    async fn fire_due(&self, since: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), EngineError> {
+        let due = |at: DateTime<Utc>| since < at && at <= now;
+        for (name, window) in &self.inner.calendar.windows {
+            let config = self.config().windows.iter().find(|w| &w.name == name);
+            let leads = config
+                .map(|w| w.announce_before.clone())
+                .unwrap_or_default();
+            for span in spans_around(window, &leads, since, now) {
+                for (lead, at) in announcement_times(&span, &leads) {
+                    if due(at) {
+                        let event = format!("announce:{}", format_duration(lead));
+                        let text = format!(
+                            "⏰ {name} opens in {}: {} until {}.",
+                            format_duration(lead),
+                            window.format_time(span.start),
+                            window.format_time(span.end)
+                        );
+                        self.fire_announcement(
+                            &format!("window:{name}"),
+                            &event,
+                            at,
+                            &self.window_channels(name),
+                            &text,
+                        )
+                        .await?;
+                    }
+                }
+                if due(span.start) {
+                    let text = self.opening_text(name, window, &span).await?;
+                    self.fire_announcement(
+                        &format!("window:{name}"),
+                        "open",
+                        span.start,
+                        &self.window_channels(name),
+                        &text,
+                    )
+                    .await?;
+                }
+                if due(span.end) {
+                    let next = window
+                        .next_opening(span.end)
+                        .map(|next| window.format_time(next.start))
+                        .unwrap_or_else(|| "none scheduled".to_string());
+                    let text = format!("🔴 {name} is closed; next opening {next}.");
+                    self.fire_announcement(
+                        &format!("window:{name}"),
+                        "close",
+                        span.end,
+                        &self.window_channels(name),
+                        &text,
+                    )
+                    .await?;
+                }
+            }
+        }
+        self.fire_freezes(since, now).await?;
+        self.fire_schedules(since, now).await
+    }
+
+    async fn opening_text(
+        &self,
+        name: &str,
+        window: &Window,
+        span: &Span,
+    ) -> Result<String, EngineError> {
+        let queued: Vec<String> = self
+            .store()
+            .queued_promotions()
+            .await?
+            .iter()
+            .filter(|p| {
+                self.windows_of(&p.service, &p.environment)
+                    .iter()
+                    .any(|w| w.name() == name)
+            })
+            .map(|p| format!("{} (by {})", describe(p), p.requested_by))
+            .collect();
+        let queue = if queued.is_empty() {
+            "Nothing is queued.".to_string()
+        } else {
+            format!("Starting the queue: {}.", queued.join(", "))
+        };
+        Ok(format!(
+            "🟢 {name} is open until {}. {queue}",
+            window.format_time(span.end)
+        ))
+    }
+
+    async fn fire_freezes(
+        &self,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let due = |at: DateTime<Utc>| since < at && at <= now;
+        for (index, freeze) in self.inner.calendar.planned_freezes.iter().enumerate() {
+            let name = format!("freeze:planned:{index}");
+            let channels = freeze
+                .environments
+                .iter()
+                .flat_map(|env| self.environment_channels(env))
+                .fold(Vec::new(), |mut all, c| {
+                    add_unique(&mut all, vec![c]);
+                    all
+                });
+            let envs = freeze.environments.join(", ");
+            let why = freeze
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            if due(freeze.start) {
+                let text = format!(
+                    "🧊 {envs} frozen until {}{why}, as planned in bot.toml.",
+                    freeze.end.format("%a %Y-%m-%d %H:%M UTC")
+                );
+                self.fire_announcement(&name, "set", freeze.start, &channels, &text)
+                    .await?;
+            }
+            if due(freeze.end) {
+                let text = format!("🌤️ the planned freeze of {envs}{why} is over.");
+                self.fire_announcement(&name, "lifted", freeze.end, &channels, &text)
+                    .await?;
+            }
+        }
+        for freeze in self.store().freezes_ended(since, now).await? {
+            let text = format!(
+                "🌤️ the freeze of {} is over{}.",
+                if freeze.environment == Freeze::ALL {
+                    "every environment"
+                } else {
+                    &freeze.environment
+                },
+                freeze
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            );
+            let channels = self.environment_channels(&freeze.environment);
+            self.fire_announcement(
+                &format!("freeze:{}", freeze.id),
+                "lifted",
+                freeze.ends_at,
+                &channels,
+                &text,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Records the occurrence and queues its announcement in one transaction: it fires once.
+    async fn fire_announcement(
+        &self,
+        name: &str,
+        event: &str,
+        at: DateTime<Utc>,
+        channels: &[(ChatPlatform, String)],
+        text: &str,
+    ) -> Result<(), EngineError> {
+        let mut tx = self.store().begin().await?;
+        if tx.record_occurrence(name, event, at, self.now()).await? {
+            self.announce(&mut tx, channels, text).await?;
+            tx.commit().await?;
+            self.notify_workers();
+        }
+        Ok(())
+    }
+
+    async fn fire_schedules(
+        &self,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        for schedule in &self.config().schedules {
+            let start = since.with_timezone(&schedule.timezone);
+            let due: Vec<DateTime<Utc>> = schedule
+                .cron
+                .after(&start)
+                .map(|at| at.with_timezone(&Utc))
+                .take_while(|at| *at <= now)
+                .collect();
+            for at in due {
+                let mut tx = self.store().begin().await?;
+                let first = tx
+                    .record_occurrence(&format!("schedule:{}", schedule.name), "run", at, now)
+                    .await?;
+                tx.commit().await?;
+                if !first {
+                    continue;
+                }
+                let actor = Actor::new(Identity::new("schedule", &schedule.name))
+                    .with_roles(schedule.roles.clone());
+                let outcome = match self.execute(&actor, schedule.command.clone()).await {
+                    Ok(reply) => reply.to_text(),
+                    Err(error) => format!("refused: {}", error.message),
+                };
+                tracing::info!(schedule = %schedule.name, %outcome, "ran a scheduled command");
+                let text = format!("🗓️ {}: {}", schedule.name, outcome);
+                let mut tx = self.store().begin().await?;
+                self.announce(&mut tx, &channels_of(&schedule.channels), &text)
+                    .await?;
+                tx.commit().await?;
+                self.notify_workers();
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts queued promotions whose gate is open, oldest first, one per environment at a time;
+    /// the rest get their card's "waiting for …" brought up to date.
+    async fn start_queued(&self, now: DateTime<Utc>) -> Result<(), EngineError> {
+        let queued = self.store().queued_promotions().await?;
+        if queued.is_empty() {
+            return Ok(());
+        }
+        let adhoc = self.store().active_freezes(now).await?;
+        let mut busy: HashSet<String> = self
+            .store()
+            .busy_environments()
+            .await?
+            .into_iter()
+            .collect();
+        for promotion in queued {
+            let gate = self.gate(&promotion, &adhoc, now);
+            let wait = match promotion.force_reason {
+                Some(_) => None,
+                None => self.wait_reason(&promotion, &gate),
+            };
+            if let Some(reason) = wait {
+                self.refresh_wait_reason(&promotion, &reason).await?;
+                continue;
+            }
+            if !busy.insert(promotion.environment.clone()) {
+                continue;
+            }
+            let mut tx = self.store().begin().await?;
+            if tx.enqueue_deploy_once(promotion.id, now).await? {
+                tx.commit().await?;
+                self.notify_workers();
+            }
+        }
+        Ok(())
+    }
+
+    // ---- sending announcements ----
+
+    pub(super) async fn claim_announcements(
+        &self,
+        port: &dyn ChatPort,
+        limit: u32,
+    ) -> Vec<ClaimedAnnouncement> {
+        match self
+            .store()
+            .claim_announcements(
+                port.platform(),
+                &self.inner.worker_id,
+                wall_now(),
+                ANNOUNCE_LEASE,
+                limit,
+            )
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::error!(error = %e, "could not claim announcements");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Posts one announcement; on failure it goes back to the outbox with a due time.
+    pub(super) async fn send_announcement(
+        &self,
+        port: Arc<dyn ChatPort>,
+        job: ClaimedAnnouncement,
+    ) {
+        let sent = tokio::time::timeout(SEND_TIMEOUT, port.post_message(&job.channel, &job.text))
+            .await
+            .unwrap_or_else(|_| Err(ChatError::Unavailable("no answer within 20s".into())));
+        let store = self.store();
+        let settled = match sent {
+            Ok(()) => store.finish_job(job.id).await,
+            Err(ChatError::RateLimited { retry_after }) => {
+                store
+                    .retry_job(job.id, wall_now() + chrono_of(retry_after), "rate limited")
+                    .await
+            }
+            Err(e) => {
+                let delay = backoff(job.attempts);
+                tracing::warn!(platform = %port.platform(), channel = %job.channel, error = %e, ?delay, "announcement not sent; will retry");
+                store
+                    .retry_job(job.id, wall_now() + chrono_of(delay), &e.to_string())
+                    .await
+            }
+        };
+        if let Err(e) = settled {
+            tracing::error!(error = %e, "could not settle an announcement; its lease will run out");
+        }
+    }
+}
+
+/// The spans of `window` whose announcements, opening or closing may fall in `(since, now]`.
+fn spans_around(
+    window: &Window,
+    leads: &[Duration],
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<Span> {
+    let longest_lead = leads.iter().max().copied().unwrap_or_default();
+    let reach =
+        chrono_of(window.duration()) + chrono_of(longest_lead) + chrono::Duration::seconds(1);
+    let mut after = since - reach;
+    let mut spans = Vec::new();
+    while let Some(span) = window.next_opening(after) {
+        if span.start - chrono_of(longest_lead) > now || spans.len() > 1_000 {
+            break;
+        }
+        after = span.start;
+        spans.push(span);
+    }
+    if let Some(open) = window.open_at(since) {
+        if !spans.contains(&open) {
+            spans.insert(0, open);
+        }
+    }
+    spans
+}
