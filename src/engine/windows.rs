@@ -358,7 +358,7 @@ impl Engine {
                 .map(|span| window.format_time(span.start))
                 .collect();
             text.push_str(&format!(
-                "\n  {} ({}, {} long): next {}",
+                "\n  {} ({}, {}): next {}",
                 window.name(),
                 window.timezone(),
                 format_duration(window.duration()),

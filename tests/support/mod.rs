@@ -242,6 +242,9 @@ pub struct Builder {
     db: Db,
     slack: bool,
     discord: bool,
+    production_windows: Vec<&'static str>,
+    extra_config: String,
+    real_clock: bool,
 }
 
 impl TestBot {
@@ -251,6 +254,9 @@ impl TestBot {
             db: Db::Sqlite,
             slack: false,
             discord: false,
+            production_windows: Vec::new(),
+            extra_config: String::new(),
+            real_clock: false,
         }
     }
 
@@ -476,6 +482,24 @@ impl Builder {
         self
     }
 
+    /// Both `production` environments (api and web) start only in these windows.
+    pub fn production_windows(mut self, windows: &[&'static str]) -> Self {
+        self.production_windows = windows.to_vec();
+        self
+    }
+
+    /// TOML appended to the test config (`[[window]]`, `[[schedule]]`, `[[freeze]]` tables).
+    pub fn config(mut self, toml: &str) -> Self {
+        self.extra_config.push_str(toml);
+        self
+    }
+
+    /// Runs on the system clock instead of the manual one.
+    pub fn real_clock(mut self) -> Self {
+        self.real_clock = true;
+        self
+    }
+
     pub fn db(mut self, db: Db) -> Self {
         self.db = db;
         self
@@ -507,11 +531,25 @@ impl Builder {
             slack_url.as_deref(),
             discord_url.as_deref(),
         );
+        let mut text = text;
+        if !self.production_windows.is_empty() {
+            let windows = format!("{:?}", self.production_windows);
+            text = text.replace(
+                "  name = \"production\"\n",
+                &format!("  name = \"production\"\n  windows = {windows}\n"),
+            );
+        }
+        text.push_str(&self.extra_config);
         let config_path = dir.path().join("bot.toml");
         std::fs::write(&config_path, &text).expect("write config");
         let config = shipmate::config::load(&config_path, &|_| None).expect("test config is valid");
         let clock = Arc::new(ManualClock::new(start_time()));
-        let bot = shipmate::app::build(config, clock.clone(), None)
+        let engine_clock: Arc<dyn shipmate::engine::Clock> = if self.real_clock {
+            Arc::new(shipmate::engine::SystemClock)
+        } else {
+            clock.clone()
+        };
+        let bot = shipmate::app::build(config, engine_clock, None)
             .await
             .expect("bot builds");
         let engine = bot.engine.clone();
