@@ -4,7 +4,7 @@
 //! Target (issue 4): p99 < 20 ms. Run: `cargo bench --bench discord`.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::time::Duration;
