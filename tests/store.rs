@@ -904,3 +904,180 @@ async fn expired_approvals_are_awaiting_ones_past_their_deadline() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn freezes_are_active_until_they_end_or_are_lifted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, store, .. } in backends(dir.path()).await {
+        let mut tx = store.begin().await.expect("begin");
+        let prod = tx
+            .insert_freeze("production", t(0), t(120), Some("incident 7"), &CI)
+            .await
+            .expect("freeze production");
+        let all = tx
+            .insert_freeze("*", t(10), t(20), None, &LEAD)
+            .await
+            .expect("freeze all");
+        tx.commit().await.expect("commit");
+        let active = |at| {
+            let store = &store;
+            async move {
+                let freezes = store.active_freezes(at).await.expect("active");
+                freezes.into_iter().map(|f| f.id).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(active(t(5)).await, vec![prod.id], "{label}");
+        assert_eq!(active(t(10)).await, vec![prod.id, all.id], "{label}");
+        assert_eq!(
+            active(t(20)).await,
+            vec![prod.id],
+            "{label}: ends are exclusive"
+        );
+        assert_eq!(prod.reason.as_deref(), Some("incident 7"), "{label}");
+
+        let ended = store.freezes_ended(t(15), t(20)).await.expect("ended");
+        assert_eq!(
+            ended.iter().map(|f| f.id).collect::<Vec<_>>(),
+            vec![all.id],
+            "{label}"
+        );
+
+        let mut tx = store.begin().await.expect("begin");
+        let lifted = tx
+            .lift_freezes(Some("staging"), t(30), &LEAD)
+            .await
+            .expect("lift nothing");
+        assert!(lifted.is_empty(), "{label}: no staging freeze");
+        let lifted = tx
+            .lift_freezes(Some("production"), t(30), &LEAD)
+            .await
+            .expect("lift");
+        tx.commit().await.expect("commit");
+        assert_eq!(
+            lifted.iter().map(|f| f.id).collect::<Vec<_>>(),
+            vec![prod.id],
+            "{label}"
+        );
+        assert!(active(t(31)).await.is_empty(), "{label}: lifted");
+        let ended = store.freezes_ended(t(100), t(120)).await.expect("ended");
+        assert!(
+            ended.is_empty(),
+            "{label}: a lifted freeze does not end again"
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn scheduler_occurrences_fire_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, store, .. } in backends(dir.path()).await {
+        let mut fired = Vec::new();
+        for (name, event, at) in [
+            ("window:prod", "open", t(0)),
+            ("window:prod", "open", t(0)),
+            ("window:prod", "close", t(0)),
+            ("window:prod", "open", t(60)),
+            ("schedule:nightly", "open", t(0)),
+        ] {
+            let mut tx = store.begin().await.expect("begin");
+            fired.push(
+                tx.record_occurrence(name, event, at, t(1))
+                    .await
+                    .expect("record"),
+            );
+            tx.commit().await.expect("commit");
+        }
+        assert_eq!(fired, vec![true, false, true, true, true], "{label}");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn announcements_wait_in_the_outbox_per_platform() {
+    use shipmate::domain::platform::ChatPlatform;
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, store, .. } in backends(dir.path()).await {
+        let mut tx = store.begin().await.expect("begin");
+        tx.enqueue_announcement(ChatPlatform::Slack, "C1", "prod-window is open", t(0))
+            .await
+            .expect("slack");
+        tx.enqueue_announcement(ChatPlatform::Discord, "42", "prod-window is open", t(0))
+            .await
+            .expect("discord");
+        tx.commit().await.expect("commit");
+        let slack = store
+            .claim_announcements(ChatPlatform::Slack, "w1", t(1), LEASE, 10)
+            .await
+            .expect("claim");
+        assert_eq!(slack.len(), 1, "{label}");
+        assert_eq!(
+            (slack[0].channel.as_str(), slack[0].text.as_str()),
+            ("C1", "prod-window is open"),
+            "{label}"
+        );
+        let again = store
+            .claim_announcements(ChatPlatform::Slack, "w2", t(1), LEASE, 10)
+            .await
+            .expect("claim again");
+        assert!(again.is_empty(), "{label}: leased");
+        store.finish_job(slack[0].id).await.expect("finish");
+        let later = store
+            .claim_announcements(ChatPlatform::Slack, "w2", t(5), LEASE, 10)
+            .await
+            .expect("claim after the lease");
+        assert!(later.is_empty(), "{label}: sent ones are gone");
+        let discord = store
+            .claim_announcements(ChatPlatform::Discord, "w1", t(1), LEASE, 10)
+            .await
+            .expect("claim discord");
+        assert_eq!(discord.len(), 1, "{label}");
+        assert_eq!(discord[0].channel, "42", "{label}");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn the_queue_knows_its_promotions_and_busy_environments() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, store, .. } in backends(dir.path()).await {
+        let api = promote(&store, "api", "1.0.0", "production", PromotionState::Queued).await;
+        let web = promote(&store, "web", "1.0.0", "production", PromotionState::Queued).await;
+        promote(&store, "web", "1.0.0", "staging", PromotionState::Deploying).await;
+        let queued = store.queued_promotions().await.expect("queued");
+        assert_eq!(ids(&queued), vec![api.id, web.id], "{label}: oldest first");
+        assert_eq!(
+            store.busy_environments().await.expect("busy"),
+            vec!["staging".to_string()],
+            "{label}"
+        );
+
+        let mut tx = store.begin().await.expect("begin");
+        assert!(
+            tx.enqueue_deploy_once(api.id, t(1)).await.expect("first"),
+            "{label}"
+        );
+        assert!(
+            !tx.enqueue_deploy_once(api.id, t(1)).await.expect("second"),
+            "{label}: once"
+        );
+        tx.set_reason(web.id, "waiting for prod-window", t(1))
+            .await
+            .expect("reason");
+        tx.commit().await.expect("commit");
+        let mut busy = store.busy_environments().await.expect("busy");
+        busy.sort();
+        assert_eq!(
+            busy,
+            vec!["production".to_string(), "staging".to_string()],
+            "{label}"
+        );
+        let web = store.promotion(web.id).await.expect("read").expect("web");
+        assert_eq!(
+            web.reason.as_deref(),
+            Some("waiting for prod-window"),
+            "{label}"
+        );
+        store.close().await;
+    }
+}
