@@ -143,6 +143,17 @@ async fn click(
     id
 }
 
+/// `user` clicks Approve on the card of promotion `id`; returns the interaction id.
+async fn approve_button(bot: &TestBot, user: u64, card: &fake_discord::Message, id: i64) -> u64 {
+    click(bot, user, &[], card, &format!("shipmate:approve:{id}")).await
+}
+
+/// DISCORD_DEV runs `/release promote service:<service> version:<version>`; returns the reply.
+async fn promote_as_dev(bot: &TestBot, service: &str, version: &str) -> String {
+    let options = [("service", s(service)), ("version", s(version))];
+    reply(bot, DISCORD_DEV, &[], "promote", &options).await
+}
+
 fn s(text: &str) -> Value {
     json!(text)
 }
@@ -151,14 +162,7 @@ fn s(text: &str) -> Value {
 /// DISCORD_DEV; returns the production promotion's id and its card.
 async fn awaiting_production(bot: &TestBot) -> (i64, fake_discord::Message) {
     bot.reach("api", "1.4.2", &["dev", "staging"]).await;
-    let text = reply(
-        bot,
-        DISCORD_DEV,
-        &[],
-        "promote",
-        &[("service", s("api")), ("version", s("1.4.2"))],
-    )
-    .await;
+    let text = promote_as_dev(bot, "api", "1.4.2").await;
     let id: i64 = text
         .split_once('#')
         .and_then(|(_, rest)| rest.split(' ').next())
@@ -224,14 +228,7 @@ async fn release_command_to_card_to_buttons_and_reactions_to_succeeded() {
     assert!(text.contains("leads"), "{text}");
 
     // A lead by user id approves with the button: acknowledged, the card counts 1/2.
-    let approve = click(
-        &bot,
-        DISCORD_LEAD,
-        &[],
-        &card,
-        &format!("shipmate:approve:{id}"),
-    )
-    .await;
+    let approve = approve_button(&bot, DISCORD_LEAD, &card, id).await;
     assert_eq!(answer(&bot, approve).await.kind, 6);
     assert!(
         wait_until(WAIT, || {
@@ -370,14 +367,7 @@ async fn reactions_from_people_who_may_not_approve_change_nothing_and_are_answer
         "no notice in the card's thread"
     );
     // A later event from someone else, to know both reactions have been handled.
-    let approve = click(
-        &bot,
-        DISCORD_LEAD,
-        &[],
-        &card,
-        &format!("shipmate:approve:{id}"),
-    )
-    .await;
+    let approve = approve_button(&bot, DISCORD_LEAD, &card, id).await;
     answer(&bot, approve).await;
     let notices: Vec<String> = fake
         .thread(card.id)
@@ -429,27 +419,13 @@ async fn removing_an_approve_reaction_withdraws_the_approval() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_help_and_status_are_ephemeral() {
     let bot = discord_bot().await;
-    let text = reply(
-        &bot,
-        DISCORD_DEV,
-        &[],
-        "promote",
-        &[("service", s("nope")), ("version", s("1.0.0"))],
-    )
-    .await;
+    let text = promote_as_dev(&bot, "nope", "1.0.0").await;
     assert!(text.contains("nope"), "{text}");
     let help = reply(&bot, DISCORD_STRANGER, &[], "help", &[]).await;
     assert!(help.contains("/release promote"), "{help}");
     let status = reply(&bot, DISCORD_STRANGER, &[], "status", &[]).await;
     assert!(status.contains("api"), "{status}");
-    let spaced = reply(
-        &bot,
-        DISCORD_DEV,
-        &[],
-        "promote",
-        &[("service", s("api web")), ("version", s("1.0.0"))],
-    )
-    .await;
+    let spaced = promote_as_dev(&bot, "api web", "1.0.0").await;
     assert!(spaced.contains("`service` must be one word"), "{spaced}");
     assert!(
         bot.fake_discord().messages(CHANNEL_ID).is_empty(),
@@ -573,14 +549,7 @@ async fn a_rate_limited_card_edit_is_retried_from_the_outbox() {
     let fake = bot.fake_discord();
     let (id, card) = awaiting_production(&bot).await;
     fake.fail_next(Route::EditMessage, 1);
-    let approve = click(
-        &bot,
-        DISCORD_LEAD,
-        &[],
-        &card,
-        &format!("shipmate:approve:{id}"),
-    )
-    .await;
+    let approve = approve_button(&bot, DISCORD_LEAD, &card, id).await;
     answer(&bot, approve).await;
     assert!(
         wait_until(WAIT, || {

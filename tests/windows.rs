@@ -90,6 +90,15 @@ async fn announced(bot: &TestBot, needle: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Every top-level message text in the Slack releases channel.
+fn slack_texts(bot: &TestBot) -> Vec<String> {
+    bot.fake_slack()
+        .messages(RELEASES_CHANNEL)
+        .into_iter()
+        .map(|m| m.text)
+        .collect()
+}
+
 async fn promote_id(bot: &TestBot, token: &str, service: &str, version: &str, env: &str) -> i64 {
     let (status, body) = bot.promote(token, service, version, Some(env)).await;
     assert_eq!(status, 202, "{body}");
@@ -232,12 +241,7 @@ async fn a_freeze_blocks_starts_until_it_ends_and_force_overrides_it_with_an_aud
     let frozen = bot.fake_slack().messages(RELEASES_CHANNEL);
     assert!(
         wait_until(WAIT, || {
-            let texts: Vec<String> = bot
-                .fake_slack()
-                .messages(RELEASES_CHANNEL)
-                .into_iter()
-                .map(|m| m.text)
-                .collect();
+            let texts = slack_texts(&bot);
             async move {
                 texts
                     .iter()
@@ -291,12 +295,7 @@ async fn a_freeze_blocks_starts_until_it_ends_and_force_overrides_it_with_an_aud
     bot.wait_for_state(web, "succeeded").await;
     assert!(
         wait_until(WAIT, || {
-            let texts: Vec<String> = bot
-                .fake_slack()
-                .messages(RELEASES_CHANNEL)
-                .into_iter()
-                .map(|m| m.text)
-                .collect();
+            let texts = slack_texts(&bot);
             async move {
                 texts
                     .iter()

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 
 use super::cards::{backoff, chrono_of};
 use super::chat::{ChatError, ChatPort};
+use super::windows::{parenthesized, utc};
 use super::{describe, wall_now, Engine, EngineError};
 use crate::config::Channels;
 use crate::domain::duration::format_duration;
@@ -229,15 +230,11 @@ impl Engine {
                     all
                 });
             let envs = freeze.environments.join(", ");
-            let why = freeze
-                .reason
-                .as_deref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default();
+            let why = parenthesized(freeze.reason.as_deref());
             if due(freeze.start) {
                 let text = format!(
                     "🧊 {envs} frozen until {}{why}, as planned in bot.toml.",
-                    freeze.end.format("%a %Y-%m-%d %H:%M UTC")
+                    utc(freeze.end)
                 );
                 self.fire_announcement(&name, "set", freeze.start, &channels, &text)
                     .await?;
@@ -256,11 +253,7 @@ impl Engine {
                 } else {
                     &freeze.environment
                 },
-                freeze
-                    .reason
-                    .as_deref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
+                parenthesized(freeze.reason.as_deref())
             );
             let channels = self.environment_channels(&freeze.environment);
             self.fire_announcement(
@@ -361,7 +354,7 @@ impl Engine {
                 continue;
             }
             let mut tx = self.store().begin().await?;
-            if tx.enqueue_deploy_once(promotion.id, now).await? {
+            if tx.enqueue_deploy_once(promotion.id, wall_now()).await? {
                 tx.commit().await?;
                 self.notify_workers();
             }

@@ -53,7 +53,12 @@ fn environment_words(environment: &str) -> String {
     }
 }
 
-fn utc(at: DateTime<Utc>) -> String {
+/// ` (incident 7)` after a freeze, or nothing when it has no reason.
+pub(super) fn parenthesized(reason: Option<&str>) -> String {
+    reason.map(|r| format!(" ({r})")).unwrap_or_default()
+}
+
+pub(super) fn utc(at: DateTime<Utc>) -> String {
     at.format("%a %Y-%m-%d %H:%M UTC").to_string()
 }
 
@@ -115,7 +120,7 @@ impl Engine {
                 "{} is frozen until {}{}; it starts by itself once the freeze ends and a window is open",
                 promotion.environment,
                 utc(*until),
-                reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+                parenthesized(reason.as_deref())
             )),
         }
     }
@@ -156,7 +161,8 @@ impl Engine {
                     .await;
             }
         }
-        tx.enqueue_job(JobKind::Deploy, promotion.id, now).await?;
+        tx.enqueue_job(JobKind::Deploy, promotion.id, super::wall_now())
+            .await?;
         Ok(promotion)
     }
 
@@ -276,11 +282,7 @@ impl Engine {
             text.push_str(&format!(
                 " It stays frozen until {} by {by}{}.",
                 utc(freeze.end),
-                freeze
-                    .reason
-                    .as_deref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
+                parenthesized(freeze.reason.as_deref())
             ));
         }
         tx.audit(None, &actor.identity, "unfreeze", &text, now)
@@ -348,7 +350,7 @@ impl Engine {
             Gate::Frozen { until, reason } => format!(
                 "{environment}: frozen until {}{}",
                 utc(until),
-                reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                parenthesized(reason.as_deref())
             ),
         };
         for window in &windows {
@@ -377,11 +379,7 @@ impl Engine {
                 "\n  freeze {} → {}{}",
                 utc(freeze.start),
                 utc(freeze.end),
-                freeze
-                    .reason
-                    .as_deref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
+                parenthesized(freeze.reason.as_deref())
             ));
         }
         for promotion in queued.iter().filter(|p| p.environment == environment) {

@@ -12,9 +12,11 @@ use crate::domain::promotion::{PromotionEvent, PromotionState};
 use crate::metrics::{EnvironmentLabels, OutcomeLabels};
 use crate::store::{ClaimedJob, Dialect, JobKind, PromotionRecord};
 
-use super::{bot_identity, Engine, EngineError};
+use super::{bot_identity, wall_now, Engine, EngineError};
 
 /// How long a claimed job is ours without a heartbeat.
+/// A deploy job is ours for this long, renewed by heartbeats. Leases, like all job due times, are
+/// real time: they are about processes being alive, whatever the engine's clock says.
 const LEASE: Duration = Duration::from_secs(60);
 const HEARTBEAT: Duration = Duration::from_secs(20);
 /// Sweeps and claims also run this often when nothing wakes the workers.
@@ -37,7 +39,7 @@ impl Engine {
     async fn interrupt_orphans(&self, all: bool) -> Result<usize, EngineError> {
         let orphans = self
             .store()
-            .orphaned_deploys(self.now(), &self.inner.worker_id, all)
+            .orphaned_deploys(wall_now(), &self.inner.worker_id, all)
             .await?;
         for id in &orphans {
             self.with_promotion(*id, |engine, tx, promotion| {
@@ -160,7 +162,7 @@ impl Engine {
             .claim_jobs(
                 JobKind::Deploy,
                 &self.inner.worker_id,
-                self.now(),
+                wall_now(),
                 LEASE,
                 limit,
             )
@@ -283,7 +285,7 @@ impl Engine {
             tokio::select! {
                 outcome = &mut deploy => break outcome,
                 _ = tokio::time::sleep(HEARTBEAT) => {
-                    let until = self.now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
+                    let until = wall_now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
                     if let Err(e) = self.store().renew_lease(job.id, &self.inner.worker_id, until).await {
                         tracing::warn!(error = %e, "could not renew deploy lease");
                     }

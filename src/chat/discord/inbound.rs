@@ -26,9 +26,9 @@ use serenity::interactions_endpoint::Verifier;
 use super::commands::command_text;
 use super::render::{self, MAX_CONTENT};
 use super::Discord;
+use crate::chat::deliveries;
 use crate::domain::identity::{Actor, Identity};
 use crate::engine::{wall_now, ChatOrigin, ChatPlatform, Engine, ReactionVote};
-use crate::metrics::ChatLabels;
 
 /// Work still running after this long is deferred, leaving a margin within Discord's 3 s.
 const DEFER_AFTER: Duration = Duration::from_millis(1500);
@@ -51,32 +51,13 @@ impl Inbound {
     }
 
     fn count(&self, kind: &str, outcome: &str) {
-        self.engine
-            .metrics()
-            .chat_events
-            .get_or_create(&ChatLabels {
-                platform: "discord".to_string(),
-                kind: kind.to_string(),
-                outcome: outcome.to_string(),
-            })
-            .inc();
+        deliveries::count(&self.engine, ChatPlatform::Discord, kind, outcome);
     }
 
     /// Records a delivery; `false` when it was seen before (a replayed event or a second
     /// delivery of one interaction).
     async fn first_time(&self, source: &str, id: &str) -> bool {
-        match self
-            .engine
-            .store()
-            .record_inbound(source, id, self.engine.now())
-            .await
-        {
-            Ok(first) => first,
-            Err(e) => {
-                tracing::error!(error = %e, "could not record a Discord delivery");
-                false
-            }
-        }
+        deliveries::first_time(&self.engine, source, id).await
     }
 
     pub async fn interaction(&self, interaction: Interaction) {

@@ -17,10 +17,10 @@ use slack_morphism::signature_verifier::SlackEventSignatureVerifier;
 
 use super::blocks::{escape, ACTION_PREFIX};
 use super::Slack;
+use crate::chat::deliveries;
 use crate::domain::identity::{Actor, Identity};
 use crate::domain::promotion::CardAction;
 use crate::engine::{ChatOrigin, ChatPlatform, Engine, ReactionVote};
-use crate::metrics::ChatLabels;
 
 /// What the inbound endpoints share; Socket Mode feeds the same handlers.
 pub(crate) struct Inbound {
@@ -108,32 +108,12 @@ impl Inbound {
     }
 
     fn count(&self, kind: &str, outcome: &str) {
-        self.engine
-            .metrics()
-            .chat_events
-            .get_or_create(&ChatLabels {
-                platform: "slack".to_string(),
-                kind: kind.to_string(),
-                outcome: outcome.to_string(),
-            })
-            .inc();
+        deliveries::count(&self.engine, ChatPlatform::Slack, kind, outcome);
     }
 
     /// Records a delivery; `false` when Slack sent it before (a retry or a repeated click).
     async fn first_time(&self, source: &str, id: &str) -> bool {
-        match self
-            .engine
-            .store()
-            .record_inbound(source, id, self.engine.now())
-            .await
-        {
-            Ok(first) => first,
-            Err(e) => {
-                // Acting twice is worse than acting late: Slack retries, and the retry is handled.
-                tracing::error!(error = %e, "could not record a Slack delivery");
-                false
-            }
-        }
+        deliveries::first_time(&self.engine, source, id).await
     }
 
     fn tell_later(&self, channel: String, user: String, text: String) {
