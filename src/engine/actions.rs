@@ -581,7 +581,11 @@ impl Engine {
                     environment,
                     rollback: original.rollback,
                     previous_version: current.as_ref(),
-                    force_reason: original.force_reason.as_deref(),
+                    // An override is an admin's: a retry by anyone else goes through the gate.
+                    force_reason: original
+                        .force_reason
+                        .as_deref()
+                        .filter(|_| self.config().roles.holds(actor, ADMINS)),
                     retry_of: Some(original.id),
                     approvals: ApprovalSource::CarriedFrom(original.id),
                     origin,

@@ -294,12 +294,14 @@ impl Tx {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE promotions SET reason = $1, updated_at = $2 WHERE id = $3")
-            .bind(reason)
-            .bind(millis(now))
-            .bind(promotion_id)
-            .execute(&mut *self.tx)
-            .await?;
+        sqlx::query(
+            "UPDATE promotions SET reason = $1, updated_at = $2 WHERE id = $3 AND state = 'queued'",
+        )
+        .bind(reason)
+        .bind(millis(now))
+        .bind(promotion_id)
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 }
