@@ -386,11 +386,19 @@ async fn reactions_from_people_who_may_not_approve_change_nothing_and_are_answer
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// A lead through a role: the removal event carries no member roles, and still withdraws.
 async fn removing_an_approve_reaction_withdraws_the_approval() {
     let bot = discord_bot().await;
     let fake = bot.fake_discord();
     let (id, card) = awaiting_production(&bot).await;
-    let add = fake.reaction_add(DISCORD_LEAD, &[], CHANNEL_ID, GUILD_ID, card.id, "✔️");
+    let add = fake.reaction_add(
+        DISCORD_LEAD2,
+        &[DISCORD_LEADS_ROLE],
+        CHANNEL_ID,
+        GUILD_ID,
+        card.id,
+        "✔️",
+    );
     fake.dispatch("MESSAGE_REACTION_ADD", add).await;
     assert!(
         wait_until(WAIT, || async {
@@ -401,7 +409,7 @@ async fn removing_an_approve_reaction_withdraws_the_approval() {
         })
         .await
     );
-    let remove = fake.reaction_remove(DISCORD_LEAD, CHANNEL_ID, GUILD_ID, card.id, "✔️");
+    let remove = fake.reaction_remove(DISCORD_LEAD2, CHANNEL_ID, GUILD_ID, card.id, "✔️");
     fake.dispatch("MESSAGE_REACTION_REMOVE", remove).await;
     assert!(
         wait_until(WAIT, || async {

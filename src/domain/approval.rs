@@ -77,13 +77,16 @@ pub struct Ballot<'a> {
 /// Decides one vote on a promotion that is awaiting approval.
 pub fn decide_vote(ballot: Ballot<'_>, vote: Vote) -> Result<VoteOutcome, VoteRefusal> {
     let role = || ballot.policy.from_role.clone();
-    if !ballot.voter_eligible {
+    let already = ballot.approvals.iter().any(|a| &a.by == ballot.voter);
+    // Taking back one's own approval needs no role: a Discord reaction removal carries no member
+    // roles, and someone who left the role should still be able to undo their vote.
+    let withdrawing_own = matches!(vote, Vote::Withdraw) && already;
+    if !ballot.voter_eligible && !withdrawing_own {
         return Err(VoteRefusal::NotEligible { role: role() });
     }
     if ballot.expires_at.is_some_and(|at| ballot.now >= at) {
         return Err(VoteRefusal::Expired);
     }
-    let already = ballot.approvals.iter().any(|a| &a.by == ballot.voter);
     let count = ballot.approvals.len();
     match vote {
         Vote::Reject => Ok(VoteOutcome::Rejects),
