@@ -205,7 +205,7 @@ impl Engine {
             .as_ref()
             .filter(|p| matches!(p.state, PromotionState::Approved | PromotionState::Queued));
         let Some(promotion) = startable else {
-            tx.delete_jobs(JobKind::Deploy, job.promotion_id).await?;
+            tx.delete_job(job.id).await?;
             tx.commit().await?;
             return Ok(None);
         };

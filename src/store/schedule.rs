@@ -287,6 +287,16 @@ impl Tx {
         Ok(result.rows_affected() == 1)
     }
 
+    /// Deletes one job (not every job of its promotion: a duplicate deploy job must not take the
+    /// running one's job, and with it its lease, away).
+    pub async fn delete_job(&mut self, job_id: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM jobs WHERE id = $1")
+            .bind(job_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     /// Rewrites a promotion's reason (a queued card's "waiting for …") without a state change.
     pub async fn set_reason(
         &mut self,
