@@ -20,7 +20,7 @@ use shipmate::deploy::{Backend, DeployOutcome, DeployRequest};
 use shipmate::domain::command::{self, Command};
 use shipmate::domain::identity::{Actor, Identity};
 use shipmate::domain::version::{Version, VersionSpec};
-use shipmate::engine::{Backends, Engine, SystemClock};
+use shipmate::engine::{Backends, Engine, Request, Time};
 use shipmate::metrics::StateLabels;
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
@@ -120,11 +120,7 @@ impl Bench {
         let config = parse_config(&config_text(&database_url, services), dir.path());
         let backends = Backends::uniform(&config, Arc::new(NoopBackend));
         let engine = runtime
-            .block_on(shipmate::app::build(
-                config,
-                Arc::new(SystemClock),
-                Some(backends),
-            ))
+            .block_on(shipmate::app::build(config, Time::system(), Some(backends)))
             .expect("engine builds")
             .engine;
         let shutdown = CancellationToken::new();
@@ -147,7 +143,7 @@ impl Bench {
 
     fn stop(mut self, runtime: &Runtime) {
         self.stop_workers(runtime);
-        runtime.block_on(self.engine.store().close());
+        runtime.block_on(self.engine.close());
     }
 }
 
@@ -271,7 +267,10 @@ fn bench_status(c: &mut Criterion) {
             for environment in ["dev", "staging"] {
                 for (service, _) in &services {
                     let command = promote(service, Version::new(1, 0, patch), Some(environment));
-                    engine.execute(&actor, command).await.expect("promote");
+                    engine
+                        .handle(Request::command(actor.clone(), command))
+                        .await
+                        .expect("promote");
                 }
                 expected += services.len() as u64;
                 terminal.wait_for(&engine, expected).await;
@@ -280,14 +279,17 @@ fn bench_status(c: &mut Criterion) {
         for (service, _) in &services {
             let version = Version::new(1, 0, STATUS_HISTORY_VERSIONS);
             let command = promote(service, version, Some("production"));
-            engine.execute(&actor, command).await.expect("promote");
+            engine
+                .handle(Request::command(actor.clone(), command))
+                .await
+                .expect("promote");
         }
     });
     // Nothing left for the workers to do; stop them so they do not poll during the measurement.
     bench.stop_workers(&runtime);
     let status = || Command::Status { service: None };
     let reply = runtime
-        .block_on(engine.execute(&actor, status()))
+        .block_on(engine.handle(Request::command(actor.clone(), status())))
         .expect("status");
     black_box(reply);
 
@@ -296,8 +298,14 @@ fn bench_status(c: &mut Criterion) {
     group.sample_size(50);
     group.measurement_time(Duration::from_secs(5));
     group.bench_function("status", |b| {
-        b.to_async(&runtime)
-            .iter(|| async { black_box(engine.execute(&actor, status()).await.expect("status")) })
+        b.to_async(&runtime).iter(|| async {
+            black_box(
+                engine
+                    .handle(Request::command(actor.clone(), status()))
+                    .await
+                    .expect("status"),
+            )
+        })
     });
     group.finish();
     bench.stop(&runtime);
@@ -333,7 +341,10 @@ fn bench_lifecycle(c: &mut Criterion) {
                     let start = Instant::now();
                     for service in names {
                         let command = promote(service, Version::new(1, 0, patch), Some("prod"));
-                        engine.execute(actor, command).await.expect("promote");
+                        engine
+                            .handle(Request::command(actor.clone(), command))
+                            .await
+                            .expect("promote");
                     }
                     terminal.wait_for(engine, target).await;
                     total += start.elapsed();

@@ -9,14 +9,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chat::discord::{self, Discord};
 use crate::chat::slack::{self, Slack};
-use crate::config::Config;
-use crate::engine::{Backends, ChatPort, Clock, Engine};
+use crate::config::{BackendConfig, Config};
+use crate::deploy::command::CommandBackend;
+use crate::deploy::Backend;
+use crate::engine::{Backends, ChatPort, Engine, EngineParts, Time};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
 /// A bot ready to run: the engine and the chat adapters that feed it.
 pub struct Bot {
     pub engine: Engine,
+    /// The database the engine writes (for tests and tools; front ends go through the engine).
+    pub store: Store,
     slack: Option<Arc<Slack>>,
     discord: Option<Arc<discord::inbound::Inbound>>,
 }
@@ -31,15 +35,34 @@ pub enum BuildError {
     Discord(#[from] discord::SetupError),
 }
 
+/// The backends `bot.toml` describes; command backends run in the config's directory.
+pub fn backends_from_config(config: &Config) -> Backends {
+    let mut backends = Backends::default();
+    for service in &config.services {
+        for env in &service.environments {
+            let backend: Arc<dyn Backend> = match &env.backend {
+                BackendConfig::Command { run, timeout } => Arc::new(CommandBackend::new(
+                    run.clone(),
+                    *timeout,
+                    config.base_dir.clone(),
+                )),
+            };
+            backends.insert(&service.name, &env.name, backend);
+        }
+    }
+    backends
+}
+
 /// Connects to the database, applies migrations, and builds the engine and chat adapters.
+/// `backends` replaces the configured ones (benchmarks).
 pub async fn build(
     config: Config,
-    clock: Arc<dyn Clock>,
+    time: Time,
     backends: Option<Backends>,
 ) -> Result<Bot, BuildError> {
     let store = Store::connect(&config.database_url).await?;
     store.migrate().await?;
-    let backends = backends.unwrap_or_else(|| Backends::from_config(&config));
+    let backends = backends.unwrap_or_else(|| backends_from_config(&config));
     let slack = Slack::new(&config)?;
     let mut chats: Vec<Arc<dyn ChatPort>> = Vec::new();
     if let Some(slack) = &slack {
@@ -49,17 +72,18 @@ pub async fn build(
     if let Some(discord) = &discord {
         chats.push(discord.clone());
     }
-    let engine = Engine::new(
-        Arc::new(config),
-        store,
-        clock,
-        Arc::new(Metrics::new()),
+    let engine = Engine::new(EngineParts {
+        config: Arc::new(config),
+        store: store.clone(),
+        time,
+        metrics: Arc::new(Metrics::new()),
         backends,
         chats,
-    );
+    });
     let discord = discord.map(|discord| discord::inbound::Inbound::new(engine.clone(), discord));
     Ok(Bot {
         engine,
+        store,
         slack,
         discord,
     })
@@ -130,6 +154,6 @@ pub async fn run(
     if workers.await.is_err() {
         tracing::error!("workers stopped abnormally");
     }
-    engine.store().close().await;
+    engine.close().await;
     served
 }

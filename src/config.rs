@@ -17,6 +17,7 @@ use crate::domain::approval::{ApprovalPolicy, DEFAULT_APPROVAL_TTL};
 use crate::domain::command::{self, Command};
 use crate::domain::duration::parse_duration;
 use crate::domain::identity::{Identity, Roles, DEPLOYERS};
+use crate::domain::window::{Freeze, FreezeSource, Window};
 
 /// A secret string: usable, never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -1011,4 +1012,69 @@ fn reactions(configured: Option<Vec<String>>, default: &[&str]) -> Vec<String> {
 
 fn join(names: &BTreeSet<String>) -> String {
     names.iter().cloned().collect::<Vec<_>>().join(", ")
+}
+
+// ---- configuration → domain ----
+
+impl From<&WindowConfig> for Window {
+    fn from(config: &WindowConfig) -> Self {
+        Window::new(
+            config.name.clone(),
+            config.cron.clone(),
+            config.duration,
+            config.timezone,
+        )
+    }
+}
+
+impl From<&FreezeConfig> for Freeze {
+    fn from(config: &FreezeConfig) -> Self {
+        Freeze {
+            start: config.start,
+            end: config.end,
+            environments: config.environments.clone(),
+            reason: config.reason.clone(),
+            source: FreezeSource::Configured,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        text.parse().expect("a UTC time")
+    }
+
+    #[test]
+    fn configured_freezes_keep_their_fields() {
+        let config = FreezeConfig {
+            start: utc("2026-12-23T00:00:00Z"),
+            end: utc("2027-01-02T00:00:00Z"),
+            environments: vec!["production".to_string()],
+            reason: Some("holidays".to_string()),
+        };
+        let f = Freeze::from(&config);
+        assert_eq!(f.source, FreezeSource::Configured);
+        assert_eq!(f.reason.as_deref(), Some("holidays"));
+        assert!(f.covers("production", utc("2026-12-25T00:00:00Z")));
+    }
+
+    #[test]
+    fn window_from_config() {
+        let config = WindowConfig {
+            name: "prod-window".to_string(),
+            cron: cron::Schedule::from_str("0 0 14 * * Tue,Thu").unwrap(),
+            duration: Duration::from_secs(7200),
+            timezone: chrono_tz::Europe::Berlin,
+            announce_before: vec![Duration::from_secs(1800)],
+            channels: None,
+        };
+        let w = Window::from(&config);
+        assert_eq!(w.name(), "prod-window");
+        assert_eq!(w.timezone(), chrono_tz::Europe::Berlin);
+        assert_eq!(w.duration(), Duration::from_secs(7200));
+        assert!(w.open_at(utc("2026-11-24T13:00:00Z")).is_some());
+    }
 }

@@ -3,13 +3,12 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use shipmate::config::{self, Config};
-use shipmate::engine::SystemClock;
+use shipmate::engine::Time;
 use shipmate::store::Store;
 
 #[derive(Parser)]
@@ -184,7 +183,7 @@ async fn register_discord_commands(config: &Config) -> anyhow::Result<String> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.server.listen;
-    let bot = shipmate::app::build(config, Arc::new(SystemClock), None).await?;
+    let bot = shipmate::app::build(config, Time::system(), None).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("can't listen on {listen}: {e}; change [server].listen"))?;

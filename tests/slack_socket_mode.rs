@@ -50,7 +50,7 @@ impl SocketBot {
         std::fs::write(&config_path, &text).expect("write config");
         let config = shipmate::config::load(&config_path, &|_| None).expect("test config is valid");
         let clock = Arc::new(ManualClock::new(start_time()));
-        let bot = shipmate::app::build(config, clock, None)
+        let bot = shipmate::app::build(config, shipmate::engine::Time::new(clock), None)
             .await
             .expect("bot builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

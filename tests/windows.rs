@@ -443,7 +443,7 @@ channels = {{ slack = "{RELEASES_CHANNEL}" }}
     );
 
     // The occurrence is recorded: a second scheduler (another replica) would not run it again.
-    let mut tx = bot.engine.store().begin().await.expect("tx");
+    let mut tx = bot.store.begin().await.expect("tx");
     let again = tx
         .record_occurrence("schedule:morning-train", "run", at(10, 0), at(10, 0))
         .await

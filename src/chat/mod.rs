@@ -1,6 +1,5 @@
 //! Chat adapters: each turns platform events into engine requests and renders the engine's
 //! platform-neutral cards. Rules about releases never live here.
 
-mod deliveries;
 pub mod discord;
 pub mod slack;

@@ -62,6 +62,36 @@ pub enum VoteRefusal {
     NothingToWithdraw,
 }
 
+/// What a reaction on a card means (adapters map their configured emoji sets to these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReactionVote {
+    Approve,
+    Reject,
+    /// An approve reaction was removed.
+    Withdraw,
+}
+
+impl ReactionVote {
+    /// SPEC §3: an approve reaction approves and its removal withdraws; a reject reaction rejects
+    /// (removing it undoes nothing); other emoji mean nothing.
+    pub fn from_reaction(approve_emoji: bool, reject_emoji: bool, added: bool) -> Option<Self> {
+        match (approve_emoji, reject_emoji, added) {
+            (true, _, true) => Some(ReactionVote::Approve),
+            (true, _, false) => Some(ReactionVote::Withdraw),
+            (false, true, true) => Some(ReactionVote::Reject),
+            _ => None,
+        }
+    }
+
+    pub fn vote(self) -> Vote {
+        match self {
+            ReactionVote::Approve => Vote::Approve,
+            ReactionVote::Reject => Vote::Reject,
+            ReactionVote::Withdraw => Vote::Withdraw,
+        }
+    }
+}
+
 /// The facts a vote is judged on. `voter_eligible` is whether the voter holds `from_role`.
 #[derive(Debug, Clone, Copy)]
 pub struct Ballot<'a> {

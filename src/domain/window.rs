@@ -19,8 +19,6 @@ use std::time::Duration;
 use chrono::{DateTime, LocalResult, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 
-use crate::config::{FreezeConfig, WindowConfig};
-
 /// Occurrences merged into one span at most; past it a window counts as "open at least until" the
 /// last merged end, so a window that never closes (e.g. daily for 24h in UTC) can't loop forever.
 const MAX_MERGED_OCCURRENCES: usize = 512;
@@ -48,17 +46,6 @@ pub struct Window {
     /// `duration` as chrono arithmetic; saturated, since absurd config durations must not panic.
     length: TimeDelta,
     timezone: Tz,
-}
-
-impl From<&WindowConfig> for Window {
-    fn from(config: &WindowConfig) -> Self {
-        Window::new(
-            config.name.clone(),
-            config.cron.clone(),
-            config.duration,
-            config.timezone,
-        )
-    }
 }
 
 impl Window {
@@ -196,18 +183,6 @@ pub struct Freeze {
     pub environments: Vec<String>,
     pub reason: Option<String>,
     pub source: FreezeSource,
-}
-
-impl From<&FreezeConfig> for Freeze {
-    fn from(config: &FreezeConfig) -> Self {
-        Freeze {
-            start: config.start,
-            end: config.end,
-            environments: config.environments.clone(),
-            reason: config.reason.clone(),
-            source: FreezeSource::Configured,
-        }
-    }
 }
 
 impl Freeze {
@@ -709,20 +684,6 @@ mod tests {
     }
 
     #[test]
-    fn configured_freezes_keep_their_fields() {
-        let config = FreezeConfig {
-            start: utc("2026-12-23T00:00:00Z"),
-            end: utc("2027-01-02T00:00:00Z"),
-            environments: vec!["production".to_string()],
-            reason: Some("holidays".to_string()),
-        };
-        let f = Freeze::from(&config);
-        assert_eq!(f.source, FreezeSource::Configured);
-        assert_eq!(f.reason.as_deref(), Some("holidays"));
-        assert!(f.covers("production", utc("2026-12-25T00:00:00Z")));
-    }
-
-    #[test]
     fn gate_env_without_windows_is_open_unless_frozen() {
         let at = utc("2026-11-24T10:00:00Z");
         assert_eq!(
@@ -864,23 +825,6 @@ mod tests {
             start_gate("production", &[&past], &[], utc("2026-11-24T10:00:00Z")),
             Gate::OutsideWindow { next_opening: None }
         );
-    }
-
-    #[test]
-    fn window_from_config() {
-        let config = WindowConfig {
-            name: "prod-window".to_string(),
-            cron: cron::Schedule::from_str("0 0 14 * * Tue,Thu").unwrap(),
-            duration: Duration::from_secs(7200),
-            timezone: Berlin,
-            announce_before: vec![Duration::from_secs(1800)],
-            channels: None,
-        };
-        let w = Window::from(&config);
-        assert_eq!(w.name(), "prod-window");
-        assert_eq!(w.timezone(), Berlin);
-        assert_eq!(w.duration(), Duration::from_secs(7200));
-        assert!(w.open_at(utc("2026-11-24T13:00:00Z")).is_some());
     }
 
     #[test]

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::view::PromotionView;
 use crate::domain::identity::Identity;
 use crate::domain::promotion::{CardAction, PromotionState};
-use crate::store::PromotionView;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Card {
@@ -44,8 +44,8 @@ impl Card {
         now: DateTime<Utc>,
     ) -> Card {
         let p = &view.promotion;
-        let duration = p.started_at.map(|start| {
-            let end = p.finished_at.unwrap_or(now);
+        let duration = p.started_at().map(|start| {
+            let end = p.finished_at().unwrap_or(now);
             (end - start).to_std().unwrap_or_default()
         });
         Card {
@@ -60,12 +60,12 @@ impl Card {
             commit: view.commit.clone(),
             approvals: view.approvals.iter().map(|a| a.by.clone()).collect(),
             required_approvals: p.required_approvals,
-            state: p.state,
-            reason: p.reason.clone(),
+            state: p.state(),
+            reason: p.reason().map(str::to_string),
             progress,
             duration,
             link: public_url.map(|url| format!("{url}/api/v1/promotions/{}", p.id)),
-            actions: CardAction::offered(p.state),
+            actions: CardAction::offered(p.state()),
         }
     }
 

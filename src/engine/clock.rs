@@ -1,6 +1,6 @@
 //! Time as a port: the real clock in production, a manual one in tests.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
@@ -53,5 +53,47 @@ impl Clock for ManualClock {
             .now
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Every reading of "now" in the engine, from two injected sources:
+/// - `rules`: the time release rules are judged at (windows, freezes, approval expiry, audit
+///   times, the scheduler). Tests use a [`ManualClock`] to move it.
+/// - `real`: the time processes and platforms live by (job leases and heartbeats, job due times,
+///   card-edit pacing, signature ages). Platforms rate-limit in real seconds and a lease is about
+///   a process being alive, whatever the rules clock says; a manual `rules` clock must not make
+///   a running deploy's lease look expired.
+#[derive(Clone)]
+pub struct Time {
+    rules: Arc<dyn Clock>,
+    real: Arc<dyn Clock>,
+}
+
+impl Time {
+    /// `rules` for release rules, the system clock for real time.
+    pub fn new(rules: Arc<dyn Clock>) -> Self {
+        Time {
+            rules,
+            real: Arc::new(SystemClock),
+        }
+    }
+
+    /// Both sources injected (tests that drive real time too).
+    pub fn with_real(rules: Arc<dyn Clock>, real: Arc<dyn Clock>) -> Self {
+        Time { rules, real }
+    }
+
+    pub fn system() -> Self {
+        Time::new(Arc::new(SystemClock))
+    }
+
+    /// The time release rules are judged at.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.rules.now()
+    }
+
+    /// Real time, for leases, job due times and platform pacing.
+    pub fn real_now(&self) -> DateTime<Utc> {
+        self.real.now()
     }
 }

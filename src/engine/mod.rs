@@ -1,60 +1,68 @@
-//! The engine: applies a request as one transaction (state + audit + outbox jobs), asks `domain`
-//! for every decision, and answers a [`Reply`]. Workers carry out the jobs it leaves behind.
+//! The engine. One way in: [`Engine::handle`] takes a [`Request`] from any front end (Slack,
+//! Discord, the HTTP API, the scheduler), drops repeated platform deliveries, finds the card a
+//! reaction is on, runs the request through the use case that owns it, and answers a [`Reply`].
+//! Each use case is a small type holding only what it uses:
+//!
+//! - [`promotions`] / [`votes`]: create, promote, vote, cancel, retry, roll back, expire;
+//! - [`freezes`]: freeze, unfreeze, the windows report;
+//! - [`deploys`]: the deploy worker (jobs, leases, the backend, its output and end);
+//! - [`outbox`]: cards and announcements sent to the chat platforms;
+//! - [`scheduler`]: window and freeze announcements, `[[schedule]]`s, starting the queue.
+//!
+//! They share the [`ledger`] (a promotion's move stored with its audit event and the card
+//! updates it owes, in one transaction) and the [`calendar`] (windows and freezes). The rules
+//! themselves are in `domain`.
 
-mod actions;
+mod announcer;
+mod calendar;
 pub mod card;
-mod cards;
 pub mod chat;
 pub mod clock;
+mod commands;
+mod deploys;
 pub mod error;
+mod freezes;
+mod ledger;
+mod outbox;
+mod promotions;
 pub mod reply;
+pub mod request;
 mod scheduler;
-mod windows;
-pub mod worker;
+pub mod view;
+mod votes;
+mod worker;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::{BackendConfig, Config, EnvironmentConfig, ServiceConfig};
-use crate::deploy::command::CommandBackend;
+use crate::config::{Config, EnvironmentConfig, ServiceConfig};
 use crate::deploy::Backend;
-use crate::domain::command::{self, Command};
-use crate::domain::identity::{Actor, Identity};
-use crate::domain::promotion::{transition, CardAction, PromotionEvent, PromotionState};
-use crate::metrics::{Metrics, StateLabels};
-use crate::store::{AuditEvent, PromotionRecord, PromotionView, Store, Tx};
+use crate::domain::command;
+use crate::domain::identity::Identity;
+use crate::metrics::Metrics;
+use crate::store::Store;
 
+pub use crate::domain::approval::ReactionVote;
 pub use chat::{ChatError, ChatOrigin, ChatPlatform, ChatPort};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock, Time};
 pub use error::{EngineError, ErrorKind};
 pub use reply::{EnvironmentStatus, Reply, ServiceStatus};
+pub use request::{Delivery, Request, RequestKind};
+pub use view::{PromotionDetail, PromotionView};
 
-/// Deploy backends by (service, environment).
+use commands::Commands;
+use request::Deliveries;
+use view::Reads;
+
+/// Deploy backends by (service, environment). `app` builds them from the configuration.
 #[derive(Clone, Default)]
 pub struct Backends(HashMap<(String, String), Arc<dyn Backend>>);
 
 impl Backends {
-    /// The backends `bot.toml` describes; command backends run in the config's directory.
-    pub fn from_config(config: &Config) -> Self {
-        let mut backends = Backends::default();
-        for service in &config.services {
-            for env in &service.environments {
-                let backend: Arc<dyn Backend> = match &env.backend {
-                    BackendConfig::Command { run, timeout } => Arc::new(CommandBackend::new(
-                        run.clone(),
-                        *timeout,
-                        config.base_dir.clone(),
-                    )),
-                };
-                backends.insert(&service.name, &env.name, backend);
-            }
-        }
-        backends
-    }
-
     /// One backend for every environment of every service (benchmarks, tests of the layer above).
     pub fn uniform(config: &Config, backend: Arc<dyn Backend>) -> Self {
         let mut backends = Backends::default();
@@ -81,78 +89,117 @@ impl Backends {
 /// The engine. Cheap to clone; every front end holds one.
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    inner: Arc<Parts>,
 }
 
-struct Inner {
+struct Parts {
     config: Arc<Config>,
-    store: Store,
-    clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    backends: Backends,
-    /// Chat platforms that keep promotion cards, by platform.
-    chats: HashMap<ChatPlatform, Arc<dyn ChatPort>>,
-    /// Wakes the workers when a transaction left them a job.
-    jobs_ready: Notify,
-    worker_id: String,
-    /// Windows and planned freezes from the configuration.
-    calendar: windows::Calendar,
-    /// The scheduler's previous tick (`None` before the first).
-    scheduler_since: std::sync::Mutex<Option<DateTime<Utc>>>,
+    store: Store,
+    time: Time,
+    commands: Arc<Commands>,
+    deliveries: Deliveries,
+    workers: worker::Workers,
 }
 
-/// What a reaction on a card means (the adapter maps its configured emoji sets to these).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReactionVote {
-    Approve,
-    Reject,
-    /// An approve reaction was removed.
-    Withdraw,
-}
-
-impl ReactionVote {
-    /// SPEC §3: an approve reaction approves and its removal withdraws; a reject reaction rejects
-    /// (removing it undoes nothing); other emoji mean nothing.
-    pub fn from_reaction(approve_emoji: bool, reject_emoji: bool, added: bool) -> Option<Self> {
-        match (approve_emoji, reject_emoji, added) {
-            (true, _, true) => Some(ReactionVote::Approve),
-            (true, _, false) => Some(ReactionVote::Withdraw),
-            (false, true, true) => Some(ReactionVote::Reject),
-            _ => None,
-        }
-    }
-}
-
-/// A promotion with its audit trail, for `GET /api/v1/promotions/{id}`.
-pub struct PromotionDetail {
-    pub view: PromotionView,
-    pub events: Vec<AuditEvent>,
+/// What the engine is built from.
+pub struct EngineParts {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub time: Time,
+    pub metrics: Arc<Metrics>,
+    pub backends: Backends,
+    pub chats: Vec<Arc<dyn ChatPort>>,
 }
 
 impl Engine {
-    pub fn new(
-        config: Arc<Config>,
-        store: Store,
-        clock: Arc<dyn Clock>,
-        metrics: Arc<Metrics>,
-        backends: Backends,
-        chats: Vec<Arc<dyn ChatPort>>,
-    ) -> Self {
+    pub fn new(parts: EngineParts) -> Self {
+        let EngineParts {
+            config,
+            store,
+            time,
+            metrics,
+            backends,
+            chats,
+        } = parts;
+        let chats: HashMap<ChatPlatform, Arc<dyn ChatPort>> = chats
+            .into_iter()
+            .map(|chat| (chat.platform(), chat))
+            .collect();
+        let platforms: Arc<HashSet<ChatPlatform>> = Arc::new(chats.keys().copied().collect());
+        let worker_id = format!("worker-{}", uuid::Uuid::new_v4());
+        let calendar = Arc::new(calendar::Calendar::new(config.clone()));
+        let ledger = ledger::Ledger::new(
+            store.clone(),
+            time.clone(),
+            metrics.clone(),
+            !chats.is_empty(),
+            Arc::new(Notify::new()),
+        );
+        let announcer = announcer::Announcer::new(config.clone(), time.clone(), platforms.clone());
+        let commands = Arc::new(Commands {
+            promotions: promotions::Promotions {
+                config: config.clone(),
+                store: store.clone(),
+                time: time.clone(),
+                metrics: metrics.clone(),
+                ledger: ledger.clone(),
+                calendar: calendar.clone(),
+                platforms,
+            },
+            freezes: freezes::Freezes {
+                config: config.clone(),
+                store: store.clone(),
+                time: time.clone(),
+                calendar: calendar.clone(),
+                announcer: announcer.clone(),
+                ledger: ledger.clone(),
+            },
+            reads: Reads {
+                config: config.clone(),
+                store: store.clone(),
+                metrics: metrics.clone(),
+            },
+        });
+        let workers = worker::Workers {
+            deploys: Arc::new(deploys::DeployWorker {
+                store: store.clone(),
+                time: time.clone(),
+                metrics: metrics.clone(),
+                ledger: ledger.clone(),
+                calendar: calendar.clone(),
+                backends,
+                worker_id: worker_id.clone(),
+            }),
+            outbox: Arc::new(outbox::Outbox {
+                config: config.clone(),
+                store: store.clone(),
+                time: time.clone(),
+                chats,
+                worker_id,
+            }),
+            scheduler: scheduler::Scheduler {
+                config: config.clone(),
+                store: store.clone(),
+                time: time.clone(),
+                calendar,
+                announcer,
+                ledger: ledger.clone(),
+                commands: commands.clone(),
+                since: Mutex::new(None),
+            },
+            commands: commands.clone(),
+            ledger,
+        };
         Engine {
-            inner: Arc::new(Inner {
-                calendar: windows::Calendar::from_config(&config),
-                scheduler_since: std::sync::Mutex::new(None),
+            inner: Arc::new(Parts {
+                deliveries: Deliveries::new(store.clone(), time.clone(), metrics.clone()),
+                metrics,
                 config,
                 store,
-                clock,
-                metrics,
-                backends,
-                chats: chats
-                    .into_iter()
-                    .map(|chat| (chat.platform(), chat))
-                    .collect(),
-                jobs_ready: Notify::new(),
-                worker_id: format!("worker-{}", uuid::Uuid::new_v4()),
+                time,
+                commands,
+                workers,
             }),
         }
     }
@@ -161,198 +208,136 @@ impl Engine {
         &self.inner.config
     }
 
-    pub fn store(&self) -> &Store {
-        &self.inner.store
-    }
-
+    /// The counters and histograms `/metrics` shows.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
 
-    pub fn now(&self) -> DateTime<Utc> {
-        self.inner.clock.now()
+    /// The engine's time sources.
+    pub fn time(&self) -> &Time {
+        &self.inner.time
     }
 
-    /// Parses and runs one line of the command grammar (`promote api 1.4.2`).
-    pub async fn execute_text(
-        &self,
-        actor: &Actor,
-        text: &str,
-        origin: Option<&ChatOrigin>,
-    ) -> Result<Reply, EngineError> {
-        let command = command::parse(text).map_err(|e| EngineError::bad_input(e.to_string()))?;
-        self.execute_from(actor, command, origin).await
-    }
-
-    /// Runs one command for `actor`.
-    pub async fn execute(&self, actor: &Actor, command: Command) -> Result<Reply, EngineError> {
-        self.execute_from(actor, command, None).await
-    }
-
-    /// Runs one command typed in a chat channel: new cards go there when the service names no
-    /// channel of its own.
-    pub async fn execute_from(
-        &self,
-        actor: &Actor,
-        command: Command,
-        origin: Option<&ChatOrigin>,
-    ) -> Result<Reply, EngineError> {
-        match command {
-            Command::Help { topic } => Ok(Reply::Help(command::help_text(topic.as_deref()))),
-            Command::Create {
-                service,
-                version,
-                commit,
-                notes,
-            } => self
-                .create_release(
-                    actor,
-                    &service,
-                    &version,
-                    commit.as_deref(),
-                    notes.as_deref(),
-                )
-                .await
-                .map(Reply::Release),
-            Command::Promote {
-                service,
-                version,
-                to,
-                force_reason,
-            } => self
-                .promote(
-                    actor,
-                    &service,
-                    &version,
-                    to.as_deref(),
-                    force_reason.as_deref(),
-                    origin,
-                )
-                .await
-                .map(|view| Reply::promotion(view, "requested")),
-            Command::Approve { id } => self.vote(actor, id, actions::VoteKind::Approve).await,
-            Command::Reject { id, reason } => {
-                self.vote(actor, id, actions::VoteKind::Reject(reason))
-                    .await
+    /// Handles one request: the one way in for every front end.
+    ///
+    /// A platform delivery seen before answers [`Reply::Duplicate`] and does nothing. A reaction
+    /// on a message that is no card answers [`Reply::Nothing`]; so does a refused reaction whose
+    /// refusal the person was told once already (reactions are easy to repeat).
+    pub async fn handle(&self, request: Request) -> Result<Reply, EngineError> {
+        let label = request.kind.label();
+        let platform = request.origin.as_ref().map(|o| o.platform);
+        let deliveries = &self.inner.deliveries;
+        if let Some(delivery) = &request.delivery {
+            if !deliveries.first_time(delivery.source, &delivery.id).await {
+                if let Some(platform) = platform {
+                    deliveries.count(platform, label, "duplicate");
+                }
+                return Ok(Reply::Duplicate);
             }
-            Command::Cancel { id } => self
-                .cancel(actor, id)
-                .await
-                .map(|view| Reply::promotion(view, "cancelled")),
-            Command::Retry { id } => self
-                .retry(actor, id, origin)
-                .await
-                .map(|view| Reply::promotion(view, "retry requested")),
-            Command::Rollback {
-                service,
-                environment,
-                to,
-            } => self
-                .rollback(actor, &service, &environment, to.as_ref(), origin)
-                .await
-                .map(|view| Reply::promotion(view, "rollback requested")),
-            Command::Status { service } => self.status(service.as_deref()).await.map(Reply::Status),
-            Command::History {
-                service,
-                environment,
-                last,
-            } => self
-                .history(&service, environment.as_deref(), last.unwrap_or(10))
-                .await
-                .map(|promotions| Reply::History {
-                    service,
-                    promotions,
-                }),
-            Command::Windows { environment } => self
-                .windows_report(environment.as_deref())
-                .await
-                .map(Reply::Text),
-            Command::Freeze {
-                target,
-                duration,
-                reason,
-            } => self
-                .freeze(actor, &target, duration, reason.as_deref())
-                .await
-                .map(Reply::Text),
-            Command::Unfreeze { target } => self.unfreeze(actor, &target).await.map(Reply::Text),
+        }
+        let reaction_on = match &request.kind {
+            RequestKind::Reaction { message_id, .. } => {
+                match self.card_of(&request, message_id).await? {
+                    Some(id) => Some(id),
+                    None => return Ok(Reply::Nothing),
+                }
+            }
+            _ => None,
+        };
+        let result = self.dispatch(&request, reaction_on).await;
+        if let Some(platform) = platform {
+            deliveries.count(
+                platform,
+                label,
+                if result.is_ok() { "ok" } else { "refused" },
+            );
+        }
+        match (result, reaction_on) {
+            (Err(error), Some(promotion)) => self.tell_once(&request, promotion, error).await,
+            (result, _) => result,
         }
     }
 
-    /// A removed approve reaction: takes the actor's approval back while votes are open.
-    pub async fn withdraw(&self, actor: &Actor, id: i64) -> Result<Reply, EngineError> {
-        self.vote(actor, id, actions::VoteKind::Withdraw).await
-    }
-
-    /// A button clicked on a promotion's card.
-    pub async fn card_action(
+    async fn dispatch(
         &self,
-        actor: &Actor,
-        action: CardAction,
-        id: i64,
-        origin: Option<&ChatOrigin>,
+        request: &Request,
+        reaction_on: Option<i64>,
     ) -> Result<Reply, EngineError> {
-        let command = match action {
-            CardAction::Approve => Command::Approve { id },
-            CardAction::Reject => Command::Reject { id, reason: None },
-            CardAction::Cancel => Command::Cancel { id },
-            CardAction::Retry => Command::Retry { id },
-            CardAction::Rollback => {
-                let promotion = self
-                    .store()
-                    .promotion(id)
-                    .await?
-                    .ok_or_else(|| unknown_promotion(id))?;
-                Command::Rollback {
-                    service: promotion.service,
-                    environment: promotion.environment,
-                    to: None,
-                }
+        let commands = &self.inner.commands;
+        let command = match (&request.kind, reaction_on) {
+            (RequestKind::Command(command), _) => command.clone(),
+            (RequestKind::Typed(text), _) => {
+                command::parse(text).map_err(|e| EngineError::bad_input(e.to_string()))?
             }
+            (RequestKind::CardAction { action, promotion }, _) => {
+                commands.card_command(*action, *promotion).await?
+            }
+            (RequestKind::Reaction { vote, .. }, Some(id)) => {
+                return commands.promotions.react(&request.actor, id, *vote).await;
+            }
+            (RequestKind::Reaction { .. }, None) => return Ok(Reply::Nothing),
         };
-        self.execute_from(actor, command, origin).await
+        commands
+            .execute(&request.actor, command, request.origin.as_ref())
+            .await
     }
 
-    /// A reaction on a promotion's card.
-    pub async fn react(
+    /// The promotion whose card the reacted message is.
+    async fn card_of(
         &self,
-        actor: &Actor,
-        id: i64,
-        vote: ReactionVote,
-    ) -> Result<Reply, EngineError> {
-        let command = match vote {
-            ReactionVote::Approve => Command::Approve { id },
-            ReactionVote::Reject => Command::Reject { id, reason: None },
-            ReactionVote::Withdraw => return self.withdraw(actor, id).await,
+        request: &Request,
+        message_id: &str,
+    ) -> Result<Option<i64>, EngineError> {
+        let Some(origin) = &request.origin else {
+            return Err(EngineError::bad_input(
+                "a reaction needs the channel it was added in",
+            ));
         };
-        self.execute(actor, command).await
+        Ok(self
+            .inner
+            .store
+            .card_promotion(origin.platform, &origin.channel, message_id)
+            .await?)
     }
+
+    /// A refused reaction: the refusal the first time this person is refused on this promotion,
+    /// [`Reply::Nothing`] after.
+    async fn tell_once(
+        &self,
+        request: &Request,
+        promotion: i64,
+        error: EngineError,
+    ) -> Result<Reply, EngineError> {
+        let Some(origin) = &request.origin else {
+            return Err(error);
+        };
+        let source = format!("{}:notice", origin.platform);
+        let key = format!("{promotion}:{}", request.actor.identity);
+        if self.inner.deliveries.first_time(&source, &key).await {
+            Err(error)
+        } else {
+            Ok(Reply::Nothing)
+        }
+    }
+
+    /// Counts a chat delivery that never became a request (not ours, malformed).
+    pub fn count_unhandled(&self, platform: ChatPlatform, kind: &str, outcome: &str) {
+        self.inner.deliveries.count(platform, kind, outcome);
+    }
+
+    // ---- reads ----
 
     pub async fn promotion_detail(&self, id: i64) -> Result<PromotionDetail, EngineError> {
-        let view = self
-            .store()
-            .promotion_view(id)
-            .await?
-            .ok_or_else(|| unknown_promotion(id))?;
-        let events = self.store().events(id).await?;
-        Ok(PromotionDetail { view, events })
+        self.inner.commands.reads.promotion_detail(id).await
     }
 
     pub async fn deploy_log(&self, id: i64) -> Result<Vec<String>, EngineError> {
-        self.store()
-            .promotion(id)
-            .await?
-            .ok_or_else(|| unknown_promotion(id))?;
-        Ok(self.store().deploy_log(id).await?)
+        self.inner.commands.reads.deploy_log(id).await
     }
 
     /// What runs where, and what is active, for one service or all.
     pub async fn status(&self, service: Option<&str>) -> Result<Vec<ServiceStatus>, EngineError> {
-        if let Some(name) = service {
-            self.service(name)?;
-        }
-        let rows = self.store().status(service).await?;
-        Ok(reply::status_from_rows(self.config(), service, &rows))
+        self.inner.commands.reads.status(service).await
     }
 
     pub async fn history(
@@ -360,88 +345,52 @@ impl Engine {
         service: &str,
         environment: Option<&str>,
         limit: u32,
-    ) -> Result<Vec<PromotionRecord>, EngineError> {
-        let config = self.service(service)?;
-        if let Some(env) = environment {
-            environment_of(config, env)?;
-        }
-        Ok(self
-            .store()
-            .history(service, environment, limit.clamp(1, 100))
-            .await?)
+    ) -> Result<Vec<crate::domain::promotion::Promotion>, EngineError> {
+        self.inner
+            .commands
+            .reads
+            .history(service, environment, limit)
+            .await
     }
 
     /// Prometheus text for `/metrics`.
     pub async fn metrics_text(&self) -> Result<String, EngineError> {
-        let active = self.store().active_counts().await?;
-        Ok(self.metrics().render(&active))
+        self.inner.commands.reads.metrics_text().await
     }
 
-    fn service(&self, name: &str) -> Result<&ServiceConfig, EngineError> {
-        self.config().service(name).ok_or_else(|| {
-            EngineError::not_found(format!(
-                "unknown service `{name}`; known services: {}",
-                self.config().service_names().join(", ")
-            ))
-        })
+    /// Ready: the database answers and its migrations are applied.
+    pub async fn is_ready(&self) -> bool {
+        self.inner.store.is_ready().await
     }
 
-    fn notify_workers(&self) {
-        self.inner.jobs_ready.notify_one();
+    // ---- running ----
+
+    /// Start-up recovery: deploys left running by a process that is gone become `interrupted`.
+    pub async fn recover(&self) -> Result<usize, EngineError> {
+        self.inner.workers.deploys.recover().await
     }
 
-    /// Moves `promotion` through `event` inside `tx`, with its audit event. The stored row must
-    /// still be in the state we read (a replica or worker may have moved it).
-    async fn apply(
-        &self,
-        tx: &mut Tx,
-        promotion: &PromotionRecord,
-        event: PromotionEvent,
-        actor: &Identity,
-        detail: &str,
-    ) -> Result<PromotionRecord, EngineError> {
-        let now = self.now();
-        let state = transition(promotion.state, event)
-            .map_err(|e| EngineError::conflict(format!("{}: {e}", describe(promotion))))?;
-        let mut updated = promotion.clone();
-        updated.state = state;
-        updated.updated_at = now;
-        if state == PromotionState::Deploying {
-            updated.started_at = Some(now);
-        }
-        if state.is_terminal() && updated.finished_at.is_none() {
-            updated.finished_at = Some(now);
-        }
-        // The reason says why a promotion stopped short or waits; progress notes stay in the
-        // audit trail.
-        if (state.is_terminal() && state != PromotionState::Succeeded)
-            || state == PromotionState::Queued
-        {
-            updated.reason = Some(detail.to_string());
-        }
-        if state == PromotionState::Deploying {
-            updated.reason = None;
-        }
-        tx.update_promotion(&updated, promotion.state).await?;
-        tx.audit(Some(promotion.id), actor, state.as_str(), detail, now)
-            .await?;
-        self.touch_cards(tx, promotion.id).await?;
-        if state.is_terminal() && state != PromotionState::RolledBack {
-            self.count_terminal(&updated);
-        }
-        Ok(updated)
+    /// Runs the workers until `shutdown`; then lets running deploys finish for `grace`.
+    pub async fn run_workers(self, shutdown: CancellationToken, grace: Duration) {
+        self.inner.workers.run(shutdown, grace).await
     }
 
-    fn count_terminal(&self, promotion: &PromotionRecord) {
-        self.metrics()
-            .promotions
-            .get_or_create(&StateLabels {
-                service: promotion.service.clone(),
-                environment: promotion.environment.clone(),
-                state: promotion.state.as_str().to_string(),
-            })
-            .inc();
+    /// Closes the database connections (after the workers stopped).
+    pub async fn close(&self) {
+        self.inner.store.close().await;
     }
+}
+
+pub(crate) fn known_service<'a>(
+    config: &'a Config,
+    name: &str,
+) -> Result<&'a ServiceConfig, EngineError> {
+    config.service(name).ok_or_else(|| {
+        EngineError::not_found(format!(
+            "unknown service `{name}`; known services: {}",
+            config.service_names().join(", ")
+        ))
+    })
 }
 
 pub(crate) fn environment_of<'a>(
@@ -461,20 +410,6 @@ pub(crate) fn unknown_promotion(id: i64) -> EngineError {
     EngineError::not_found(format!(
         "there is no promotion #{id}; /release status lists the active ones"
     ))
-}
-
-/// `#41 api 1.4.1 → production`
-pub(crate) fn describe(promotion: &PromotionRecord) -> String {
-    format!(
-        "#{} {} {} → {}",
-        promotion.id, promotion.service, promotion.version, promotion.environment
-    )
-}
-
-/// Real time, for pacing chat deliveries: platforms rate-limit in real seconds, whatever the
-/// engine's (possibly manual) clock says.
-pub(crate) fn wall_now() -> DateTime<Utc> {
-    Utc::now()
 }
 
 /// The bot itself, as the actor of what it does on its own (recovery, expiry).

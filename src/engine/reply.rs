@@ -2,17 +2,19 @@
 //! adapters render the same data as cards).
 
 use crate::config::Config;
+use crate::domain::promotion::Promotion;
+use crate::domain::release::Release;
 use crate::domain::version::Version;
-use crate::store::{PromotionRecord, PromotionView, ReleaseRecord, StatusRow};
+use crate::store::StatusRow;
 
-use super::describe;
+use super::view::PromotionView;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     Help(String),
     /// A ready-made answer (windows, freezes).
     Text(String),
-    Release(ReleaseRecord),
+    Release(Release),
     /// A promotion after a change, with a short note on what just happened.
     Promotion {
         view: Box<PromotionView>,
@@ -21,8 +23,13 @@ pub enum Reply {
     Status(Vec<ServiceStatus>),
     History {
         service: String,
-        promotions: Vec<PromotionRecord>,
+        promotions: Vec<Promotion>,
     },
+    /// A platform delivery seen before: nothing was done, and nothing is to be said.
+    Duplicate,
+    /// Nothing to do and nothing to say (a reaction on a message that is no card; a refusal the
+    /// person was already told).
+    Nothing,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +43,7 @@ pub struct EnvironmentStatus {
     pub name: String,
     /// What runs there now.
     pub version: Option<Version>,
-    pub active: Option<PromotionRecord>,
+    pub active: Option<Promotion>,
     pub active_approvals: i64,
 }
 
@@ -69,6 +76,7 @@ impl Reply {
                 service,
                 promotions,
             } => history_text(service, promotions),
+            Reply::Duplicate | Reply::Nothing => String::new(),
         }
     }
 }
@@ -76,7 +84,7 @@ impl Reply {
 /// `#42 api 1.4.2 → production: awaiting approval (1/2: slack:U0LEAD1)`
 pub fn promotion_line(view: &PromotionView) -> String {
     let p = &view.promotion;
-    let mut line = format!("{}: {}", describe(p), p.state.label());
+    let mut line = format!("{}: {}", p.describe(), p.state().label());
     if p.required_approvals > 0 {
         let voters: Vec<String> = view.approvals.iter().map(|a| a.by.to_string()).collect();
         let who = if voters.is_empty() {
@@ -90,7 +98,7 @@ pub fn promotion_line(view: &PromotionView) -> String {
             p.required_approvals
         ));
     }
-    if let Some(reason) = &p.reason {
+    if let Some(reason) = p.reason() {
         line.push_str(&format!(" — {reason}"));
     }
     line
@@ -111,7 +119,12 @@ fn status_text(services: &[ServiceStatus]) -> String {
                 } else {
                     String::new()
                 };
-                format!(" — #{} {} {}{approvals}", p.id, p.version, p.state.label())
+                format!(
+                    " — #{} {} {}{approvals}",
+                    p.id,
+                    p.version,
+                    p.state().label()
+                )
             });
             out.push(format!("  {}: {version}{active}", env.name));
         }
@@ -119,7 +132,7 @@ fn status_text(services: &[ServiceStatus]) -> String {
     out.join("\n")
 }
 
-fn history_text(service: &str, promotions: &[PromotionRecord]) -> String {
+fn history_text(service: &str, promotions: &[Promotion]) -> String {
     if promotions.is_empty() {
         return format!("{service} has no promotions yet");
     }
@@ -128,8 +141,8 @@ fn history_text(service: &str, promotions: &[PromotionRecord]) -> String {
         .map(|p| {
             format!(
                 "{} {} by {} at {}",
-                describe(p),
-                p.state.label(),
+                p.describe(),
+                p.state().label(),
                 p.requested_by,
                 p.created_at.format("%Y-%m-%d %H:%M UTC")
             )

@@ -9,106 +9,47 @@
 //! tick finds their gate open.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::cards::{backoff, chrono_of};
-use super::chat::{ChatError, ChatPort};
-use super::windows::{parenthesized, utc};
-use super::{describe, wall_now, Engine, EngineError};
-use crate::config::Channels;
+use super::announcer::{channels_of, Announcer};
+use super::calendar::{parenthesized, utc, Calendar};
+use super::clock::Time;
+use super::commands::Commands;
+use super::ledger::Ledger;
+use super::outbox::chrono_of;
+use super::EngineError;
+use crate::config::Config;
 use crate::domain::duration::format_duration;
 use crate::domain::identity::{Actor, Identity};
 use crate::domain::platform::ChatPlatform;
+use crate::domain::promotion::{Promotion, PromotionState};
 use crate::domain::window::{announcement_times, Freeze, Span, Window};
-use crate::store::{ClaimedAnnouncement, Tx};
+use crate::store::{Store, StoreError};
 
 /// An occurrence more overdue than this is skipped rather than announced late.
 pub const LATE_LIMIT: Duration = Duration::from_secs(300);
-const ANNOUNCE_LEASE: Duration = Duration::from_secs(30);
-const SEND_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn channels_of(channels: &Channels) -> Vec<(ChatPlatform, String)> {
-    let mut list = Vec::new();
-    if let Some(slack) = &channels.slack {
-        list.push((ChatPlatform::Slack, slack.clone()));
-    }
-    if let Some(discord) = &channels.discord {
-        list.push((ChatPlatform::Discord, discord.clone()));
-    }
-    list
+pub(super) struct Scheduler {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub time: Time,
+    pub calendar: Arc<Calendar>,
+    pub announcer: Announcer,
+    pub ledger: Ledger,
+    pub commands: Arc<Commands>,
+    /// The previous tick (`None` before the first).
+    pub since: Mutex<Option<DateTime<Utc>>>,
 }
 
-fn add_unique(list: &mut Vec<(ChatPlatform, String)>, more: Vec<(ChatPlatform, String)>) {
-    for channel in more {
-        if !list.contains(&channel) {
-            list.push(channel);
-        }
-    }
-}
-
-impl Engine {
-    /// Queues `text` for each channel on the platforms this bot speaks.
-    pub(super) async fn announce(
-        &self,
-        tx: &mut Tx,
-        channels: &[(ChatPlatform, String)],
-        text: &str,
-    ) -> Result<(), EngineError> {
-        let now = wall_now();
-        for (platform, channel) in channels {
-            if self.inner.chats.contains_key(platform) {
-                tx.enqueue_announcement(*platform, channel, text, now)
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The channels of the services that have `environment` (`*`: every service).
-    pub(super) fn environment_channels(&self, environment: &str) -> Vec<(ChatPlatform, String)> {
-        let mut list = Vec::new();
-        for service in &self.config().services {
-            if environment == Freeze::ALL
-                || service.environments.iter().any(|e| e.name == environment)
-            {
-                add_unique(&mut list, channels_of(&service.channels));
-            }
-        }
-        list
-    }
-
-    /// A window's own channels, or those of the services whose environments use it.
-    fn window_channels(&self, window: &str) -> Vec<(ChatPlatform, String)> {
-        if let Some(channels) = self
-            .config()
-            .windows
-            .iter()
-            .find(|w| w.name == window)
-            .and_then(|w| w.channels.as_ref())
-        {
-            return channels_of(channels);
-        }
-        let mut list = Vec::new();
-        for service in &self.config().services {
-            if service
-                .environments
-                .iter()
-                .any(|e| e.windows.iter().any(|w| w == window))
-            {
-                add_unique(&mut list, channels_of(&service.channels));
-            }
-        }
-        list
-    }
-
+impl Scheduler {
     /// One scheduler tick: fire what fell due since the last one, then start what may start.
-    pub(super) async fn run_scheduler(&self) {
-        let now = self.now();
+    pub async fn tick(&self) {
+        let now = self.time.now();
         let since = {
-            let Ok(mut last) = self.inner.scheduler_since.lock() else {
+            let Ok(mut last) = self.since.lock() else {
                 return;
             };
             let since = last.unwrap_or(now);
@@ -127,8 +68,8 @@ impl Engine {
 
     async fn fire_due(&self, since: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), EngineError> {
         let due = |at: DateTime<Utc>| since < at && at <= now;
-        for (name, window) in &self.inner.calendar.windows {
-            let config = self.config().windows.iter().find(|w| &w.name == name);
+        for (name, window) in &self.calendar.windows {
+            let config = self.config.windows.iter().find(|w| &w.name == name);
             let leads = config
                 .map(|w| w.announce_before.clone())
                 .unwrap_or_default();
@@ -146,7 +87,7 @@ impl Engine {
                             &format!("window:{name}"),
                             &event,
                             at,
-                            &self.window_channels(name),
+                            &self.announcer.window_channels(name),
                             &text,
                         )
                         .await?;
@@ -158,7 +99,7 @@ impl Engine {
                         &format!("window:{name}"),
                         "open",
                         span.start,
-                        &self.window_channels(name),
+                        &self.announcer.window_channels(name),
                         &text,
                     )
                     .await?;
@@ -173,7 +114,7 @@ impl Engine {
                         &format!("window:{name}"),
                         "close",
                         span.end,
-                        &self.window_channels(name),
+                        &self.announcer.window_channels(name),
                         &text,
                     )
                     .await?;
@@ -191,16 +132,17 @@ impl Engine {
         span: &Span,
     ) -> Result<String, EngineError> {
         let queued: Vec<String> = self
-            .store()
+            .store
             .queued_promotions()
             .await?
             .iter()
             .filter(|p| {
-                self.windows_of(&p.service, &p.environment)
+                self.calendar
+                    .windows_of(&p.service, &p.environment)
                     .iter()
                     .any(|w| w.name() == name)
             })
-            .map(|p| format!("{} (by {})", describe(p), p.requested_by))
+            .map(|p| format!("{} (by {})", p.describe(), p.requested_by))
             .collect();
         let queue = if queued.is_empty() {
             "Nothing is queued.".to_string()
@@ -219,16 +161,9 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<(), EngineError> {
         let due = |at: DateTime<Utc>| since < at && at <= now;
-        for (index, freeze) in self.inner.calendar.planned_freezes.iter().enumerate() {
+        for (index, freeze) in self.calendar.planned_freezes.iter().enumerate() {
             let name = format!("freeze:planned:{index}");
-            let channels = freeze
-                .environments
-                .iter()
-                .flat_map(|env| self.environment_channels(env))
-                .fold(Vec::new(), |mut all, c| {
-                    add_unique(&mut all, vec![c]);
-                    all
-                });
+            let channels = self.announcer.freeze_channels(freeze);
             let envs = freeze.environments.join(", ");
             let why = parenthesized(freeze.reason.as_deref());
             if due(freeze.start) {
@@ -245,7 +180,7 @@ impl Engine {
                     .await?;
             }
         }
-        for freeze in self.store().freezes_ended(since, now).await? {
+        for freeze in self.store.freezes_ended(since, now).await? {
             let text = format!(
                 "🌤️ the freeze of {} is over{}.",
                 if freeze.environment == Freeze::ALL {
@@ -255,7 +190,7 @@ impl Engine {
                 },
                 parenthesized(freeze.reason.as_deref())
             );
-            let channels = self.environment_channels(&freeze.environment);
+            let channels = self.announcer.environment_channels(&freeze.environment);
             self.fire_announcement(
                 &format!("freeze:{}", freeze.id),
                 "lifted",
@@ -277,11 +212,14 @@ impl Engine {
         channels: &[(ChatPlatform, String)],
         text: &str,
     ) -> Result<(), EngineError> {
-        let mut tx = self.store().begin().await?;
-        if tx.record_occurrence(name, event, at, self.now()).await? {
-            self.announce(&mut tx, channels, text).await?;
+        let mut tx = self.store.begin().await?;
+        if tx
+            .record_occurrence(name, event, at, self.time.now())
+            .await?
+        {
+            self.announcer.announce(&mut tx, channels, text).await?;
             tx.commit().await?;
-            self.notify_workers();
+            self.ledger.wake_workers();
         }
         Ok(())
     }
@@ -291,7 +229,7 @@ impl Engine {
         since: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<(), EngineError> {
-        for schedule in &self.config().schedules {
+        for schedule in &self.config.schedules {
             let start = since.with_timezone(&schedule.timezone);
             let due: Vec<DateTime<Utc>> = schedule
                 .cron
@@ -300,7 +238,7 @@ impl Engine {
                 .take_while(|at| *at <= now)
                 .collect();
             for at in due {
-                let mut tx = self.store().begin().await?;
+                let mut tx = self.store.begin().await?;
                 let first = tx
                     .record_occurrence(&format!("schedule:{}", schedule.name), "run", at, now)
                     .await?;
@@ -310,17 +248,22 @@ impl Engine {
                 }
                 let actor = Actor::new(Identity::new("schedule", &schedule.name))
                     .with_roles(schedule.roles.clone());
-                let outcome = match self.execute(&actor, schedule.command.clone()).await {
+                let outcome = match self
+                    .commands
+                    .execute(&actor, schedule.command.clone(), None)
+                    .await
+                {
                     Ok(reply) => reply.to_text(),
                     Err(error) => format!("refused: {}", error.message),
                 };
                 tracing::info!(schedule = %schedule.name, %outcome, "ran a scheduled command");
                 let text = format!("🗓️ {}: {}", schedule.name, outcome);
-                let mut tx = self.store().begin().await?;
-                self.announce(&mut tx, &channels_of(&schedule.channels), &text)
+                let mut tx = self.store.begin().await?;
+                self.announcer
+                    .announce(&mut tx, &channels_of(&schedule.channels), &text)
                     .await?;
                 tx.commit().await?;
-                self.notify_workers();
+                self.ledger.wake_workers();
             }
         }
         Ok(())
@@ -329,22 +272,17 @@ impl Engine {
     /// Starts queued promotions whose gate is open, oldest first, one per environment at a time;
     /// the rest get their card's "waiting for …" brought up to date.
     async fn start_queued(&self, now: DateTime<Utc>) -> Result<(), EngineError> {
-        let queued = self.store().queued_promotions().await?;
+        let queued = self.store.queued_promotions().await?;
         if queued.is_empty() {
             return Ok(());
         }
-        let adhoc = self.store().active_freezes(now).await?;
-        let mut busy: HashSet<String> = self
-            .store()
-            .busy_environments()
-            .await?
-            .into_iter()
-            .collect();
+        let adhoc = self.store.active_freezes(now).await?;
+        let mut busy: HashSet<String> = self.store.busy_environments().await?.into_iter().collect();
         for promotion in queued {
-            let gate = self.gate(&promotion, &adhoc, now);
+            let gate = self.calendar.gate(&promotion, &adhoc, now);
             let wait = match promotion.force_reason {
                 Some(_) => None,
-                None => self.wait_reason(&promotion, &gate),
+                None => self.calendar.wait_reason(&promotion, &gate),
             };
             if let Some(reason) = wait {
                 self.refresh_wait_reason(&promotion, &reason).await?;
@@ -353,69 +291,33 @@ impl Engine {
             if !busy.insert(promotion.environment.clone()) {
                 continue;
             }
-            let mut tx = self.store().begin().await?;
-            if tx.enqueue_deploy_once(promotion.id, wall_now()).await? {
+            let mut tx = self.store.begin().await?;
+            if tx
+                .enqueue_deploy(promotion.id, self.time.real_now())
+                .await?
+            {
                 tx.commit().await?;
-                self.notify_workers();
+                self.ledger.wake_workers();
             }
         }
         Ok(())
     }
 
-    // ---- sending announcements ----
-
-    pub(super) async fn claim_announcements(
+    /// Promotions waiting in `queued` whose gate is closed get their card's reason refreshed.
+    async fn refresh_wait_reason(
         &self,
-        port: &dyn ChatPort,
-        limit: u32,
-    ) -> Vec<ClaimedAnnouncement> {
-        match self
-            .store()
-            .claim_announcements(
-                port.platform(),
-                &self.inner.worker_id,
-                wall_now(),
-                ANNOUNCE_LEASE,
-                limit,
-            )
-            .await
-        {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                tracing::error!(error = %e, "could not claim announcements");
-                Vec::new()
-            }
+        promotion: &Promotion,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        if promotion.state() != PromotionState::Queued || promotion.reason() == Some(reason) {
+            return Ok(());
         }
-    }
-
-    /// Posts one announcement; on failure it goes back to the outbox with a due time.
-    pub(super) async fn send_announcement(
-        &self,
-        port: Arc<dyn ChatPort>,
-        job: ClaimedAnnouncement,
-    ) {
-        let sent = tokio::time::timeout(SEND_TIMEOUT, port.post_message(&job.channel, &job.text))
-            .await
-            .unwrap_or_else(|_| Err(ChatError::Unavailable("no answer within 20s".into())));
-        let store = self.store();
-        let settled = match sent {
-            Ok(()) => store.finish_job(job.id).await,
-            Err(ChatError::RateLimited { retry_after }) => {
-                store
-                    .retry_job(job.id, wall_now() + chrono_of(retry_after), "rate limited")
-                    .await
-            }
-            Err(e) => {
-                let delay = backoff(job.attempts);
-                tracing::warn!(platform = %port.platform(), channel = %job.channel, error = %e, ?delay, "announcement not sent; will retry");
-                store
-                    .retry_job(job.id, wall_now() + chrono_of(delay), &e.to_string())
-                    .await
-            }
-        };
-        if let Err(e) = settled {
-            tracing::error!(error = %e, "could not settle an announcement; its lease will run out");
-        }
+        let mut tx = self.store.begin().await?;
+        tx.set_reason(promotion.id, reason, self.time.now()).await?;
+        self.ledger.touch_cards(&mut tx, promotion.id).await?;
+        tx.commit().await?;
+        self.ledger.wake_workers();
+        Ok(())
     }
 }
 

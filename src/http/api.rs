@@ -7,10 +7,15 @@ use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::audit::AuditEvent;
 use crate::domain::command::Command;
+use crate::domain::identity::Actor;
+use crate::domain::promotion::Promotion;
+use crate::domain::release::Release;
 use crate::domain::version::{Version, VersionSpec};
-use crate::engine::{EnvironmentStatus, PromotionDetail, Reply, ServiceStatus};
-use crate::store::{AuditEvent, PromotionRecord, PromotionView, ReleaseRecord};
+use crate::engine::{
+    EnvironmentStatus, PromotionDetail, PromotionView, Reply, Request, ServiceStatus,
+};
 
 use super::auth::ApiActor;
 use super::error::ApiError;
@@ -46,8 +51,8 @@ pub struct ReleaseJson {
     created_at: String,
 }
 
-impl From<ReleaseRecord> for ReleaseJson {
-    fn from(r: ReleaseRecord) -> Self {
+impl From<Release> for ReleaseJson {
+    fn from(r: Release) -> Self {
         ReleaseJson {
             id: r.id,
             service: r.service,
@@ -81,7 +86,7 @@ impl From<AuditEvent> for EventJson {
             at: time(e.at),
             actor: e.actor,
             platform: e.platform,
-            kind: e.kind,
+            kind: e.kind.to_string(),
             detail: e.detail,
         }
     }
@@ -114,11 +119,12 @@ pub struct PromotionJson {
 }
 
 impl PromotionJson {
-    fn from_record(p: PromotionRecord) -> Self {
+    fn from_record(p: Promotion) -> Self {
+        let stage = p.stage.columns();
         PromotionJson {
             id: p.id,
             version: p.version.to_string(),
-            state: p.state.as_str(),
+            state: stage.state.as_str(),
             requested_by: p.requested_by.to_string(),
             rollback: p.rollback,
             previous_version: p.previous_version.map(|v| v.to_string()),
@@ -126,14 +132,14 @@ impl PromotionJson {
             required_approvals: p.required_approvals,
             created_at: time(p.created_at),
             updated_at: time(p.updated_at),
-            started_at: p.started_at.map(time),
-            finished_at: p.finished_at.map(time),
+            started_at: stage.started_at.map(time),
+            finished_at: stage.finished_at.map(time),
             expires_at: p.expires_at.map(time),
             service: p.service,
             environment: p.environment,
             force_reason: p.force_reason,
             retry_of: p.retry_of,
-            reason: p.reason,
+            reason: stage.reason,
             commit: None,
             notes: None,
             events: None,
@@ -196,7 +202,7 @@ fn environment_json(env: EnvironmentStatus) -> EnvironmentJson {
         active_promotion: env.active.map(|p| ActiveJson {
             id: p.id,
             version: p.version.to_string(),
-            state: p.state.as_str(),
+            state: p.state().as_str(),
             requested_by: p.requested_by.to_string(),
             approvals: env.active_approvals,
             required_approvals: p.required_approvals,
@@ -276,7 +282,7 @@ pub async fn create_release(
         commit: request.commit,
         notes: request.notes,
     };
-    match state.engine.execute(&actor, command).await? {
+    match execute(&state, actor, command).await? {
         Reply::Release(release) => Ok((StatusCode::CREATED, Json(release.into()))),
         _ => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -311,10 +317,7 @@ pub async fn create_promotion(
         to: request.environment,
         force_reason: request.force_reason,
     };
-    promotion_reply(
-        state.engine.execute(&actor, command).await?,
-        StatusCode::ACCEPTED,
-    )
+    promotion_reply(execute(&state, actor, command).await?, StatusCode::ACCEPTED)
 }
 
 pub async fn get_promotion(
@@ -341,13 +344,21 @@ fn promotion_id(text: &str) -> Result<i64, ApiError> {
         })
 }
 
+/// Runs `command` through the engine's one way in.
+async fn execute(state: &AppState, actor: Actor, command: Command) -> Result<Reply, ApiError> {
+    Ok(state
+        .engine
+        .handle(Request::command(actor, command))
+        .await?)
+}
+
 async fn act(
     state: &AppState,
-    actor: &crate::domain::identity::Actor,
+    actor: Actor,
     command: Command,
     status: StatusCode,
 ) -> ApiResult<PromotionJson> {
-    promotion_reply(state.engine.execute(actor, command).await?, status)
+    promotion_reply(execute(state, actor, command).await?, status)
 }
 
 /// `POST /promotions/{id}/<action>` with no body: the command for `id`.
@@ -358,7 +369,7 @@ async fn act_on(
     command: fn(i64) -> Command,
     status: StatusCode,
 ) -> ApiResult<PromotionJson> {
-    act(&state, &actor, command(promotion_id(id)?), status).await
+    act(&state, actor, command(promotion_id(id)?), status).await
 }
 
 pub async fn approve(
@@ -419,7 +430,7 @@ pub async fn reject(
         id: promotion_id(&id)?,
         reason,
     };
-    act(&state, &actor, command, StatusCode::OK).await
+    act(&state, actor, command, StatusCode::OK).await
 }
 
 pub async fn rollback(
@@ -434,7 +445,7 @@ pub async fn rollback(
         environment: request.environment,
         to,
     };
-    act(&state, &actor, command, StatusCode::ACCEPTED).await
+    act(&state, actor, command, StatusCode::ACCEPTED).await
 }
 
 pub async fn deploy_log(
@@ -488,7 +499,7 @@ pub async fn command(
     let request = body(json)?;
     let reply = state
         .engine
-        .execute_text(&actor, &request.text, None)
+        .handle(Request::typed(actor, &request.text, None))
         .await?;
     Ok((
         StatusCode::OK,

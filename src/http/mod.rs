@@ -86,7 +86,7 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let ready = tokio::time::timeout(Duration::from_secs(2), state.engine.store().is_ready())
+    let ready = tokio::time::timeout(Duration::from_secs(2), state.engine.is_ready())
         .await
         .unwrap_or(false);
     if ready {

@@ -18,13 +18,16 @@ use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
 use crate::domain::approval::Approval;
+use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::identity::Identity;
 use crate::domain::platform::ChatPlatform;
-use crate::domain::promotion::PromotionState;
+use crate::domain::promotion::{Promotion, PromotionState};
+use crate::domain::release::Release;
 use crate::domain::version::Version;
 
-pub use queries::{ChatCardRecord, ClaimedJob, JobKind, NewPromotion, NewRelease, StatusRow};
-pub use records::{AuditEvent, PromotionRecord, PromotionView, ReleaseRecord};
+pub use queries::{
+    active_states_sql, ChatCardRecord, ClaimedJob, JobKind, NewPromotion, NewRelease, StatusRow,
+};
 pub use schedule::{ClaimedAnnouncement, FreezeRecord};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -46,9 +49,9 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// The few places where SQLite and PostgreSQL need different SQL.
+/// The few places where SQLite and PostgreSQL need different SQL; nobody outside the store sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
+enum Dialect {
     Sqlite,
     Postgres,
 }
@@ -142,8 +145,17 @@ impl Store {
         })
     }
 
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
+    /// At start-up: an embedded (SQLite) database has one process, so every lease left in it is a
+    /// dead process's and is forgotten; returns whether that was so. A shared (PostgreSQL)
+    /// database keeps its leases: other replicas may hold them.
+    pub async fn forget_leases_if_embedded(&self) -> Result<bool, StoreError> {
+        if self.dialect != Dialect::Sqlite {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE jobs SET lease_owner = NULL, lease_until = NULL")
+            .execute(&self.write)
+            .await?;
+        Ok(true)
     }
 
     /// Applies the migrations this binary carries.
@@ -183,7 +195,7 @@ impl Store {
 
     // ---- reads ----
 
-    pub async fn promotion(&self, id: i64) -> Result<Option<PromotionRecord>, StoreError> {
+    pub async fn promotion(&self, id: i64) -> Result<Option<Promotion>, StoreError> {
         queries::promotion(&self.read, id).await
     }
 
@@ -193,28 +205,20 @@ impl Store {
         &self,
         service: &str,
         environment: &str,
-    ) -> Result<Option<PromotionRecord>, StoreError> {
+    ) -> Result<Option<Promotion>, StoreError> {
         queries::active_promotion(&self.read, service, environment).await
     }
 
-    pub async fn promotion_view(&self, id: i64) -> Result<Option<PromotionView>, StoreError> {
-        match queries::promotion(&self.read, id).await? {
-            Some(promotion) => Ok(Some(self.view(promotion).await?)),
-            None => Ok(None),
-        }
+    pub async fn approvals(&self, promotion_id: i64) -> Result<Vec<Approval>, StoreError> {
+        queries::approvals(&self.read, promotion_id).await
     }
 
-    /// Adds approvals and the release's commit and notes.
-    pub async fn view(&self, promotion: PromotionRecord) -> Result<PromotionView, StoreError> {
-        let approvals = queries::approvals(&self.read, promotion.id).await?;
-        let release = queries::release(&self.read, &promotion.service, &promotion.version).await?;
-        let (commit, notes) = release.map(|r| (r.commit, r.notes)).unwrap_or_default();
-        Ok(PromotionView {
-            promotion,
-            approvals,
-            commit,
-            notes,
-        })
+    pub async fn release(
+        &self,
+        service: &str,
+        version: &Version,
+    ) -> Result<Option<Release>, StoreError> {
+        queries::release(&self.read, service, version).await
     }
 
     pub async fn events(&self, promotion_id: i64) -> Result<Vec<AuditEvent>, StoreError> {
@@ -245,7 +249,7 @@ impl Store {
         service: &str,
         environment: Option<&str>,
         limit: u32,
-    ) -> Result<Vec<PromotionRecord>, StoreError> {
+    ) -> Result<Vec<Promotion>, StoreError> {
         queries::history(&self.read, service, environment, limit).await
     }
 
@@ -273,6 +277,7 @@ impl Store {
 
     // ---- outbox, deploy log, inbound dedupe ----
 
+    /// Claims due deploy or card jobs for `worker` (announcements: [`Store::claim_announcements`]).
     pub async fn claim_jobs(
         &self,
         kind: JobKind,
@@ -281,16 +286,24 @@ impl Store {
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
-        queries::claim_jobs(
-            &self.write,
-            self.dialect.skip_locked(),
-            kind,
+        let claim = queries::Claim {
+            kind: kind.as_str(),
             worker,
             now,
             lease,
             limit,
-        )
-        .await
+        };
+        let rows = queries::claim(&self.write, self.dialect.skip_locked(), claim).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                row.promotion_id.map(|promotion_id| ClaimedJob {
+                    id: row.id,
+                    promotion_id,
+                    attempts: row.attempts,
+                })
+            })
+            .collect())
     }
 
     pub async fn renew_lease(
@@ -300,14 +313,6 @@ impl Store {
         until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         queries::renew_lease(&self.write, job_id, worker, until).await
-    }
-
-    /// Forgets every lease: at start-up of a single-process bot no old lease holder is alive.
-    pub async fn release_all_leases(&self) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET lease_owner = NULL, lease_until = NULL")
-            .execute(&self.write)
-            .await?;
-        Ok(())
     }
 
     pub async fn append_deploy_log(
@@ -423,13 +428,13 @@ impl Tx {
         Ok(())
     }
 
-    pub async fn promotion(&mut self, id: i64) -> Result<Option<PromotionRecord>, StoreError> {
+    pub async fn promotion(&mut self, id: i64) -> Result<Option<Promotion>, StoreError> {
         queries::promotion(&mut *self.tx, id).await
     }
 
     /// Reads a promotion and holds its row until commit, so concurrent votes are counted one
     /// after the other (SQLite's single writer serialises them anyway).
-    pub async fn lock_promotion(&mut self, id: i64) -> Result<Option<PromotionRecord>, StoreError> {
+    pub async fn lock_promotion(&mut self, id: i64) -> Result<Option<Promotion>, StoreError> {
         let lock = match self.dialect {
             Dialect::Sqlite => "",
             Dialect::Postgres => "FOR UPDATE",
@@ -441,7 +446,7 @@ impl Tx {
         &mut self,
         service: &str,
         environment: &str,
-    ) -> Result<Option<PromotionRecord>, StoreError> {
+    ) -> Result<Option<Promotion>, StoreError> {
         queries::active_promotion(&mut *self.tx, service, environment).await
     }
 
@@ -450,7 +455,7 @@ impl Tx {
         &mut self,
         service: &str,
         environment: &str,
-    ) -> Result<Option<PromotionRecord>, StoreError> {
+    ) -> Result<Option<Promotion>, StoreError> {
         queries::current(&mut *self.tx, service, environment).await
     }
 
@@ -481,7 +486,7 @@ impl Tx {
         &mut self,
         service: &str,
         version: &Version,
-    ) -> Result<Option<ReleaseRecord>, StoreError> {
+    ) -> Result<Option<Release>, StoreError> {
         queries::release(&mut *self.tx, service, version).await
     }
 
@@ -489,21 +494,21 @@ impl Tx {
     pub async fn insert_release(
         &mut self,
         release: NewRelease<'_>,
-    ) -> Result<Option<ReleaseRecord>, StoreError> {
+    ) -> Result<Option<Release>, StoreError> {
         queries::insert_release(&mut *self.tx, release).await
     }
 
     pub async fn insert_promotion(
         &mut self,
         promotion: NewPromotion<'_>,
-    ) -> Result<PromotionRecord, StoreError> {
+    ) -> Result<Promotion, StoreError> {
         queries::insert_promotion(&mut *self.tx, promotion).await
     }
 
     /// Writes `updated` if the stored state is still `expected` (compare-and-set).
     pub async fn update_promotion(
         &mut self,
-        updated: &PromotionRecord,
+        updated: &Promotion,
         expected: PromotionState,
     ) -> Result<(), StoreError> {
         let result: AnyQueryResult =
@@ -540,20 +545,20 @@ impl Tx {
         &mut self,
         promotion_id: Option<i64>,
         actor: &Identity,
-        kind: &str,
+        kind: AuditKind,
         detail: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         queries::audit(&mut *self.tx, promotion_id, actor, kind, detail, at).await
     }
 
-    pub async fn enqueue_job(
+    /// Owes the promotion its deploy job; `false` when it has one already.
+    pub async fn enqueue_deploy(
         &mut self,
-        kind: JobKind,
         promotion_id: i64,
         run_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        queries::enqueue_job(&mut *self.tx, kind, promotion_id, run_at).await
+    ) -> Result<bool, StoreError> {
+        queries::enqueue_deploy(&mut *self.tx, promotion_id, run_at).await
     }
 
     pub async fn delete_jobs(
@@ -582,7 +587,7 @@ impl Tx {
         queries::touch_cards(&mut *self.tx, promotion_id, now).await
     }
 
-    pub async fn set_current(&mut self, promotion: &PromotionRecord) -> Result<(), StoreError> {
+    pub async fn set_current(&mut self, promotion: &Promotion) -> Result<(), StoreError> {
         queries::set_current(&mut *self.tx, promotion).await
     }
 }

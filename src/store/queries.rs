@@ -7,19 +7,33 @@ use sqlx::any::AnyQueryResult;
 use sqlx::{Any, Executor};
 
 use crate::domain::approval::Approval;
+use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::identity::Identity;
 use crate::domain::platform::ChatPlatform;
 use crate::domain::promotion::PromotionState;
+use crate::domain::promotion::{Promotion, Stage};
+use crate::domain::release::Release;
 use crate::domain::version::Version;
 
 use super::records::{
-    millis, ApprovalRow, AuditEvent, AuditRow, PromotionRecord, PromotionRow, ReleaseRecord,
-    ReleaseRow, PROMOTION_COLUMNS, PROMOTION_FIELDS,
+    millis, ApprovalRow, AuditRow, PromotionRow, ReleaseRow, PROMOTION_COLUMNS, PROMOTION_FIELDS,
 };
 use super::StoreError;
 
-const ACTIVE_STATES: &str = "('awaiting_approval', 'approved', 'queued', 'deploying', 'verifying')";
 const DEPLOY_LOG_KEEP: i64 = 200;
+
+/// `('awaiting_approval', …)`: the SQL list of [`PromotionState::ACTIVE`], made from the enum so
+/// the two cannot drift (the migrations' partial indexes are checked against it in a test).
+pub fn active_states_sql() -> &'static str {
+    static LIST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let names: Vec<String> = PromotionState::ACTIVE
+            .iter()
+            .map(|state| format!("'{}'", state.as_str()))
+            .collect();
+        format!("({})", names.join(", "))
+    });
+    &LIST
+}
 
 /// Kinds of outbox jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,14 +41,18 @@ pub enum JobKind {
     Deploy,
     /// Post or edit a promotion's card on one platform (at most one such job per promotion).
     Card(ChatPlatform),
+    /// Post a message (window, freeze, schedule) to a channel on one platform.
+    Announce(ChatPlatform),
 }
 
 impl JobKind {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             JobKind::Deploy => "deploy",
             JobKind::Card(ChatPlatform::Slack) => "card:slack",
             JobKind::Card(ChatPlatform::Discord) => "card:discord",
+            JobKind::Announce(ChatPlatform::Slack) => "announce:slack",
+            JobKind::Announce(ChatPlatform::Discord) => "announce:discord",
         }
     }
 }
@@ -70,7 +88,8 @@ pub struct NewPromotion<'a> {
     pub service: &'a str,
     pub version: &'a Version,
     pub environment: &'a str,
-    pub state: PromotionState,
+    /// Where it starts (the engine opens promotions awaiting approval or approved).
+    pub stage: Stage,
     pub requested_by: &'a Identity,
     pub rollback: bool,
     pub previous_version: Option<&'a Version>,
@@ -84,13 +103,13 @@ pub struct NewPromotion<'a> {
 /// One line of `status`: a promotion that runs now (`current`) or is active in its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusRow {
-    pub promotion: PromotionRecord,
+    pub promotion: Promotion,
     pub current: bool,
     pub approval_count: i64,
 }
 
-fn decode_promotions(rows: Vec<PromotionRow>) -> Result<Vec<PromotionRecord>, StoreError> {
-    rows.into_iter().map(PromotionRecord::try_from).collect()
+fn decode_promotions(rows: Vec<PromotionRow>) -> Result<Vec<Promotion>, StoreError> {
+    rows.into_iter().map(Promotion::try_from).collect()
 }
 
 fn unique_violation(error: &sqlx::Error) -> bool {
@@ -100,7 +119,7 @@ fn unique_violation(error: &sqlx::Error) -> bool {
 pub async fn promotion<'e, E: Executor<'e, Database = Any>>(
     db: E,
     id: i64,
-) -> Result<Option<PromotionRecord>, StoreError> {
+) -> Result<Option<Promotion>, StoreError> {
     promotion_locked(db, id, "").await
 }
 
@@ -109,20 +128,21 @@ pub async fn promotion_locked<'e, E: Executor<'e, Database = Any>>(
     db: E,
     id: i64,
     lock: &str,
-) -> Result<Option<PromotionRecord>, StoreError> {
+) -> Result<Option<Promotion>, StoreError> {
     let sql = format!("SELECT {PROMOTION_COLUMNS} FROM promotions p WHERE p.id = $1 {lock}");
     let row: Option<PromotionRow> = sqlx::query_as(&sql).bind(id).fetch_optional(db).await?;
-    row.map(PromotionRecord::try_from).transpose()
+    row.map(Promotion::try_from).transpose()
 }
 
 pub async fn active_promotion<'e, E: Executor<'e, Database = Any>>(
     db: E,
     service: &str,
     environment: &str,
-) -> Result<Option<PromotionRecord>, StoreError> {
+) -> Result<Option<Promotion>, StoreError> {
     let sql = format!(
         "SELECT {PROMOTION_COLUMNS} FROM promotions p \
-         WHERE p.service = $1 AND p.environment = $2 AND p.state IN {ACTIVE_STATES}"
+         WHERE p.service = $1 AND p.environment = $2 AND p.state IN {}",
+        active_states_sql()
     );
     promotion_in_environment(db, &sql, service, environment).await
 }
@@ -131,7 +151,7 @@ pub async fn current<'e, E: Executor<'e, Database = Any>>(
     db: E,
     service: &str,
     environment: &str,
-) -> Result<Option<PromotionRecord>, StoreError> {
+) -> Result<Option<Promotion>, StoreError> {
     let sql = format!(
         "SELECT {PROMOTION_COLUMNS} FROM current_deployments c \
          JOIN promotions p ON p.id = c.promotion_id \
@@ -145,13 +165,13 @@ async fn promotion_in_environment<'e, E: Executor<'e, Database = Any>>(
     sql: &str,
     service: &str,
     environment: &str,
-) -> Result<Option<PromotionRecord>, StoreError> {
+) -> Result<Option<Promotion>, StoreError> {
     let row: Option<PromotionRow> = sqlx::query_as(sql)
         .bind(service)
         .bind(environment)
         .fetch_optional(db)
         .await?;
-    row.map(PromotionRecord::try_from).transpose()
+    row.map(Promotion::try_from).transpose()
 }
 
 pub async fn succeeded_environments<'e, E: Executor<'e, Database = Any>>(
@@ -213,14 +233,14 @@ pub async fn release<'e, E: Executor<'e, Database = Any>>(
     db: E,
     service: &str,
     version: &Version,
-) -> Result<Option<ReleaseRecord>, StoreError> {
+) -> Result<Option<Release>, StoreError> {
     let sql = format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE service = $1 AND version = $2");
     let row: Option<ReleaseRow> = sqlx::query_as(&sql)
         .bind(service)
         .bind(version.to_string())
         .fetch_optional(db)
         .await?;
-    row.map(ReleaseRecord::try_from).transpose()
+    row.map(Release::try_from).transpose()
 }
 
 /// Inserts a release; `None` when it exists already (concurrent creators do not abort the
@@ -228,7 +248,7 @@ pub async fn release<'e, E: Executor<'e, Database = Any>>(
 pub async fn insert_release<'e, E: Executor<'e, Database = Any>>(
     db: E,
     release: NewRelease<'_>,
-) -> Result<Option<ReleaseRecord>, StoreError> {
+) -> Result<Option<Release>, StoreError> {
     let sql = format!(
         "INSERT INTO releases (service, version, commit_sha, notes, created_by, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (service, version) DO NOTHING \
@@ -243,23 +263,26 @@ pub async fn insert_release<'e, E: Executor<'e, Database = Any>>(
         .bind(millis(release.at))
         .fetch_optional(db)
         .await?;
-    row.map(ReleaseRecord::try_from).transpose()
+    row.map(Release::try_from).transpose()
 }
 
 pub async fn insert_promotion<'e, E: Executor<'e, Database = Any>>(
     db: E,
     new: NewPromotion<'_>,
-) -> Result<PromotionRecord, StoreError> {
+) -> Result<Promotion, StoreError> {
     let sql = format!(
         "INSERT INTO promotions (service, version, environment, state, requested_by, is_rollback, \
-         previous_version, required_approvals, force_reason, retry_of, created_at, updated_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12) RETURNING {PROMOTION_FIELDS}"
+         previous_version, required_approvals, force_reason, retry_of, created_at, updated_at, expires_at, \
+         reason, started_at, finished_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15) \
+         RETURNING {PROMOTION_FIELDS}"
     );
+    let stage = new.stage.columns();
     let inserted: Result<PromotionRow, sqlx::Error> = sqlx::query_as(&sql)
         .bind(new.service)
         .bind(new.version.to_string())
         .bind(new.environment)
-        .bind(new.state.as_str())
+        .bind(stage.state.as_str())
         .bind(new.requested_by.as_str())
         .bind(i64::from(new.rollback))
         .bind(new.previous_version.map(ToString::to_string))
@@ -268,6 +291,9 @@ pub async fn insert_promotion<'e, E: Executor<'e, Database = Any>>(
         .bind(new.retry_of)
         .bind(millis(new.at))
         .bind(new.expires_at.map(millis))
+        .bind(stage.reason)
+        .bind(stage.started_at.map(millis))
+        .bind(stage.finished_at.map(millis))
         .fetch_one(db)
         .await;
     match inserted {
@@ -279,18 +305,19 @@ pub async fn insert_promotion<'e, E: Executor<'e, Database = Any>>(
 
 pub async fn update_promotion<'e, E: Executor<'e, Database = Any>>(
     db: E,
-    p: &PromotionRecord,
+    p: &Promotion,
     expected: PromotionState,
 ) -> Result<AnyQueryResult, StoreError> {
+    let stage = p.stage.columns();
     let result = sqlx::query(
         "UPDATE promotions SET state = $1, reason = $2, updated_at = $3, started_at = $4, \
          finished_at = $5, expires_at = $6 WHERE id = $7 AND state = $8",
     )
-    .bind(p.state.as_str())
-    .bind(p.reason.as_deref())
+    .bind(stage.state.as_str())
+    .bind(stage.reason)
     .bind(millis(p.updated_at))
-    .bind(p.started_at.map(millis))
-    .bind(p.finished_at.map(millis))
+    .bind(stage.started_at.map(millis))
+    .bind(stage.finished_at.map(millis))
     .bind(p.expires_at.map(millis))
     .bind(p.id)
     .bind(expected.as_str())
@@ -305,7 +332,7 @@ pub async fn update_promotion<'e, E: Executor<'e, Database = Any>>(
 
 pub async fn set_current<'e, E: Executor<'e, Database = Any>>(
     db: E,
-    p: &PromotionRecord,
+    p: &Promotion,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO current_deployments (service, environment, promotion_id) VALUES ($1, $2, $3) \
@@ -367,7 +394,7 @@ pub async fn audit<'e, E: Executor<'e, Database = Any>>(
     db: E,
     promotion_id: Option<i64>,
     actor: &Identity,
-    kind: &str,
+    kind: AuditKind,
     detail: &str,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
@@ -379,7 +406,7 @@ pub async fn audit<'e, E: Executor<'e, Database = Any>>(
     .bind(millis(at))
     .bind(actor.as_str())
     .bind(actor.platform())
-    .bind(kind)
+    .bind(kind.as_str())
     .bind(detail)
     .execute(db)
     .await?;
@@ -400,21 +427,22 @@ pub async fn events<'e, E: Executor<'e, Database = Any>>(
     rows.into_iter().map(AuditEvent::try_from).collect()
 }
 
-pub async fn enqueue_job<'e, E: Executor<'e, Database = Any>>(
+/// Owes the promotion its deploy job; `false` when it has one already. One deploy job per
+/// promotion is a database fact (`jobs_one_deploy`), so replicas racing here queue one.
+pub async fn enqueue_deploy<'e, E: Executor<'e, Database = Any>>(
     db: E,
-    kind: JobKind,
     promotion_id: i64,
     run_at: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO jobs (kind, promotion_id, run_at, created_at) VALUES ($1, $2, $3, $3)",
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(
+        "INSERT INTO jobs (kind, promotion_id, run_at, created_at) VALUES ('deploy', $1, $2, $2) \
+         ON CONFLICT (promotion_id) WHERE kind = 'deploy' DO NOTHING",
     )
-    .bind(kind.as_str())
     .bind(promotion_id)
     .bind(millis(run_at))
     .execute(db)
     .await?;
-    Ok(())
+    Ok(result.rows_affected() == 1)
 }
 
 pub async fn delete_jobs<'e, E: Executor<'e, Database = Any>>(
@@ -430,45 +458,59 @@ pub async fn delete_jobs<'e, E: Executor<'e, Database = Any>>(
     Ok(())
 }
 
-pub async fn claim_jobs<'e, E: Executor<'e, Database = Any>>(
+/// A job claimed with a lease: its promotion (card and deploy jobs) or payload (announcements).
+pub struct LeasedRow {
+    pub id: i64,
+    pub promotion_id: Option<i64>,
+    pub payload: String,
+    pub attempts: i64,
+}
+
+/// How a claim asks for jobs.
+pub struct Claim<'a> {
+    pub kind: &'a str,
+    pub worker: &'a str,
+    pub now: DateTime<Utc>,
+    pub lease: Duration,
+    pub limit: u32,
+}
+
+/// The one lease claim: due jobs of a kind whose lease is free or ran out become `worker`'s until
+/// `now + lease`, oldest first. `skip_locked` lets replicas pass each other's rows.
+pub async fn claim<'e, E: Executor<'e, Database = Any>>(
     db: E,
     skip_locked: &str,
-    kind: JobKind,
-    worker: &str,
-    now: DateTime<Utc>,
-    lease: Duration,
-    limit: u32,
-) -> Result<Vec<ClaimedJob>, StoreError> {
-    let until = chrono::Duration::from_std(lease)
+    claim: Claim<'_>,
+) -> Result<Vec<LeasedRow>, StoreError> {
+    let until = chrono::Duration::from_std(claim.lease)
         .ok()
-        .and_then(|lease| now.checked_add_signed(lease))
+        .and_then(|lease| claim.now.checked_add_signed(lease))
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
     let sql = format!(
         "UPDATE jobs SET lease_owner = $1, lease_until = $2, attempts = attempts + 1, dirty = 0 \
          WHERE id IN (SELECT id FROM jobs WHERE kind = $3 AND run_at <= $4 \
              AND (lease_until IS NULL OR lease_until < $4) ORDER BY id LIMIT $5 {skip_locked}) \
-         RETURNING id, promotion_id, attempts"
+         RETURNING id, promotion_id, payload, attempts"
     );
-    let rows: Vec<(i64, Option<i64>, i64)> = sqlx::query_as(&sql)
-        .bind(worker)
+    let rows: Vec<(i64, Option<i64>, String, i64)> = sqlx::query_as(&sql)
+        .bind(claim.worker)
         .bind(millis(until))
-        .bind(kind.as_str())
-        .bind(millis(now))
-        .bind(i64::from(limit))
+        .bind(claim.kind)
+        .bind(millis(claim.now))
+        .bind(i64::from(claim.limit))
         .fetch_all(db)
         .await?;
-    let mut jobs: Vec<ClaimedJob> = rows
+    let mut leased: Vec<LeasedRow> = rows
         .into_iter()
-        .filter_map(|(id, promotion_id, attempts)| {
-            promotion_id.map(|promotion_id| ClaimedJob {
-                id,
-                promotion_id,
-                attempts,
-            })
+        .map(|(id, promotion_id, payload, attempts)| LeasedRow {
+            id,
+            promotion_id,
+            payload,
+            attempts,
         })
         .collect();
-    jobs.sort_by_key(|job| job.id);
-    Ok(jobs)
+    leased.sort_by_key(|row| row.id);
+    Ok(leased)
 }
 
 pub async fn renew_lease<'e, E: Executor<'e, Database = Any>>(
@@ -542,7 +584,8 @@ pub async fn status<'e, E: Executor<'e, Database = Any>>(
          UNION ALL \
          SELECT {PROMOTION_COLUMNS}, CAST(0 AS BIGINT) AS is_current, \
              (SELECT COUNT(*) FROM approvals a WHERE a.promotion_id = p.id) AS approval_count \
-         FROM promotions p WHERE p.state IN {ACTIVE_STATES} {filter}"
+         FROM promotions p WHERE p.state IN {active} {filter}",
+        active = active_states_sql()
     );
     let mut query = sqlx::query(&sql);
     if let Some(service) = service {
@@ -566,7 +609,7 @@ pub async fn history<'e, E: Executor<'e, Database = Any>>(
     service: &str,
     environment: Option<&str>,
     limit: u32,
-) -> Result<Vec<PromotionRecord>, StoreError> {
+) -> Result<Vec<Promotion>, StoreError> {
     let sql = format!(
         "SELECT {PROMOTION_COLUMNS} FROM promotions p WHERE p.service = $1 \
          AND ($2 = '' OR p.environment = $2) ORDER BY p.id DESC LIMIT $3"
@@ -585,7 +628,8 @@ pub async fn active_counts<'e, E: Executor<'e, Database = Any>>(
 ) -> Result<Vec<(String, String, String, i64)>, StoreError> {
     let sql = format!(
         "SELECT service, environment, state, COUNT(*) FROM promotions \
-         WHERE state IN {ACTIVE_STATES} GROUP BY service, environment, state"
+         WHERE state IN {} GROUP BY service, environment, state",
+        active_states_sql()
     );
     Ok(sqlx::query_as(&sql).fetch_all(db).await?)
 }
@@ -803,4 +847,39 @@ pub async fn retry_job<'e, E: Executor<'e, Database = Any>>(
     .execute(db)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The partial indexes over active promotions (`promotions_one_active`, `promotions_active`)
+    /// list exactly [`PromotionState::ACTIVE`], on both dialects.
+    #[test]
+    fn the_migrations_index_exactly_the_active_states() {
+        let migrations = [
+            (
+                "sqlite",
+                include_str!("../../migrations/sqlite/0001_init.sql"),
+            ),
+            (
+                "postgres",
+                include_str!("../../migrations/postgres/0001_init.sql"),
+            ),
+        ];
+        let predicate = format!("WHERE state IN {}", active_states_sql());
+        for (dialect, sql) in migrations {
+            assert_eq!(sql.matches("WHERE state IN").count(), 2, "{dialect}");
+            assert_eq!(sql.matches(&predicate).count(), 2, "{dialect}: {predicate}");
+        }
+    }
+
+    #[test]
+    fn the_active_list_names_every_active_state_once() {
+        let list = active_states_sql();
+        for state in PromotionState::ALL {
+            let quoted = format!("'{}'", state.as_str());
+            assert_eq!(list.contains(&quoted), state.is_active(), "{state}");
+        }
+    }
 }

@@ -1,64 +1,15 @@
-//! What the store returns: rows decoded into checked records. An inconsistent row is an error,
-//! never a silently wrong value.
+//! Rows decoded into domain types. An inconsistent row is an error naming what it is, never a
+//! silently wrong value.
 
 use chrono::{DateTime, Utc};
 
 use crate::domain::approval::Approval;
+use crate::domain::audit::AuditEvent;
 use crate::domain::identity::Identity;
-use crate::domain::promotion::PromotionState;
-use crate::domain::version::Version;
+use crate::domain::promotion::{Promotion, Stage, StageColumns};
+use crate::domain::release::Release;
 
 use super::StoreError;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReleaseRecord {
-    pub id: i64,
-    pub service: String,
-    pub version: Version,
-    pub commit: Option<String>,
-    pub notes: Option<String>,
-    pub created_by: String,
-    pub created_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PromotionRecord {
-    pub id: i64,
-    pub service: String,
-    pub version: Version,
-    pub environment: String,
-    pub state: PromotionState,
-    pub requested_by: Identity,
-    pub rollback: bool,
-    pub previous_version: Option<Version>,
-    pub required_approvals: u32,
-    pub force_reason: Option<String>,
-    pub retry_of: Option<i64>,
-    pub reason: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditEvent {
-    pub at: DateTime<Utc>,
-    pub actor: String,
-    pub platform: String,
-    pub kind: String,
-    pub detail: String,
-}
-
-/// A promotion with what a card or API answer shows about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PromotionView {
-    pub promotion: PromotionRecord,
-    pub approvals: Vec<Approval>,
-    pub commit: Option<String>,
-    pub notes: Option<String>,
-}
 
 /// Promotion columns qualified with the alias `p`, for queries that join.
 pub(super) const PROMOTION_COLUMNS: &str = "p.id, p.service, p.version, p.environment, p.state, \
@@ -90,15 +41,22 @@ pub(super) struct PromotionRow {
     expires_at: Option<i64>,
 }
 
-impl TryFrom<PromotionRow> for PromotionRecord {
+impl TryFrom<PromotionRow> for Promotion {
     type Error = StoreError;
 
     fn try_from(row: PromotionRow) -> Result<Self, StoreError> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("promotion #{}: {what}", row.id));
-        Ok(PromotionRecord {
+        let stage = Stage::from_columns(StageColumns {
+            state: row.state.parse().map_err(|_| corrupt("bad state"))?,
+            reason: row.reason,
+            started_at: row.started_at.map(time).transpose()?,
+            finished_at: row.finished_at.map(time).transpose()?,
+        })
+        .map_err(|e| corrupt(&e.to_string()))?;
+        Ok(Promotion {
             id: row.id,
             version: row.version.parse().map_err(|_| corrupt("bad version"))?,
-            state: row.state.parse().map_err(|_| corrupt("bad state"))?,
+            stage,
             requested_by: Identity::parse(&row.requested_by)
                 .ok_or_else(|| corrupt("bad requester"))?,
             rollback: row.is_rollback != 0,
@@ -110,14 +68,11 @@ impl TryFrom<PromotionRow> for PromotionRecord {
                 .map_err(|_| corrupt("bad approval count"))?,
             created_at: time(row.created_at)?,
             updated_at: time(row.updated_at)?,
-            started_at: row.started_at.map(time).transpose()?,
-            finished_at: row.finished_at.map(time).transpose()?,
             expires_at: row.expires_at.map(time).transpose()?,
             service: row.service,
             environment: row.environment,
             force_reason: row.force_reason,
             retry_of: row.retry_of,
-            reason: row.reason,
         })
     }
 }
@@ -133,11 +88,11 @@ pub(super) struct ReleaseRow {
     created_at: i64,
 }
 
-impl TryFrom<ReleaseRow> for ReleaseRecord {
+impl TryFrom<ReleaseRow> for Release {
     type Error = StoreError;
 
     fn try_from(row: ReleaseRow) -> Result<Self, StoreError> {
-        Ok(ReleaseRecord {
+        Ok(Release {
             id: row.id,
             version: row
                 .version
@@ -185,9 +140,12 @@ impl TryFrom<AuditRow> for AuditEvent {
     fn try_from(row: AuditRow) -> Result<Self, StoreError> {
         Ok(AuditEvent {
             at: time(row.at)?,
+            kind: row
+                .kind
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("audit event at {}: {e}", row.at)))?,
             actor: row.actor,
             platform: row.platform,
-            kind: row.kind,
             detail: row.detail,
         })
     }

@@ -9,8 +9,10 @@ use sqlx::{Any, Executor};
 use crate::domain::identity::Identity;
 use crate::domain::platform::ChatPlatform;
 
-use super::records::{millis, time, PromotionRecord, PromotionRow, PROMOTION_COLUMNS};
+use super::queries::{self, Claim, JobKind};
+use super::records::{millis, time, PromotionRow, PROMOTION_COLUMNS};
 use super::{Store, StoreError, Tx};
+use crate::domain::promotion::Promotion;
 
 /// An ad-hoc freeze (`/release freeze`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,13 +33,6 @@ pub struct ClaimedAnnouncement {
     pub channel: String,
     pub text: String,
     pub attempts: i64,
-}
-
-fn announce_kind(platform: ChatPlatform) -> &'static str {
-    match platform {
-        ChatPlatform::Slack => "announce:slack",
-        ChatPlatform::Discord => "announce:discord",
-    }
 }
 
 type FreezeRow = (i64, String, i64, i64, Option<String>, String);
@@ -71,12 +66,12 @@ async fn active_freezes<'e, E: Executor<'e, Database = Any>>(
 
 async fn queued_promotions<'e, E: Executor<'e, Database = Any>>(
     db: E,
-) -> Result<Vec<PromotionRecord>, StoreError> {
+) -> Result<Vec<Promotion>, StoreError> {
     let sql = format!(
         "SELECT {PROMOTION_COLUMNS} FROM promotions p WHERE p.state = 'queued' ORDER BY p.id"
     );
     let rows: Vec<PromotionRow> = sqlx::query_as(&sql).fetch_all(db).await?;
-    rows.into_iter().map(PromotionRecord::try_from).collect()
+    rows.into_iter().map(Promotion::try_from).collect()
 }
 
 impl Store {
@@ -104,7 +99,7 @@ impl Store {
     }
 
     /// Queued promotions, oldest request first.
-    pub async fn queued_promotions(&self) -> Result<Vec<PromotionRecord>, StoreError> {
+    pub async fn queued_promotions(&self) -> Result<Vec<Promotion>, StoreError> {
         queued_promotions(&self.read).await
     }
 
@@ -128,40 +123,28 @@ impl Store {
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<ClaimedAnnouncement>, StoreError> {
-        let until = chrono::Duration::from_std(lease)
-            .ok()
-            .and_then(|lease| now.checked_add_signed(lease))
-            .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        let sql = format!(
-            "UPDATE jobs SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM jobs WHERE kind = $3 AND run_at <= $4 \
-                 AND (lease_until IS NULL OR lease_until < $4) ORDER BY id LIMIT $5 {}) \
-             RETURNING id, payload, attempts",
-            self.dialect.skip_locked()
-        );
-        let rows: Vec<(i64, String, i64)> = sqlx::query_as(&sql)
-            .bind(worker)
-            .bind(millis(until))
-            .bind(announce_kind(platform))
-            .bind(millis(now))
-            .bind(i64::from(limit))
-            .fetch_all(&self.write)
-            .await?;
-        let mut claimed: Vec<ClaimedAnnouncement> = rows
+        let claim = Claim {
+            kind: JobKind::Announce(platform).as_str(),
+            worker,
+            now,
+            lease,
+            limit,
+        };
+        let rows = queries::claim(&self.write, self.dialect.skip_locked(), claim).await?;
+        Ok(rows
             .into_iter()
-            .map(|(id, payload, attempts)| {
-                let payload: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
+            .map(|row| {
+                let payload: serde_json::Value =
+                    serde_json::from_str(&row.payload).unwrap_or_default();
                 let field = |name: &str| payload[name].as_str().unwrap_or_default().to_string();
                 ClaimedAnnouncement {
-                    id,
+                    id: row.id,
                     channel: field("channel"),
                     text: field("text"),
-                    attempts,
+                    attempts: row.attempts,
                 }
             })
-            .collect();
-        claimed.sort_by_key(|a| a.id);
-        Ok(claimed)
+            .collect())
     }
 
     pub async fn finish_job(&self, job_id: i64) -> Result<(), StoreError> {
@@ -262,29 +245,12 @@ impl Tx {
     ) -> Result<(), StoreError> {
         let payload = serde_json::json!({"channel": channel, "text": text}).to_string();
         sqlx::query("INSERT INTO jobs (kind, payload, run_at, created_at) VALUES ($1, $2, $3, $3)")
-            .bind(announce_kind(platform))
+            .bind(JobKind::Announce(platform).as_str())
             .bind(payload)
             .bind(millis(now))
             .execute(&mut *self.tx)
             .await?;
         Ok(())
-    }
-
-    /// A deploy job for a queued promotion, unless it has one.
-    pub async fn enqueue_deploy_once(
-        &mut self,
-        promotion_id: i64,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "INSERT INTO jobs (kind, promotion_id, run_at, created_at) SELECT 'deploy', $1, $2, $2 \
-             WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE kind = 'deploy' AND promotion_id = $1)",
-        )
-        .bind(promotion_id)
-        .bind(millis(now))
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(result.rows_affected() == 1)
     }
 
     /// Deletes one job (not every job of its promotion: a duplicate deploy job must not take the

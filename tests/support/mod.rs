@@ -232,6 +232,8 @@ pub struct TestBot {
     pub base: String,
     pub clock: Arc<ManualClock>,
     pub engine: Engine,
+    /// The bot's database, for assertions on what it stored.
+    pub store: shipmate::store::Store,
     http: reqwest::Client,
     shutdown: CancellationToken,
     server: Option<JoinHandle<std::io::Result<()>>>,
@@ -549,10 +551,11 @@ impl Builder {
         } else {
             clock.clone()
         };
-        let bot = shipmate::app::build(config, engine_clock, None)
+        let bot = shipmate::app::build(config, shipmate::engine::Time::new(engine_clock), None)
             .await
             .expect("bot builds");
         let engine = bot.engine.clone();
+        let store = bot.store.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -566,6 +569,7 @@ impl Builder {
             base,
             clock,
             engine,
+            store,
             http: reqwest::Client::new(),
             shutdown,
             server: Some(server),

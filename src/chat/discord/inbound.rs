@@ -26,9 +26,8 @@ use serenity::interactions_endpoint::Verifier;
 use super::commands::command_text;
 use super::render::{self, MAX_CONTENT};
 use super::Discord;
-use crate::chat::deliveries;
 use crate::domain::identity::{Actor, Identity};
-use crate::engine::{wall_now, ChatOrigin, ChatPlatform, Engine, ReactionVote};
+use crate::engine::{ChatOrigin, ChatPlatform, Engine, ReactionVote, Reply, Request, RequestKind};
 
 /// Work still running after this long is deferred, leaving a margin within Discord's 3 s.
 const DEFER_AFTER: Duration = Duration::from_millis(1500);
@@ -50,46 +49,39 @@ impl Inbound {
         &self.discord
     }
 
-    fn count(&self, kind: &str, outcome: &str) {
-        deliveries::count(&self.engine, ChatPlatform::Discord, kind, outcome);
-    }
-
-    /// Records a delivery; `false` when it was seen before (a replayed event or a second
-    /// delivery of one interaction).
-    async fn first_time(&self, source: &str, id: &str) -> bool {
-        deliveries::first_time(&self.engine, source, id).await
+    /// Counts what Discord sent that never became a request.
+    fn count_unhandled(&self, kind: &str, outcome: &str) {
+        self.engine
+            .count_unhandled(ChatPlatform::Discord, kind, outcome);
     }
 
     pub async fn interaction(&self, interaction: Interaction) {
         match interaction {
             Interaction::Command(command) => self.command(command).await,
             Interaction::Component(component) => self.component(component).await,
-            _ => self.count("interaction", "ignored"),
+            _ => self.count_unhandled("interaction", "ignored"),
         }
     }
 
     async fn command(&self, command: CommandInteraction) {
-        if !self
-            .first_time("discord:interaction", &command.id.to_string())
-            .await
-        {
-            self.count("command", "duplicate");
-            return;
-        }
-        let actor = actor(command.user.id, command.member.as_deref());
-        let origin = origin(command.channel_id);
-        let work = async {
-            let text = command_text(&command.data.options)?;
-            self.engine
-                .execute_text(&actor, &text, Some(&origin))
-                .await
-                .map(|reply| reply.to_text())
-                .map_err(|error| error.message)
+        let text = match command_text(&command.data.options) {
+            Ok(text) => text,
+            // Options Discord validated but we cannot read: the person still gets an answer.
+            Err(problem) => {
+                self.count_unhandled("command", "refused");
+                return self.answer_command(&command, Err(problem), false).await;
+            }
         };
-        let ephemeral = || CreateInteractionResponseMessage::new().ephemeral(true);
+        let request = Request {
+            actor: actor(command.user.id, command.member.as_deref()),
+            origin: Some(origin(command.channel_id)),
+            delivery: None,
+            kind: RequestKind::Typed(text),
+        }
+        .delivered("discord:interaction", command.id.to_string());
         let http = self.discord.http();
         let (id, token) = (command.id, command.token.as_str());
-        let (result, deferred) = within_deadline(work, async {
+        let (result, deferred) = within_deadline(self.engine.handle(request), async {
             let defer = CreateInteractionResponse::Defer(ephemeral());
             log_failure(
                 http.create_interaction_response(id, token, &defer, vec![])
@@ -97,8 +89,24 @@ impl Inbound {
             );
         })
         .await;
-        self.count("command", if result.is_ok() { "ok" } else { "refused" });
-        let text = render::truncate(&result.unwrap_or_else(|refusal| refusal), MAX_CONTENT);
+        let answer = match result {
+            Ok(Reply::Duplicate) => return,
+            Ok(reply) => Ok(reply.to_text()),
+            Err(error) => Err(error.message),
+        };
+        self.answer_command(&command, answer, deferred).await;
+    }
+
+    /// The ephemeral answer to a command: a new response, or the edit of the deferred one.
+    async fn answer_command(
+        &self,
+        command: &CommandInteraction,
+        answer: Result<String, String>,
+        deferred: bool,
+    ) {
+        let http = self.discord.http();
+        let (id, token) = (command.id, command.token.as_str());
+        let text = render::truncate(&answer.unwrap_or_else(|refusal| refusal), MAX_CONTENT);
         if deferred {
             let edit = EditInteractionResponse::new().content(text);
             log_failure(
@@ -115,36 +123,30 @@ impl Inbound {
     }
 
     async fn component(&self, component: ComponentInteraction) {
-        if !self
-            .first_time("discord:interaction", &component.id.to_string())
-            .await
-        {
-            self.count("button", "duplicate");
-            return;
-        }
         let http = self.discord.http();
         let (id, token) = (component.id, component.token.as_str());
         let Some((action, promotion)) = render::parse_custom_id(&component.data.custom_id) else {
             // Not our button: acknowledge so the person does not see "interaction failed".
             acknowledge(http, id, token).await;
-            self.count("button", "ignored");
+            self.count_unhandled("button", "ignored");
             return;
         };
-        let actor = actor(component.user.id, component.member.as_ref());
-        let origin = origin(component.channel_id);
-        let work = self
-            .engine
-            .card_action(&actor, action, promotion, Some(&origin));
+        let request = Request {
+            actor: actor(component.user.id, component.member.as_ref()),
+            origin: Some(origin(component.channel_id)),
+            delivery: None,
+            kind: RequestKind::CardAction { action, promotion },
+        }
+        .delivered("discord:interaction", component.id.to_string());
+        let work = self.engine.handle(request);
         let (result, deferred) = within_deadline(work, acknowledge(http, id, token)).await;
-        let Err(refusal) = result else {
+        let refusal = match result {
+            Ok(Reply::Duplicate) => return,
             // The card itself shows the change, edited from the outbox.
-            if !deferred {
-                acknowledge(http, id, token).await;
-            }
-            self.count("button", "ok");
-            return;
+            Ok(_) if deferred => return,
+            Ok(_) => return acknowledge(http, id, token).await,
+            Err(refusal) => refusal,
         };
-        self.count("button", "refused");
         let text = render::truncate(&refusal.message, MAX_CONTENT);
         if deferred {
             let followup = CreateInteractionResponseFollowup::new()
@@ -187,42 +189,26 @@ impl Inbound {
         let Some(vote) = vote else {
             return;
         };
-        let promotion = match self
-            .engine
-            .store()
-            .card_promotion(
-                ChatPlatform::Discord,
-                &reaction.channel_id.to_string(),
-                &reaction.message_id.to_string(),
-            )
-            .await
-        {
-            Ok(Some(id)) => id,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::error!(error = %e, "could not look up a reacted message");
-                return;
-            }
+        let request = Request {
+            actor: actor(user, reaction.member.as_ref()),
+            origin: Some(origin(reaction.channel_id)),
+            delivery: None,
+            kind: RequestKind::Reaction {
+                message_id: reaction.message_id.to_string(),
+                vote,
+            },
         };
-        let actor = actor(user, reaction.member.as_ref());
-        let outcome = match self.engine.react(&actor, promotion, vote).await {
-            Ok(_) => "ok",
-            Err(error) => {
-                // One notice per person and promotion: reactions are easy to repeat.
-                if self
-                    .first_time("discord:notice", &format!("{promotion}:{user}"))
-                    .await
-                {
-                    let text = format!("<@{user}> {}", error.message);
-                    self.discord
-                        .notice(reaction.channel_id, reaction.message_id, &text)
-                        .await;
-                }
-                "refused"
-            }
-        };
-        self.count("reaction", outcome);
+        if let Err(error) = self.engine.handle(request).await {
+            let text = format!("<@{user}> {}", error.message);
+            self.discord
+                .notice(reaction.channel_id, reaction.message_id, &text)
+                .await;
+        }
     }
+}
+
+fn ephemeral() -> CreateInteractionResponseMessage {
+    CreateInteractionResponseMessage::new().ephemeral(true)
 }
 
 /// `discord:<user>` with a `discord-role:<role>` membership per guild role the member holds.
@@ -325,7 +311,9 @@ impl Endpoint {
         let sent_at: i64 = timestamp
             .parse()
             .map_err(|_| "X-Signature-Timestamp is not a Unix time")?;
-        if (wall_now().timestamp() - sent_at).abs() > MAX_SIGNATURE_AGE_SECS {
+        if (self.inbound.engine.time().real_now().timestamp() - sent_at).abs()
+            > MAX_SIGNATURE_AGE_SECS
+        {
             return Err("X-Signature-Timestamp is more than 5 minutes off");
         }
         self.verifier

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{FromRequest, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -17,10 +17,9 @@ use slack_morphism::signature_verifier::SlackEventSignatureVerifier;
 
 use super::blocks::{escape, ACTION_PREFIX};
 use super::Slack;
-use crate::chat::deliveries;
 use crate::domain::identity::{Actor, Identity};
 use crate::domain::promotion::CardAction;
-use crate::engine::{ChatOrigin, ChatPlatform, Engine, ReactionVote};
+use crate::engine::{ChatOrigin, ChatPlatform, Engine, ReactionVote, Request, RequestKind};
 
 /// What the inbound endpoints share; Socket Mode feeds the same handlers.
 pub(crate) struct Inbound {
@@ -72,7 +71,10 @@ struct Signed(String);
 impl FromRequest<Arc<Inbound>> for Signed {
     type Rejection = Response;
 
-    async fn from_request(request: Request, inbound: &Arc<Inbound>) -> Result<Self, Response> {
+    async fn from_request(
+        request: axum::extract::Request,
+        inbound: &Arc<Inbound>,
+    ) -> Result<Self, Response> {
         let headers = request.headers().clone();
         let body = Bytes::from_request(request, inbound)
             .await
@@ -107,13 +109,20 @@ impl Inbound {
             .with_memberships(self.slack.actor_identities(user).await)
     }
 
-    fn count(&self, kind: &str, outcome: &str) {
-        deliveries::count(&self.engine, ChatPlatform::Slack, kind, outcome);
+    /// Counts what Slack sent that never became a request.
+    fn count_unhandled(&self, kind: &str, outcome: &str) {
+        self.engine
+            .count_unhandled(ChatPlatform::Slack, kind, outcome);
     }
 
-    /// Records a delivery; `false` when Slack sent it before (a retry or a repeated click).
-    async fn first_time(&self, source: &str, id: &str) -> bool {
-        deliveries::first_time(&self.engine, source, id).await
+    /// A request from `user` in `channel`.
+    async fn request(&self, user: &str, channel: &str, kind: RequestKind) -> Request {
+        Request {
+            actor: self.actor(user).await,
+            origin: Some(origin(channel)),
+            delivery: None,
+            kind,
+        }
     }
 
     fn tell_later(&self, channel: String, user: String, text: String) {
@@ -161,17 +170,12 @@ impl From<SlackCommandEvent> for SlashCommand {
 impl Inbound {
     /// Runs a slash command; returns the reply for the person who typed it (Slack-escaped).
     pub(crate) async fn command(&self, event: SlashCommand) -> String {
-        let actor = self.actor(&event.user_id).await;
-        let origin = ChatOrigin {
-            platform: ChatPlatform::Slack,
-            channel: event.channel_id,
+        let kind = RequestKind::Typed(event.text);
+        let request = self.request(&event.user_id, &event.channel_id, kind).await;
+        let reply = match self.engine.handle(request).await {
+            Ok(reply) => reply.to_text(),
+            Err(error) => error.message,
         };
-        let text = event.text;
-        let (reply, outcome) = match self.engine.execute_text(&actor, &text, Some(&origin)).await {
-            Ok(reply) => (reply.to_text(), "ok"),
-            Err(error) => (error.message, "refused"),
-        };
-        self.count("command", outcome);
         escape(&reply)
     }
 }
@@ -215,40 +219,29 @@ async fn block_actions(inbound: &Inbound, event: SlackInteractionBlockActionsEve
     let Some(channel) = channel else {
         return;
     };
-    if !inbound
-        .first_time("slack:interaction", event.trigger_id.as_ref())
-        .await
-    {
-        inbound.count("button", "duplicate");
-        return;
-    }
-    for action in event.actions.unwrap_or_default() {
-        let parsed = action
+    let actions = event.actions.unwrap_or_default();
+    let ours = actions.iter().filter_map(|action| {
+        action
             .action_id
             .as_ref()
             .strip_prefix(ACTION_PREFIX)
             .and_then(CardAction::parse)
-            .zip(action.value.as_deref().and_then(|v| v.parse::<i64>().ok()));
-        let Some((card_action, promotion_id)) = parsed else {
-            continue;
+            .zip(action.value.as_deref().and_then(|v| v.parse::<i64>().ok()))
+    });
+    for (index, (action, promotion)) in ours.enumerate() {
+        // One click is one trigger id; a second action in it (there is none today) gets its own.
+        let delivery = match index {
+            0 => event.trigger_id.to_string(),
+            n => format!("{}:{n}", event.trigger_id),
         };
-        let actor = inbound.actor(&user).await;
-        let origin = ChatOrigin {
-            platform: ChatPlatform::Slack,
-            channel: channel.clone(),
-        };
-        let result = inbound
-            .engine
-            .card_action(&actor, card_action, promotion_id, Some(&origin))
-            .await;
-        let outcome = match result {
-            Ok(_) => "ok",
-            Err(error) => {
-                inbound.tell_later(channel.clone(), user.clone(), error.message);
-                "refused"
-            }
-        };
-        inbound.count("button", outcome);
+        let kind = RequestKind::CardAction { action, promotion };
+        let request = inbound
+            .request(&user, &channel, kind)
+            .await
+            .delivered("slack:interaction", delivery);
+        if let Err(error) = inbound.engine.handle(request).await {
+            inbound.tell_later(channel.clone(), user.clone(), error.message);
+        }
     }
 }
 
@@ -277,16 +270,10 @@ async fn events(State(inbound): State<Arc<Inbound>>, Signed(body): Signed) -> Re
 }
 
 impl Inbound {
-    /// An Events API delivery, once per event id however often Slack sends it.
+    /// An Events API delivery; the engine acts on it once per event id however often Slack
+    /// sends it.
     pub(crate) async fn push_event(&self, callback: SlackPushEventCallback) {
-        if self
-            .first_time("slack:event", callback.event_id.as_ref())
-            .await
-        {
-            event_callback(self, callback.event).await;
-        } else {
-            self.count("event", "duplicate");
-        }
+        event_callback(self, callback.event_id.as_ref(), callback.event).await;
     }
 
     /// Button clicks, once per trigger id.
@@ -297,71 +284,65 @@ impl Inbound {
     }
 }
 
-async fn event_callback(inbound: &Inbound, event: SlackEventCallbackBody) {
-    match event {
-        SlackEventCallbackBody::ReactionAdded(r) => {
-            reaction(inbound, r.user.as_ref(), r.reaction.as_ref(), &r.item, true).await
-        }
-        SlackEventCallbackBody::ReactionRemoved(r) => {
-            reaction(
-                inbound,
-                r.user.as_ref(),
-                r.reaction.as_ref(),
-                &r.item,
-                false,
-            )
-            .await
-        }
-        _ => inbound.count("event", "ignored"),
-    }
+/// A reaction as Slack reports it.
+struct SlackReaction<'a> {
+    event_id: &'a str,
+    user: &'a str,
+    name: &'a str,
+    item: &'a SlackReactionsItem,
+    added: bool,
 }
 
-async fn reaction(
-    inbound: &Inbound,
-    user: &str,
-    name: &str,
-    item: &SlackReactionsItem,
-    added: bool,
-) {
-    let SlackReactionsItem::Message(message) = item else {
+async fn event_callback(inbound: &Inbound, event_id: &str, event: SlackEventCallbackBody) {
+    let reacted = match &event {
+        SlackEventCallbackBody::ReactionAdded(r) => SlackReaction {
+            event_id,
+            user: r.user.as_ref(),
+            name: r.reaction.as_ref(),
+            item: &r.item,
+            added: true,
+        },
+        SlackEventCallbackBody::ReactionRemoved(r) => SlackReaction {
+            event_id,
+            user: r.user.as_ref(),
+            name: r.reaction.as_ref(),
+            item: &r.item,
+            added: false,
+        },
+        _ => return inbound.count_unhandled("event", "ignored"),
+    };
+    reaction(inbound, reacted).await
+}
+
+async fn reaction(inbound: &Inbound, reacted: SlackReaction<'_>) {
+    let SlackReactionsItem::Message(message) = reacted.item else {
         return;
     };
     let Some(channel) = message.origin.channel.as_ref().map(ToString::to_string) else {
         return;
     };
-    let ts = message.origin.ts.to_string();
     let config = &inbound.slack.config;
-    let approves = config.approve_reactions.iter().any(|r| r == name);
-    let rejects = config.reject_reactions.iter().any(|r| r == name);
-    let Some(vote) = ReactionVote::from_reaction(approves, rejects, added) else {
+    let approves = config.approve_reactions.iter().any(|r| r == reacted.name);
+    let rejects = config.reject_reactions.iter().any(|r| r == reacted.name);
+    let Some(vote) = ReactionVote::from_reaction(approves, rejects, reacted.added) else {
         return;
     };
-    let promotion = match inbound
-        .engine
-        .store()
-        .card_promotion(ChatPlatform::Slack, &channel, &ts)
+    let kind = RequestKind::Reaction {
+        message_id: message.origin.ts.to_string(),
+        vote,
+    };
+    let request = inbound
+        .request(reacted.user, &channel, kind)
         .await
-    {
-        Ok(Some(id)) => id,
-        Ok(None) => return,
-        Err(e) => {
-            tracing::error!(error = %e, "could not look up a reacted message");
-            return;
-        }
-    };
-    let actor = inbound.actor(user).await;
-    let outcome = match inbound.engine.react(&actor, promotion, vote).await {
-        Ok(_) => "ok",
-        Err(error) => {
-            // One notice per person and promotion: reactions are easy to repeat.
-            if inbound
-                .first_time("slack:notice", &format!("{promotion}:{user}"))
-                .await
-            {
-                inbound.tell_later(channel, user.to_string(), error.message);
-            }
-            "refused"
-        }
-    };
-    inbound.count("reaction", outcome);
+        .delivered("slack:event", reacted.event_id);
+    if let Err(error) = inbound.engine.handle(request).await {
+        inbound.tell_later(channel, reacted.user.to_string(), error.message);
+    }
+}
+
+fn origin(channel: &str) -> ChatOrigin {
+    ChatOrigin {
+        platform: ChatPlatform::Slack,
+        channel: channel.to_string(),
+    }
 }

@@ -1,57 +1,84 @@
-//! Keeping promotion cards current: card jobs from the outbox, sent through the chat ports with
-//! at most one edit per second per card, platform rate limits obeyed, failures retried.
+//! The outbox worker's chat side: card jobs sent through the chat ports with at most one edit per
+//! second per card, deploy output posted to the card's thread, announcements posted; platform
+//! rate limits obeyed, failures given back to the outbox with a due time.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use super::card::Card;
-use super::chat::{ChatError, ChatPort};
-use super::{wall_now, Engine, EngineError};
-use crate::store::{ChatCardRecord, ClaimedJob, JobKind, StoreError, Tx};
+use super::chat::{ChatError, ChatPlatform, ChatPort};
+use super::clock::Time;
+use super::view::view_of;
+use super::EngineError;
+use crate::config::Config;
+use crate::store::{ChatCardRecord, ClaimedAnnouncement, ClaimedJob, JobKind, Store, StoreError};
 
 /// Cards are edited at most this often (SPEC §3).
 pub const MIN_EDIT_INTERVAL: Duration = Duration::from_secs(1);
 /// A card job is ours for this long; sends take well under a second.
 pub const CARD_LEASE: Duration = Duration::from_secs(30);
+const ANNOUNCE_LEASE: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
-/// Longest a card post or edit (with its thread output) may take.
+/// Longest a card post or edit (with its thread output), or an announcement, may take.
 const SEND_TIMEOUT: Duration = Duration::from_secs(20);
 /// Deploy output posted to a thread in one message at most.
 const THREAD_BATCH: usize = 50;
 
-impl Engine {
+pub(super) struct Outbox {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub time: Time,
+    pub chats: HashMap<ChatPlatform, Arc<dyn ChatPort>>,
+    pub worker_id: String,
+}
+
+impl Outbox {
     /// The card of a promotion as it stands now.
     pub async fn card(&self, promotion_id: i64) -> Result<Card, EngineError> {
-        let view = self
-            .store()
-            .promotion_view(promotion_id)
+        let promotion = self
+            .store
+            .promotion(promotion_id)
             .await?
             .ok_or_else(|| super::unknown_promotion(promotion_id))?;
+        let view = view_of(&self.store, promotion).await?;
         let promotion = &view.promotion;
         let from = self
-            .config()
+            .config
             .service(&promotion.service)
             .map(|s| s.pipeline())
             .and_then(|pipeline| {
                 let index = pipeline.iter().position(|e| *e == promotion.environment)?;
                 index.checked_sub(1).and_then(|i| pipeline.get(i).cloned())
             });
-        let progress = self.store().deploy_log(promotion_id).await?.pop();
-        let public_url = self.config().server.public_url.as_deref();
-        Ok(Card::build(&view, from, progress, public_url, self.now()))
+        let progress = self.store.deploy_log(promotion_id).await?.pop();
+        let public_url = self.config.server.public_url.as_deref();
+        Ok(Card::build(
+            &view,
+            from,
+            progress,
+            public_url,
+            self.time.now(),
+        ))
     }
 
-    pub(super) fn chat_ports(&self) -> Vec<Arc<dyn ChatPort>> {
-        self.inner.chats.values().cloned().collect()
+    pub fn chat_ports(&self) -> Vec<Arc<dyn ChatPort>> {
+        self.chats.values().cloned().collect()
     }
 
-    pub(super) async fn claim_cards(&self, port: &dyn ChatPort, limit: u32) -> Vec<ClaimedJob> {
+    pub async fn claim_cards(&self, port: &dyn ChatPort, limit: u32) -> Vec<ClaimedJob> {
         let kind = JobKind::Card(port.platform());
         match self
-            .store()
-            .claim_jobs(kind, &self.inner.worker_id, wall_now(), CARD_LEASE, limit)
+            .store
+            .claim_jobs(
+                kind,
+                &self.worker_id,
+                self.time.real_now(),
+                CARD_LEASE,
+                limit,
+            )
             .await
         {
             Ok(jobs) => jobs,
@@ -63,7 +90,7 @@ impl Engine {
     }
 
     /// Sends one card job; whatever happens, the job is finished or given back with a due time.
-    pub(super) async fn run_card_job(&self, port: Arc<dyn ChatPort>, job: ClaimedJob) {
+    pub async fn run_card_job(&self, port: Arc<dyn ChatPort>, job: ClaimedJob) {
         let platform = port.platform();
         // A hung platform call must not hold a worker slot (or shutdown) hostage.
         let outcome = tokio::time::timeout(
@@ -76,25 +103,33 @@ impl Engine {
                 "no answer within 20s".into(),
             )))
         });
-        let store = self.store();
+        let store = &self.store;
         let result = match outcome {
             Ok(Sent::Done) => {
                 store
-                    .finish_card_job(job.id, wall_now() + chrono_of(MIN_EDIT_INTERVAL))
+                    .finish_card_job(job.id, self.time.real_now() + chrono_of(MIN_EDIT_INTERVAL))
                     .await
             }
             Ok(Sent::TooSoon(due)) => store.retry_job(job.id, due, "paced").await,
             Err(CardFailure::Chat(ChatError::RateLimited { retry_after })) => {
                 tracing::warn!(%platform, promotion = job.promotion_id, ?retry_after, "rate limited");
                 store
-                    .retry_job(job.id, wall_now() + chrono_of(retry_after), "rate limited")
+                    .retry_job(
+                        job.id,
+                        self.time.real_now() + chrono_of(retry_after),
+                        "rate limited",
+                    )
                     .await
             }
             Err(failure) => {
                 let delay = backoff(job.attempts);
                 tracing::warn!(%platform, promotion = job.promotion_id, error = %failure, ?delay, "card not sent; will retry");
                 store
-                    .retry_job(job.id, wall_now() + chrono_of(delay), &failure.to_string())
+                    .retry_job(
+                        job.id,
+                        self.time.real_now() + chrono_of(delay),
+                        &failure.to_string(),
+                    )
                     .await
             }
         };
@@ -105,10 +140,10 @@ impl Engine {
 
     async fn send_card(&self, port: &dyn ChatPort, promotion_id: i64) -> Result<Sent, CardFailure> {
         let platform = port.platform();
-        let Some(record) = self.store().chat_card(promotion_id, platform).await? else {
+        let Some(record) = self.store.chat_card(promotion_id, platform).await? else {
             return Ok(Sent::Done);
         };
-        if let Some(due) = next_edit(&record).filter(|due| *due > wall_now()) {
+        if let Some(due) = next_edit(&record).filter(|due| *due > self.time.real_now()) {
             return Ok(Sent::TooSoon(due));
         }
         let card = self.card(promotion_id).await.map_err(CardFailure::Engine)?;
@@ -118,15 +153,15 @@ impl Engine {
                 self.post_deploy_output(port, promotion_id, &record, message_id)
                     .await?;
                 port.update_card(&record.channel, message_id, &card).await?;
-                self.store()
-                    .card_sent(promotion_id, platform, message_id, wall_now())
+                self.store
+                    .card_sent(promotion_id, platform, message_id, self.time.real_now())
                     .await?;
             }
             None => {
                 let message_id = port.post_card(&record.channel, &card).await?;
                 // Remembered at once: a failure below must not post the card twice.
-                self.store()
-                    .card_sent(promotion_id, platform, &message_id, wall_now())
+                self.store
+                    .card_sent(promotion_id, platform, &message_id, self.time.real_now())
                     .await?;
                 self.post_deploy_output(port, promotion_id, &record, &message_id)
                     .await?;
@@ -144,7 +179,7 @@ impl Engine {
         message_id: &str,
     ) -> Result<(), CardFailure> {
         let lines = self
-            .store()
+            .store
             .deploy_log_since(promotion_id, record.thread_log_id)
             .await?;
         for batch in lines.chunks(THREAD_BATCH) {
@@ -154,36 +189,68 @@ impl Engine {
             let text: Vec<String> = batch.iter().map(|(_, line)| line.clone()).collect();
             port.post_to_thread(&record.channel, message_id, &text)
                 .await?;
-            self.store()
+            self.store
                 .thread_posted(promotion_id, port.platform(), *last_id)
                 .await?;
         }
         Ok(())
     }
 
-    /// Owes the promotion's cards an update, inside `tx`. Without chat platforms there are no
-    /// cards, and the statement is skipped (it is one more round trip per state change).
-    pub(super) async fn touch_cards(
+    pub async fn claim_announcements(
         &self,
-        tx: &mut Tx,
-        promotion_id: i64,
-    ) -> Result<(), StoreError> {
-        if self.inner.chats.is_empty() {
-            return Ok(());
+        port: &dyn ChatPort,
+        limit: u32,
+    ) -> Vec<ClaimedAnnouncement> {
+        match self
+            .store
+            .claim_announcements(
+                port.platform(),
+                &self.worker_id,
+                self.time.real_now(),
+                ANNOUNCE_LEASE,
+                limit,
+            )
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::error!(error = %e, "could not claim announcements");
+                Vec::new()
+            }
         }
-        tx.touch_cards(promotion_id, wall_now()).await
     }
 
-    /// Deploy output arrived: the card's progress line and thread are owed an update.
-    pub(super) async fn progress_changed(&self, promotion_id: i64) {
-        if self.inner.chats.is_empty() {
-            return;
-        }
-        match self.store().touch_cards(promotion_id, wall_now()).await {
-            Ok(()) => self.notify_workers(),
-            Err(e) => {
-                tracing::warn!(promotion = promotion_id, error = %e, "could not schedule a card update")
+    /// Posts one announcement; on failure it goes back to the outbox with a due time.
+    pub async fn send_announcement(&self, port: Arc<dyn ChatPort>, job: ClaimedAnnouncement) {
+        let sent = tokio::time::timeout(SEND_TIMEOUT, port.post_message(&job.channel, &job.text))
+            .await
+            .unwrap_or_else(|_| Err(ChatError::Unavailable("no answer within 20s".into())));
+        let store = &self.store;
+        let settled = match sent {
+            Ok(()) => store.finish_job(job.id).await,
+            Err(ChatError::RateLimited { retry_after }) => {
+                store
+                    .retry_job(
+                        job.id,
+                        self.time.real_now() + chrono_of(retry_after),
+                        "rate limited",
+                    )
+                    .await
             }
+            Err(e) => {
+                let delay = backoff(job.attempts);
+                tracing::warn!(platform = %port.platform(), channel = %job.channel, error = %e, ?delay, "announcement not sent; will retry");
+                store
+                    .retry_job(
+                        job.id,
+                        self.time.real_now() + chrono_of(delay),
+                        &e.to_string(),
+                    )
+                    .await
+            }
+        };
+        if let Err(e) = settled {
+            tracing::error!(error = %e, "could not settle an announcement; its lease will run out");
         }
     }
 }

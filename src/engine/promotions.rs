@@ -1,30 +1,40 @@
-//! The commands that change state. Each is one transaction: read, ask `domain`, write state, audit
-//! and outbox jobs, commit.
+//! Promotions as a use case: create a release, promote, cancel, retry, roll back, and expire
+//! unanswered approval requests (votes are in `votes.rs`). Each command is one transaction: read,
+//! ask `domain`, write the state with its audit events and outbox jobs, commit.
 
-use crate::config::EnvironmentConfig;
-use crate::domain::approval::{
-    approval_deadline, decide_vote, Ballot, Vote, VoteOutcome, VoteRefusal,
-};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::calendar::Calendar;
+use super::chat::ChatOrigin;
+use super::clock::Time;
+use super::ledger::Ledger;
+use super::view::{view_of, PromotionView};
+use super::{bot_identity, environment_of, known_service, unknown_promotion, EngineError};
+use crate::config::{Config, EnvironmentConfig, ServiceConfig};
+use crate::domain::approval::approval_deadline;
+use crate::domain::audit::AuditKind;
 use crate::domain::duration::format_duration;
-use crate::domain::identity::{Actor, ADMINS, DEPLOYERS};
+use crate::domain::identity::Actor;
+use crate::domain::permission::{authorize, Action, Denied};
 use crate::domain::pipeline::{self, Pipeline, PipelineRefusal};
 use crate::domain::platform::ChatPlatform;
-use crate::domain::promotion::{transition, PromotionEvent, PromotionState};
+use crate::domain::promotion::{Promotion, PromotionEvent, PromotionState, Stage};
+use crate::domain::release::Release;
 use crate::domain::version::{Version, VersionSpec};
-use crate::metrics::ServiceLabels;
-use crate::store::{
-    JobKind, NewPromotion, NewRelease, PromotionRecord, PromotionView, ReleaseRecord, StoreError,
-    Tx,
-};
+use crate::metrics::{Metrics, ServiceLabels};
+use crate::store::{JobKind, NewPromotion, NewRelease, Store, StoreError, Tx};
 
-use super::chat::ChatOrigin;
-use super::reply::Reply;
-use super::{describe, environment_of, unknown_promotion, Engine, EngineError};
-
-pub(super) enum VoteKind {
-    Approve,
-    Reject(Option<String>),
-    Withdraw,
+/// What the promotion commands need.
+pub(super) struct Promotions {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub time: Time,
+    pub metrics: Arc<Metrics>,
+    pub ledger: Ledger,
+    pub calendar: Arc<Calendar>,
+    /// The chat platforms that keep cards.
+    pub platforms: Arc<HashSet<ChatPlatform>>,
 }
 
 /// How a new promotion gets its approvals.
@@ -36,7 +46,7 @@ enum ApprovalSource {
 }
 
 /// What a new promotion is; the engine fills in the rest.
-struct Request<'a> {
+struct Opening<'a> {
     service: &'a str,
     version: &'a Version,
     environment: &'a EnvironmentConfig,
@@ -59,29 +69,31 @@ impl From<PipelineRefusal> for EngineError {
     }
 }
 
-impl Engine {
-    fn require_deployer(&self, actor: &Actor, action: &str) -> Result<(), EngineError> {
-        if self.config().roles.may_deploy(actor) {
-            Ok(())
-        } else {
-            Err(EngineError::forbidden(format!(
-                "you need the `{DEPLOYERS}` role to {action}; ask an admin to add {} to [roles].{DEPLOYERS} in bot.toml",
-                actor.identity
-            )))
-        }
+/// A permission refusal, as the engine answers it.
+pub(super) fn forbidden(denied: Denied) -> EngineError {
+    EngineError::forbidden(denied.to_string())
+}
+
+impl Promotions {
+    fn authorize(&self, actor: &Actor, action: Action<'_>) -> Result<(), EngineError> {
+        authorize(&self.config.roles, actor, action).map_err(forbidden)
     }
 
-    pub(super) async fn create_release(
+    pub(super) fn service(&self, name: &str) -> Result<&ServiceConfig, EngineError> {
+        known_service(&self.config, name)
+    }
+
+    pub async fn create_release(
         &self,
         actor: &Actor,
         service: &str,
         version: &Version,
         commit: Option<&str>,
         notes: Option<&str>,
-    ) -> Result<ReleaseRecord, EngineError> {
+    ) -> Result<Release, EngineError> {
         self.service(service)?;
-        self.require_deployer(actor, "create releases")?;
-        let mut tx = self.store().begin().await?;
+        self.authorize(actor, Action::CreateRelease)?;
+        let mut tx = self.store.begin().await?;
         let inserted = self
             .insert_release(&mut tx, actor, service, version, commit, notes)
             .await?;
@@ -103,8 +115,8 @@ impl Engine {
         version: &Version,
         commit: Option<&str>,
         notes: Option<&str>,
-    ) -> Result<Option<ReleaseRecord>, EngineError> {
-        let now = self.now();
+    ) -> Result<Option<Release>, EngineError> {
+        let now = self.time.now();
         let inserted = tx
             .insert_release(NewRelease {
                 service,
@@ -119,9 +131,15 @@ impl Engine {
             return Ok(None);
         };
         let detail = format!("{service} {version}");
-        tx.audit(None, &actor.identity, "release_created", &detail, now)
-            .await?;
-        self.metrics()
+        tx.audit(
+            None,
+            &actor.identity,
+            AuditKind::ReleaseCreated,
+            &detail,
+            now,
+        )
+        .await?;
+        self.metrics
             .releases_created
             .get_or_create(&ServiceLabels {
                 service: service.to_string(),
@@ -130,7 +148,7 @@ impl Engine {
         Ok(Some(release))
     }
 
-    pub(super) async fn promote(
+    pub async fn promote(
         &self,
         actor: &Actor,
         service: &str,
@@ -140,15 +158,13 @@ impl Engine {
         origin: Option<&ChatOrigin>,
     ) -> Result<PromotionView, EngineError> {
         let service_config = self.service(service)?;
-        self.require_deployer(actor, "promote")?;
-        if force_reason.is_some() && !self.config().roles.holds(actor, ADMINS) {
-            return Err(EngineError::forbidden(format!(
-                "only `{ADMINS}` may use --force; promote without it, or ask an admin"
-            )));
+        self.authorize(actor, Action::Promote)?;
+        if force_reason.is_some() {
+            self.authorize(actor, Action::Force)?;
         }
         let environments = service_config.pipeline();
         let pipeline = Pipeline::new(service, &environments);
-        let mut tx = self.store().begin().await?;
+        let mut tx = self.store.begin().await?;
         let version = match version {
             VersionSpec::Exact(version) => version.clone(),
             VersionSpec::Latest => self.resolve_latest(&mut tx, &pipeline, to).await?,
@@ -166,7 +182,7 @@ impl Engine {
             .open_promotion(
                 &mut tx,
                 actor,
-                Request {
+                Opening {
                     service,
                     version: &version,
                     environment,
@@ -233,8 +249,8 @@ impl Engine {
         }
     }
 
-    fn active_conflict(&self, active: &PromotionRecord) -> EngineError {
-        let age = (self.now() - active.created_at)
+    fn active_conflict(&self, active: &Promotion) -> EngineError {
+        let age = (self.time.now() - active.created_at)
             .to_std()
             .unwrap_or_default();
         let age = std::time::Duration::from_secs(age.as_secs() / 60 * 60);
@@ -247,8 +263,8 @@ impl Engine {
             "{} {} already has a promotion in progress: {}, {}, by {}, {age}. Wait for it to finish or cancel it with /release cancel {}",
             active.service,
             active.environment,
-            describe(active),
-            active.state.label(),
+            active.describe(),
+            active.state().label(),
             active.requested_by,
             active.id
         ))
@@ -260,9 +276,9 @@ impl Engine {
         &self,
         tx: &mut Tx,
         actor: &Actor,
-        request: Request<'_>,
-    ) -> Result<PromotionRecord, EngineError> {
-        let now = self.now();
+        request: Opening<'_>,
+    ) -> Result<Promotion, EngineError> {
+        let now = self.time.now();
         let policy = request.environment.approvals.as_ref();
         let needs_approval =
             policy.is_some() && matches!(request.approvals, ApprovalSource::Policy);
@@ -271,14 +287,15 @@ impl Engine {
         } else {
             PromotionEvent::NoApprovalNeeded
         };
-        let state = transition(PromotionState::Requested, event)
+        let opened = Stage::Requested
+            .apply(event, now, "")
             .map_err(|e| EngineError::conflict(e.to_string()))?;
         let inserted = tx
             .insert_promotion(NewPromotion {
                 service: request.service,
                 version: request.version,
                 environment: &request.environment.name,
-                state,
+                stage: opened,
                 requested_by: &actor.identity,
                 rollback: request.rollback,
                 previous_version: request.previous_version,
@@ -294,7 +311,7 @@ impl Engine {
         let promotion = match inserted {
             Err(StoreError::ActiveExists) => {
                 let active = self
-                    .store()
+                    .store
                     .active_promotion(request.service, &request.environment.name)
                     .await?;
                 return Err(match active {
@@ -320,11 +337,12 @@ impl Engine {
         tx.audit(
             Some(promotion.id),
             &actor.identity,
-            "requested",
+            AuditKind::Requested,
             &detail,
             now,
         )
         .await?;
+        let approved = AuditKind::entered(PromotionState::Approved);
         match request.approvals {
             ApprovalSource::CarriedFrom(original) => {
                 for approval in tx.approvals(original).await? {
@@ -332,14 +350,14 @@ impl Engine {
                         .await?;
                 }
                 let note = format!("approvals carried over from #{original}");
-                tx.audit(Some(promotion.id), &actor.identity, "approved", &note, now)
+                tx.audit(Some(promotion.id), &actor.identity, approved, &note, now)
                     .await?;
             }
             ApprovalSource::Policy if !needs_approval => {
                 tx.audit(
                     Some(promotion.id),
                     &actor.identity,
-                    "approved",
+                    approved,
                     "no approval needed",
                     now,
                 )
@@ -348,7 +366,7 @@ impl Engine {
             ApprovalSource::Policy => {}
         }
         self.open_cards(tx, &promotion, request.origin).await?;
-        if promotion.state == PromotionState::Approved {
+        if promotion.state() == PromotionState::Approved {
             return self.start_or_queue(tx, promotion).await;
         }
         Ok(promotion)
@@ -358,13 +376,13 @@ impl Engine {
     async fn open_cards(
         &self,
         tx: &mut Tx,
-        promotion: &PromotionRecord,
+        promotion: &Promotion,
         origin: Option<&ChatOrigin>,
     ) -> Result<(), EngineError> {
-        let Ok(service) = self.service(&promotion.service) else {
+        let Some(service) = self.config.service(&promotion.service) else {
             return Ok(());
         };
-        for platform in self.inner.chats.keys() {
+        for platform in self.platforms.iter() {
             let configured = match platform {
                 ChatPlatform::Slack => service.channels.slack.as_deref(),
                 ChatPlatform::Discord => service.channels.discord.as_deref(),
@@ -376,154 +394,38 @@ impl Engine {
                 tx.add_chat_card(promotion.id, *platform, channel).await?;
             }
         }
-        self.touch_cards(tx, promotion.id).await?;
+        self.ledger.touch_cards(tx, promotion.id).await?;
         Ok(())
     }
 
     /// Commits, wakes the workers, and answers the promotion as it now stands.
-    async fn finish(
+    pub(super) async fn finish(
         &self,
         tx: Tx,
-        promotion: PromotionRecord,
+        promotion: Promotion,
     ) -> Result<PromotionView, EngineError> {
         tx.commit().await?;
-        if promotion.state == PromotionState::Approved {
-            self.notify_workers();
+        if promotion.state() == PromotionState::Approved {
+            self.ledger.wake_workers();
         }
-        Ok(self.store().view(promotion).await?)
+        Ok(view_of(&self.store, promotion).await?)
     }
 
-    pub(super) async fn vote(
-        &self,
-        actor: &Actor,
-        id: i64,
-        kind: VoteKind,
-    ) -> Result<Reply, EngineError> {
-        let mut tx = self.store().begin().await?;
-        let promotion = tx
-            .lock_promotion(id)
-            .await?
-            .ok_or_else(|| unknown_promotion(id))?;
-        let approvals = tx.approvals(id).await?;
-        let already_approved = approvals.iter().any(|a| a.by == actor.identity);
-        if matches!(kind, VoteKind::Approve) && already_approved {
-            drop(tx);
-            let view = self.store().view(promotion).await?;
-            return Ok(Reply::promotion(view, "your approval was already counted"));
-        }
-        let (vote, event) = match &kind {
-            VoteKind::Approve => (Vote::Approve, PromotionEvent::EnoughApprovals),
-            VoteKind::Reject(_) => (Vote::Reject, PromotionEvent::Reject),
-            VoteKind::Withdraw => (Vote::Withdraw, PromotionEvent::EnoughApprovals),
-        };
-        let not_open = promotion.state != PromotionState::AwaitingApproval;
-        let environment = self
-            .service(&promotion.service)
-            .and_then(|s| environment_of(s, &promotion.environment))?;
-        let policy = match (&environment.approvals, not_open) {
-            (Some(policy), false) => policy,
-            _ => {
-                let error = transition(promotion.state, event).err();
-                let why =
-                    error.map_or_else(|| "it needs no approval".to_string(), |e| e.to_string());
-                return Err(EngineError::conflict(format!(
-                    "{}: {why}",
-                    describe(&promotion)
-                )));
-            }
-        };
-        let ballot = Ballot {
-            policy,
-            requester: &promotion.requested_by,
-            voter: &actor.identity,
-            voter_eligible: self.config().roles.holds(actor, &policy.from_role),
-            approvals: &approvals,
-            expires_at: promotion.expires_at,
-            now: self.now(),
-        };
-        let outcome =
-            decide_vote(ballot, vote).map_err(|refusal| vote_refused(&promotion, refusal))?;
-        let (promotion, note) = self
-            .record_vote(&mut tx, actor, &promotion, outcome, kind)
-            .await?;
-        let view = self.finish(tx, promotion).await?;
-        Ok(Reply::promotion(view, &note))
-    }
-
-    async fn record_vote(
-        &self,
-        tx: &mut Tx,
-        actor: &Actor,
-        promotion: &PromotionRecord,
-        outcome: VoteOutcome,
-        kind: VoteKind,
-    ) -> Result<(PromotionRecord, String), EngineError> {
-        let now = self.now();
-        let who = &actor.identity;
-        let required = promotion.required_approvals;
-        match outcome {
-            VoteOutcome::Counted {
-                approvals,
-                complete,
-            } => {
-                tx.add_approval(promotion.id, who, now).await?;
-                let note = format!("approval {approvals}/{required}");
-                tx.audit(Some(promotion.id), who, "approval", &note, now)
-                    .await?;
-                if !complete {
-                    self.touch_cards(tx, promotion.id).await?;
-                    return Ok((promotion.clone(), note));
-                }
-                let approved = self
-                    .apply(tx, promotion, PromotionEvent::EnoughApprovals, who, &note)
-                    .await?;
-                let started = self.start_or_queue(tx, approved).await?;
-                let next = match started.state {
-                    PromotionState::Queued => "approved, queued",
-                    _ => "approved, deploying",
-                };
-                Ok((started, format!("{note}: {next}")))
-            }
-            VoteOutcome::AlreadyCounted { approvals } => Ok((
-                promotion.clone(),
-                format!("your approval was already counted ({approvals}/{required})"),
-            )),
-            VoteOutcome::Withdrawn { approvals } => {
-                tx.remove_approval(promotion.id, who).await?;
-                let note = format!("approval withdrawn ({approvals}/{required})");
-                tx.audit(Some(promotion.id), who, "approval_withdrawn", &note, now)
-                    .await?;
-                self.touch_cards(tx, promotion.id).await?;
-                Ok((promotion.clone(), note))
-            }
-            VoteOutcome::Rejects => {
-                let reason = match kind {
-                    VoteKind::Reject(Some(reason)) => format!("rejected by {who}: {reason}"),
-                    _ => format!("rejected by {who}"),
-                };
-                let rejected = self
-                    .apply(tx, promotion, PromotionEvent::Reject, who, &reason)
-                    .await?;
-                Ok((rejected, "rejected".to_string()))
-            }
-        }
-    }
-
-    pub(super) async fn cancel(
-        &self,
-        actor: &Actor,
-        id: i64,
-    ) -> Result<PromotionView, EngineError> {
-        let mut tx = self.store().begin().await?;
+    pub async fn cancel(&self, actor: &Actor, id: i64) -> Result<PromotionView, EngineError> {
+        let mut tx = self.store.begin().await?;
         let promotion = tx
             .promotion(id)
             .await?
             .ok_or_else(|| unknown_promotion(id))?;
-        if promotion.requested_by != actor.identity {
-            self.require_deployer(actor, "cancel someone else's promotion")?;
-        }
+        self.authorize(
+            actor,
+            Action::Cancel {
+                requested_by: &promotion.requested_by,
+            },
+        )?;
         let reason = format!("cancelled by {}", actor.identity);
         let cancelled = self
+            .ledger
             .apply(
                 &mut tx,
                 &promotion,
@@ -536,23 +438,23 @@ impl Engine {
         self.finish(tx, cancelled).await
     }
 
-    pub(super) async fn retry(
+    pub async fn retry(
         &self,
         actor: &Actor,
         id: i64,
         origin: Option<&ChatOrigin>,
     ) -> Result<PromotionView, EngineError> {
-        self.require_deployer(actor, "retry")?;
-        let mut tx = self.store().begin().await?;
+        self.authorize(actor, Action::Retry)?;
+        let mut tx = self.store.begin().await?;
         let original = tx
             .promotion(id)
             .await?
             .ok_or_else(|| unknown_promotion(id))?;
-        if !original.state.is_retryable() {
+        if !original.state().is_retryable() {
             return Err(EngineError::conflict(format!(
                 "{} is {}; only failed or interrupted promotions can be retried",
-                describe(&original),
-                original.state.label()
+                original.describe(),
+                original.state().label()
             )));
         }
         let service = self.service(&original.service)?;
@@ -575,7 +477,7 @@ impl Engine {
             .open_promotion(
                 &mut tx,
                 actor,
-                Request {
+                Opening {
                     service: &original.service,
                     version: &original.version,
                     environment,
@@ -585,7 +487,7 @@ impl Engine {
                     force_reason: original
                         .force_reason
                         .as_deref()
-                        .filter(|_| self.config().roles.holds(actor, ADMINS)),
+                        .filter(|_| self.authorize(actor, Action::KeepForceOnRetry).is_ok()),
                     retry_of: Some(original.id),
                     approvals: ApprovalSource::CarriedFrom(original.id),
                     origin,
@@ -595,7 +497,7 @@ impl Engine {
         self.finish(tx, promotion).await
     }
 
-    pub(super) async fn rollback(
+    pub async fn rollback(
         &self,
         actor: &Actor,
         service: &str,
@@ -605,8 +507,8 @@ impl Engine {
     ) -> Result<PromotionView, EngineError> {
         let service_config = self.service(service)?;
         let environment_config = environment_of(service_config, environment)?;
-        self.require_deployer(actor, "roll back")?;
-        let mut tx = self.store().begin().await?;
+        self.authorize(actor, Action::Rollback)?;
+        let mut tx = self.store.begin().await?;
         self.refuse_if_active(&mut tx, service, environment).await?;
         let current = tx.current(service, environment).await?;
         let mut ran_before = tx.succeeded_versions(service, environment).await?;
@@ -625,7 +527,7 @@ impl Engine {
             .open_promotion(
                 &mut tx,
                 actor,
-                Request {
+                Opening {
                     service,
                     version: &version,
                     environment: environment_config,
@@ -643,60 +545,54 @@ impl Engine {
 
     /// Expires awaiting-approval promotions whose deadline passed.
     pub async fn expire_approvals(&self) -> Result<usize, EngineError> {
-        let now = self.now();
-        let due = self.store().expired_approvals(now).await?;
+        let now = self.time.now();
+        let due = self.store.expired_approvals(now).await?;
         for id in &due {
-            self.with_promotion(*id, |engine, tx, promotion| {
-                Box::pin(async move {
-                    if promotion.state != PromotionState::AwaitingApproval
-                        || promotion.expires_at.is_none_or(|at| at > now)
-                    {
-                        return Ok(());
-                    }
-                    let reason =
-                        "no decision before the approval deadline; promote again to ask anew";
-                    engine
-                        .apply(
-                            tx,
-                            &promotion,
-                            PromotionEvent::ApprovalExpired,
-                            &super::bot_identity(),
-                            reason,
-                        )
-                        .await?;
-                    Ok(())
-                })
-            })
-            .await?;
+            let mut tx = self.store.begin().await?;
+            let still_due = tx.lock_promotion(*id).await?.filter(|p| {
+                p.state() == PromotionState::AwaitingApproval
+                    && p.expires_at.is_some_and(|at| at <= now)
+            });
+            if let Some(promotion) = still_due {
+                let reason = "no decision before the approval deadline; promote again to ask anew";
+                self.ledger
+                    .apply(
+                        &mut tx,
+                        &promotion,
+                        PromotionEvent::ApprovalExpired,
+                        &bot_identity(),
+                        reason,
+                    )
+                    .await?;
+            }
+            tx.commit().await?;
         }
         Ok(due.len())
     }
 
-    /// Runs `change` on one promotion in its own transaction.
-    pub(super) async fn with_promotion<F>(&self, id: i64, change: F) -> Result<(), EngineError>
-    where
-        F: for<'t> FnOnce(
-            &'t Engine,
-            &'t mut Tx,
-            PromotionRecord,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<(), EngineError>> + Send + 't>,
-        >,
-    {
-        let mut tx = self.store().begin().await?;
-        if let Some(promotion) = tx.lock_promotion(id).await? {
-            change(self, &mut tx, promotion).await?;
+    /// An approved promotion starts now (a deploy job) or waits in `queued` with the reason on its
+    /// card. `--force` skips windows and freezes.
+    pub(super) async fn start_or_queue(
+        &self,
+        tx: &mut Tx,
+        promotion: Promotion,
+    ) -> Result<Promotion, EngineError> {
+        let now = self.time.now();
+        let adhoc = tx.active_freezes(now).await?;
+        if let Some(reason) = self.calendar.must_wait(&promotion, &adhoc, now) {
+            return self
+                .ledger
+                .apply(
+                    tx,
+                    &promotion,
+                    PromotionEvent::WaitForWindow,
+                    &bot_identity(),
+                    &reason,
+                )
+                .await;
         }
-        tx.commit().await?;
-        Ok(())
-    }
-}
-
-fn vote_refused(promotion: &PromotionRecord, refusal: VoteRefusal) -> EngineError {
-    let message = format!("{}: {refusal}", describe(promotion));
-    match refusal {
-        VoteRefusal::NotEligible { .. } => EngineError::forbidden(message),
-        VoteRefusal::SelfApproval { .. } | VoteRefusal::Expired => EngineError::refused(message),
-        VoteRefusal::NothingToWithdraw => EngineError::conflict(message),
+        tx.enqueue_deploy(promotion.id, self.time.real_now())
+            .await?;
+        Ok(promotion)
     }
 }

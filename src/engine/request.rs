@@ -1,0 +1,132 @@
+//! The one way into the engine: a [`Request`] is who asks, where, which platform delivery it is
+//! (for dedupe), and what is asked. Front ends build one; [`super::Engine::handle`] does the rest.
+
+use crate::domain::approval::ReactionVote;
+use crate::domain::command::Command;
+use crate::domain::identity::Actor;
+use crate::domain::promotion::CardAction;
+use crate::metrics::{ChatLabels, Metrics};
+use crate::store::Store;
+
+use super::chat::{ChatOrigin, ChatPlatform};
+use super::clock::Time;
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub actor: Actor,
+    /// The chat channel it came from (`None`: the HTTP API or the scheduler).
+    pub origin: Option<ChatOrigin>,
+    /// The platform's id for this delivery: a second delivery of it takes no effect.
+    pub delivery: Option<Delivery>,
+    pub kind: RequestKind,
+}
+
+/// A platform delivery, by the id the platform repeats when it retries (Slack `event_id` or
+/// `trigger_id`, Discord interaction id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Where the id comes from: `slack:event`, `slack:interaction`, `discord:interaction`.
+    pub source: &'static str,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestKind {
+    Command(Command),
+    /// A line of the command grammar as typed (`promote api 1.4.2`); a parse error is a refusal
+    /// like any other.
+    Typed(String),
+    /// A button clicked on a promotion's card.
+    CardAction {
+        action: CardAction,
+        promotion: i64,
+    },
+    /// A reaction added to or removed from a message in the origin channel (maybe a card).
+    Reaction {
+        message_id: String,
+        vote: ReactionVote,
+    },
+}
+
+impl RequestKind {
+    /// The `kind` label of `shipmate_chat_events_total`.
+    pub(super) fn label(&self) -> &'static str {
+        match self {
+            RequestKind::Command(_) | RequestKind::Typed(_) => "command",
+            RequestKind::CardAction { .. } => "button",
+            RequestKind::Reaction { .. } => "reaction",
+        }
+    }
+}
+
+impl Request {
+    /// A command from the HTTP API or the scheduler: no chat origin, no delivery id.
+    pub fn command(actor: Actor, command: Command) -> Self {
+        Request {
+            actor,
+            origin: None,
+            delivery: None,
+            kind: RequestKind::Command(command),
+        }
+    }
+
+    /// A line of the grammar typed where `origin` says (`None`: the HTTP API).
+    pub fn typed(actor: Actor, text: &str, origin: Option<ChatOrigin>) -> Self {
+        Request {
+            actor,
+            origin,
+            delivery: None,
+            kind: RequestKind::Typed(text.to_string()),
+        }
+    }
+
+    pub fn delivered(mut self, source: &'static str, id: impl Into<String>) -> Self {
+        self.delivery = Some(Delivery {
+            source,
+            id: id.into(),
+        });
+        self
+    }
+}
+
+/// Inbound chat deliveries: recorded once, counted by outcome.
+#[derive(Clone)]
+pub(super) struct Deliveries {
+    store: Store,
+    time: Time,
+    metrics: std::sync::Arc<Metrics>,
+}
+
+impl Deliveries {
+    pub fn new(store: Store, time: Time, metrics: std::sync::Arc<Metrics>) -> Self {
+        Deliveries {
+            store,
+            time,
+            metrics,
+        }
+    }
+
+    /// Records a delivery; `false` when it was seen before. A database error counts as seen:
+    /// acting twice is worse than acting late, and the platform delivers again.
+    pub async fn first_time(&self, source: &str, id: &str) -> bool {
+        match self.store.record_inbound(source, id, self.time.now()).await {
+            Ok(first) => first,
+            Err(e) => {
+                tracing::error!(error = %e, source, "could not record a chat delivery");
+                false
+            }
+        }
+    }
+
+    /// `shipmate_chat_events_total{platform, kind, outcome}`.
+    pub fn count(&self, platform: ChatPlatform, kind: &str, outcome: &str) {
+        self.metrics
+            .chat_events
+            .get_or_create(&ChatLabels {
+                platform: platform.to_string(),
+                kind: kind.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+}
