@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
+use shipmate::engine::Clock;
 use support::fake_slack::{reaction_event_body, url_verification_body, Failure};
 use support::*;
 
@@ -348,4 +349,71 @@ async fn members_of_a_slack_user_group_in_a_role_may_approve() {
     let approvals = bot.promotion(id).await["approvals"].clone();
     assert_eq!(approvals[0]["by"], "slack:U0GROUPLEAD", "{approvals:#}");
     assert!(bot.fake_slack().calls("usergroups.users.list") >= 1);
+}
+
+/// The card job of promotion `id`: (due time, lease holder), from the outbox table.
+async fn card_job(bot: &TestBot, id: i64) -> Option<(i64, Option<String>)> {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&bot.database_url)
+        .await
+        .expect("raw connect");
+    let job = sqlx::query_as(
+        "SELECT run_at, lease_owner FROM jobs WHERE kind = 'card:slack' AND promotion_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&pool)
+    .await
+    .expect("read jobs");
+    pool.close().await;
+    job
+}
+
+#[tokio::test]
+async fn card_edits_are_paced_on_real_time_not_on_the_rules_clock() {
+    let bot = TestBot::builder()
+        .slack()
+        .manual_real_time()
+        .start()
+        .await
+        .unwrap();
+    let real = bot.real_clock.clone().expect("manual real time");
+    let (id, card) = awaiting_production(&bot, SLACK_DEV).await;
+    let posted_at = real.now();
+
+    bot.click(SLACK_LEAD, RELEASES_CHANNEL, &card.ts, "approve", id)
+        .await;
+    // The edit is owed, but the card was posted less than a second ago in real time: the job
+    // waits for real time to reach one second after the post, however far the rules clock moves.
+    bot.clock.advance(Duration::from_secs(3600));
+    let due = (posted_at + chrono::Duration::seconds(1)).timestamp_millis();
+    let seen = std::sync::Mutex::new(None);
+    let paced = wait_until(Duration::from_secs(10), || async {
+        let job = card_job(&bot, id).await;
+        let waiting = job == Some((due, None));
+        *seen.lock().unwrap() = job;
+        waiting
+    })
+    .await;
+    assert!(
+        paced,
+        "card job {:?}, expected due at {due}",
+        seen.lock().unwrap()
+    );
+    let text = block_text(
+        &bot.fake_slack()
+            .message(RELEASES_CHANNEL, &card.ts)
+            .expect("card"),
+    );
+    assert!(text.contains("0/2"), "edited before its time: {text}");
+
+    real.advance(Duration::from_secs(1));
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let message = bot.fake_slack().message(RELEASES_CHANNEL, &card.ts);
+            let text = message.map(|m| block_text(&m)).unwrap_or_default();
+            async move { text.contains("1/2") }
+        })
+        .await,
+        "the card was not edited once real time moved on"
+    );
 }

@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use shipmate::domain::approval::Approval;
 use shipmate::domain::audit::{AuditEvent, AuditKind};
 use shipmate::domain::identity::Identity;
-use shipmate::domain::promotion::{Promotion, PromotionState, Stage};
+use shipmate::domain::promotion::{Promotion, PromotionState, Stage, StageColumns};
 use shipmate::domain::release::Release;
 use shipmate::domain::version::Version;
 use shipmate::store::{JobKind, NewPromotion, NewRelease, Store, StoreError, Tx};
@@ -59,50 +59,30 @@ async fn raw_pool(url: &str) -> AnyPool {
     AnyPool::connect(url).await.expect("raw connect")
 }
 
-/// A stage in `state` with made-up data: started at `t(1)`, finished at `t(2)`, a reason.
+/// A stage in `state` with made-up data: whichever of a reason, a start at `t(1)` and an end at
+/// `t(2)` the state has.
 fn stage(state: PromotionState) -> Stage {
-    use PromotionState as S;
-    let reason = format!("{state} in a test");
-    let (started_at, finished_at) = (t(1), t(2));
-    match state {
-        S::Requested => Stage::Requested,
-        S::AwaitingApproval => Stage::AwaitingApproval,
-        S::Approved => Stage::Approved,
-        S::Queued => Stage::Queued { reason },
-        S::Deploying => Stage::Deploying { started_at },
-        S::Verifying => Stage::Verifying { started_at },
-        S::Succeeded => Stage::Succeeded {
-            started_at,
-            finished_at,
-        },
-        S::Failed => Stage::Failed {
-            started_at,
-            finished_at,
-            reason,
-        },
-        S::Interrupted => Stage::Interrupted {
-            started_at,
-            finished_at,
-            reason,
-        },
-        S::RolledBack => Stage::RolledBack {
-            started_at,
-            finished_at,
-            reason,
-        },
-        S::Rejected => Stage::Rejected {
-            finished_at,
-            reason,
-        },
-        S::Cancelled => Stage::Cancelled {
-            finished_at,
-            reason,
-        },
-        S::Expired => Stage::Expired {
-            finished_at,
-            reason,
-        },
-    }
+    let reason = || Some(format!("{state} in a test"));
+    let fields = [
+        (reason(), Some(t(1)), Some(t(2))),
+        (reason(), None, Some(t(2))),
+        (None, Some(t(1)), Some(t(2))),
+        (None, Some(t(1)), None),
+        (reason(), None, None),
+        (None, None, None),
+    ];
+    fields
+        .into_iter()
+        .find_map(|(reason, started_at, finished_at)| {
+            Stage::from_columns(StageColumns {
+                state,
+                reason,
+                started_at,
+                finished_at,
+            })
+            .ok()
+        })
+        .unwrap_or_else(|| panic!("no stage for {state}"))
 }
 
 /// A promotion requested by CI at `t(0)`, needing two approvals, without an approval deadline.
@@ -1123,6 +1103,68 @@ async fn the_queue_knows_its_promotions_and_busy_environments() {
         );
         let web = store.promotion(web.id).await.expect("read").expect("web");
         assert_eq!(web.reason(), Some("waiting for prod-window"), "{label}");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn one_deploy_job_per_promotion_is_a_database_fact() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, url, store } in backends(dir.path()).await {
+        let api = promote(
+            &store,
+            "api",
+            "1.0.0",
+            "production",
+            PromotionState::Approved,
+        )
+        .await;
+        enqueue(&store, api.id, t(0)).await;
+        let mut tx = store.begin().await.expect("begin");
+        assert!(
+            !tx.enqueue_deploy(api.id, t(1))
+                .await
+                .expect("enqueue again"),
+            "{label}: a second enqueue reports the job exists"
+        );
+        tx.commit().await.expect("commit");
+        // Even a writer that skips the facade (another replica's racing INSERT) gets no second.
+        let raw = raw_pool(&url).await;
+        let second = sqlx::query(
+            "INSERT INTO jobs (kind, promotion_id, run_at, created_at) VALUES ('deploy', $1, 0, 0)",
+        )
+        .bind(api.id)
+        .execute(&raw)
+        .await;
+        assert!(second.is_err(), "{label}: a second deploy job was stored");
+        assert_eq!(
+            claim(&store, "worker-a", t(5), 10).await.len(),
+            1,
+            "{label}: one job to claim"
+        );
+        raw.close().await;
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn an_inconsistent_promotion_row_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, url, store } in backends(dir.path()).await {
+        let deploying = promote(&store, "api", "1.0.0", "staging", PromotionState::Deploying).await;
+        let raw = raw_pool(&url).await;
+        sqlx::query("UPDATE promotions SET started_at = NULL WHERE id = $1")
+            .bind(deploying.id)
+            .execute(&raw)
+            .await
+            .expect("damage the row");
+        let read = store.promotion(deploying.id).await;
+        let expected = format!("promotion #{}: deploying without started_at", deploying.id);
+        assert!(
+            matches!(&read, Err(StoreError::Corrupt(message)) if *message == expected),
+            "{label}: {read:?}"
+        );
+        raw.close().await;
         store.close().await;
     }
 }

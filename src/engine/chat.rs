@@ -30,6 +30,16 @@ pub enum ChatError {
     Refused(String),
 }
 
+impl ChatError {
+    /// How long the platform asked us to wait, when it rate-limited the call.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ChatError::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
 #[async_trait]
 pub trait ChatPort: Send + Sync {
     fn platform(&self) -> ChatPlatform;

@@ -16,6 +16,7 @@ use crate::store::{ClaimedJob, JobKind, Store, Tx};
 use super::calendar::Calendar;
 use super::clock::Time;
 use super::ledger::Ledger;
+use super::outbox::logged;
 use super::{bot_identity, Backends, EngineError};
 
 /// A deploy job is ours for this long, renewed by heartbeats. Leases, like all job due times, are
@@ -83,23 +84,12 @@ impl DeployWorker {
             return Vec::new();
         }
         let limit = u32::try_from(capacity).unwrap_or(u32::MAX);
-        match self
+        let now = self.time.real_now();
+        let claimed = self
             .store
-            .claim_jobs(
-                JobKind::Deploy,
-                &self.worker_id,
-                self.time.real_now(),
-                LEASE,
-                limit,
-            )
-            .await
-        {
-            Ok(jobs) => jobs,
-            Err(e) => {
-                tracing::error!(error = %e, "could not claim deploy jobs");
-                Vec::new()
-            }
-        }
+            .claim_jobs(JobKind::Deploy, &self.worker_id, now, LEASE, limit)
+            .await;
+        logged(claimed, "deploy jobs")
     }
 
     pub async fn run_deploy_job(&self, job: ClaimedJob, cancel: CancellationToken) {

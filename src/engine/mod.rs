@@ -112,6 +112,86 @@ pub struct EngineParts {
     pub chats: Vec<Arc<dyn ChatPort>>,
 }
 
+/// What the use cases share, built once.
+struct Shared {
+    config: Arc<Config>,
+    store: Store,
+    time: Time,
+    metrics: Arc<Metrics>,
+    ledger: ledger::Ledger,
+    calendar: Arc<calendar::Calendar>,
+    announcer: announcer::Announcer,
+    platforms: Arc<HashSet<ChatPlatform>>,
+}
+
+impl Shared {
+    fn commands(&self) -> Commands {
+        Commands {
+            promotions: promotions::Promotions {
+                config: self.config.clone(),
+                store: self.store.clone(),
+                time: self.time.clone(),
+                metrics: self.metrics.clone(),
+                ledger: self.ledger.clone(),
+                calendar: self.calendar.clone(),
+                platforms: self.platforms.clone(),
+            },
+            freezes: freezes::Freezes {
+                config: self.config.clone(),
+                store: self.store.clone(),
+                time: self.time.clone(),
+                calendar: self.calendar.clone(),
+                announcer: self.announcer.clone(),
+                ledger: self.ledger.clone(),
+            },
+            reads: Reads {
+                config: self.config.clone(),
+                store: self.store.clone(),
+                metrics: self.metrics.clone(),
+            },
+        }
+    }
+
+    fn workers(
+        &self,
+        commands: Arc<Commands>,
+        backends: Backends,
+        chats: HashMap<ChatPlatform, Arc<dyn ChatPort>>,
+    ) -> worker::Workers {
+        let worker_id = format!("worker-{}", uuid::Uuid::new_v4());
+        worker::Workers {
+            deploys: Arc::new(deploys::DeployWorker {
+                store: self.store.clone(),
+                time: self.time.clone(),
+                metrics: self.metrics.clone(),
+                ledger: self.ledger.clone(),
+                calendar: self.calendar.clone(),
+                backends,
+                worker_id: worker_id.clone(),
+            }),
+            outbox: Arc::new(outbox::Outbox {
+                config: self.config.clone(),
+                store: self.store.clone(),
+                time: self.time.clone(),
+                chats,
+                worker_id,
+            }),
+            scheduler: scheduler::Scheduler {
+                config: self.config.clone(),
+                store: self.store.clone(),
+                time: self.time.clone(),
+                calendar: self.calendar.clone(),
+                announcer: self.announcer.clone(),
+                ledger: self.ledger.clone(),
+                commands: commands.clone(),
+                since: Mutex::new(None),
+            },
+            commands,
+            ledger: self.ledger.clone(),
+        }
+    }
+}
+
 impl Engine {
     pub fn new(parts: EngineParts) -> Self {
         let EngineParts {
@@ -127,77 +207,36 @@ impl Engine {
             .map(|chat| (chat.platform(), chat))
             .collect();
         let platforms: Arc<HashSet<ChatPlatform>> = Arc::new(chats.keys().copied().collect());
-        let worker_id = format!("worker-{}", uuid::Uuid::new_v4());
-        let calendar = Arc::new(calendar::Calendar::new(config.clone()));
-        let ledger = ledger::Ledger::new(
-            store.clone(),
-            time.clone(),
-            metrics.clone(),
-            !chats.is_empty(),
-            Arc::new(Notify::new()),
-        );
-        let announcer = announcer::Announcer::new(config.clone(), time.clone(), platforms.clone());
-        let commands = Arc::new(Commands {
-            promotions: promotions::Promotions {
-                config: config.clone(),
-                store: store.clone(),
-                time: time.clone(),
-                metrics: metrics.clone(),
-                ledger: ledger.clone(),
-                calendar: calendar.clone(),
-                platforms,
-            },
-            freezes: freezes::Freezes {
-                config: config.clone(),
-                store: store.clone(),
-                time: time.clone(),
-                calendar: calendar.clone(),
-                announcer: announcer.clone(),
-                ledger: ledger.clone(),
-            },
-            reads: Reads {
-                config: config.clone(),
-                store: store.clone(),
-                metrics: metrics.clone(),
-            },
-        });
-        let workers = worker::Workers {
-            deploys: Arc::new(deploys::DeployWorker {
-                store: store.clone(),
-                time: time.clone(),
-                metrics: metrics.clone(),
-                ledger: ledger.clone(),
-                calendar: calendar.clone(),
-                backends,
-                worker_id: worker_id.clone(),
-            }),
-            outbox: Arc::new(outbox::Outbox {
-                config: config.clone(),
-                store: store.clone(),
-                time: time.clone(),
-                chats,
-                worker_id,
-            }),
-            scheduler: scheduler::Scheduler {
-                config: config.clone(),
-                store: store.clone(),
-                time: time.clone(),
-                calendar,
-                announcer,
-                ledger: ledger.clone(),
-                commands: commands.clone(),
-                since: Mutex::new(None),
-            },
-            commands: commands.clone(),
-            ledger,
+        let jobs_ready = Arc::new(Notify::new());
+        let shared = Shared {
+            ledger: ledger::Ledger::new(
+                store.clone(),
+                time.clone(),
+                metrics.clone(),
+                !chats.is_empty(),
+                jobs_ready,
+            ),
+            calendar: Arc::new(calendar::Calendar::new(config.clone())),
+            announcer: announcer::Announcer::new(config.clone(), time.clone(), platforms.clone()),
+            platforms,
+            config,
+            store,
+            time,
+            metrics,
         };
+        let commands = Arc::new(shared.commands());
+        let workers = shared.workers(commands.clone(), backends, chats);
         Engine {
             inner: Arc::new(Parts {
-                deliveries: Deliveries::new(store.clone(), time.clone(), metrics.clone()),
-                metrics,
-                config,
-                store,
-                time,
+                deliveries: Deliveries::new(
+                    shared.store.clone(),
+                    shared.time.clone(),
+                    shared.metrics.clone(),
+                ),
+                metrics: shared.metrics,
+                config: shared.config,
+                store: shared.store,
+                time: shared.time,
                 commands,
                 workers,
             }),

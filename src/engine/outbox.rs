@@ -70,23 +70,12 @@ impl Outbox {
 
     pub async fn claim_cards(&self, port: &dyn ChatPort, limit: u32) -> Vec<ClaimedJob> {
         let kind = JobKind::Card(port.platform());
-        match self
+        let now = self.time.real_now();
+        let claimed = self
             .store
-            .claim_jobs(
-                kind,
-                &self.worker_id,
-                self.time.real_now(),
-                CARD_LEASE,
-                limit,
-            )
-            .await
-        {
-            Ok(jobs) => jobs,
-            Err(e) => {
-                tracing::error!(error = %e, "could not claim card jobs");
-                Vec::new()
-            }
-        }
+            .claim_jobs(kind, &self.worker_id, now, CARD_LEASE, limit)
+            .await;
+        logged(claimed, "card jobs")
     }
 
     /// Sends one card job; whatever happens, the job is finished or given back with a due time.
@@ -98,44 +87,41 @@ impl Outbox {
             self.send_card(port.as_ref(), job.promotion_id),
         )
         .await
-        .unwrap_or_else(|_| {
-            Err(CardFailure::Chat(ChatError::Unavailable(
-                "no answer within 20s".into(),
-            )))
-        });
-        let store = &self.store;
+        .unwrap_or_else(|_| Err(CardFailure::Chat(no_answer())));
         let result = match outcome {
             Ok(Sent::Done) => {
-                store
-                    .finish_card_job(job.id, self.time.real_now() + chrono_of(MIN_EDIT_INTERVAL))
-                    .await
+                let next = self.time.real_now() + chrono_of(MIN_EDIT_INTERVAL);
+                self.store.finish_card_job(job.id, next).await
             }
-            Ok(Sent::TooSoon(due)) => store.retry_job(job.id, due, "paced").await,
-            Err(CardFailure::Chat(ChatError::RateLimited { retry_after })) => {
-                tracing::warn!(%platform, promotion = job.promotion_id, ?retry_after, "rate limited");
-                store
-                    .retry_job(
-                        job.id,
-                        self.time.real_now() + chrono_of(retry_after),
-                        "rate limited",
-                    )
-                    .await
-            }
+            Ok(Sent::TooSoon(due)) => self.store.retry_job(job.id, due, "paced").await,
             Err(failure) => {
-                let delay = backoff(job.attempts);
-                tracing::warn!(%platform, promotion = job.promotion_id, error = %failure, ?delay, "card not sent; will retry");
-                store
-                    .retry_job(
-                        job.id,
-                        self.time.real_now() + chrono_of(delay),
-                        &failure.to_string(),
-                    )
+                tracing::warn!(%platform, promotion = job.promotion_id, error = %failure, "card not sent; will retry");
+                let retry_after = match &failure {
+                    CardFailure::Chat(error) => error.retry_after(),
+                    _ => None,
+                };
+                let note = failure.to_string();
+                self.retry_later(job.id, job.attempts, &note, retry_after)
                     .await
             }
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "could not settle card job; its lease will run out");
         }
+    }
+
+    /// Gives a job whose send failed back to the outbox: due when the platform's rate limit
+    /// says (`retry_after`), or after a backoff that grows with its attempts.
+    async fn retry_later(
+        &self,
+        job_id: i64,
+        attempts: i64,
+        note: &str,
+        retry_after: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let delay = retry_after.unwrap_or_else(|| backoff(attempts));
+        let due = self.time.real_now() + chrono_of(delay);
+        self.store.retry_job(job_id, due, note).await
     }
 
     async fn send_card(&self, port: &dyn ChatPort, promotion_id: i64) -> Result<Sent, CardFailure> {
@@ -201,51 +187,25 @@ impl Outbox {
         port: &dyn ChatPort,
         limit: u32,
     ) -> Vec<ClaimedAnnouncement> {
-        match self
+        let now = self.time.real_now();
+        let claimed = self
             .store
-            .claim_announcements(
-                port.platform(),
-                &self.worker_id,
-                self.time.real_now(),
-                ANNOUNCE_LEASE,
-                limit,
-            )
-            .await
-        {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                tracing::error!(error = %e, "could not claim announcements");
-                Vec::new()
-            }
-        }
+            .claim_announcements(port.platform(), &self.worker_id, now, ANNOUNCE_LEASE, limit)
+            .await;
+        logged(claimed, "announcements")
     }
 
     /// Posts one announcement; on failure it goes back to the outbox with a due time.
     pub async fn send_announcement(&self, port: Arc<dyn ChatPort>, job: ClaimedAnnouncement) {
         let sent = tokio::time::timeout(SEND_TIMEOUT, port.post_message(&job.channel, &job.text))
             .await
-            .unwrap_or_else(|_| Err(ChatError::Unavailable("no answer within 20s".into())));
-        let store = &self.store;
+            .unwrap_or_else(|_| Err(no_answer()));
         let settled = match sent {
-            Ok(()) => store.finish_job(job.id).await,
-            Err(ChatError::RateLimited { retry_after }) => {
-                store
-                    .retry_job(
-                        job.id,
-                        self.time.real_now() + chrono_of(retry_after),
-                        "rate limited",
-                    )
-                    .await
-            }
-            Err(e) => {
-                let delay = backoff(job.attempts);
-                tracing::warn!(platform = %port.platform(), channel = %job.channel, error = %e, ?delay, "announcement not sent; will retry");
-                store
-                    .retry_job(
-                        job.id,
-                        self.time.real_now() + chrono_of(delay),
-                        &e.to_string(),
-                    )
+            Ok(()) => self.store.finish_job(job.id).await,
+            Err(error) => {
+                tracing::warn!(platform = %port.platform(), channel = %job.channel, %error, "announcement not sent; will retry");
+                let note = error.to_string();
+                self.retry_later(job.id, job.attempts, &note, error.retry_after())
                     .await
             }
         };
@@ -253,6 +213,18 @@ impl Outbox {
             tracing::error!(error = %e, "could not settle an announcement; its lease will run out");
         }
     }
+}
+
+/// Claimed jobs, or none (logged) when the claim failed: the next wake-up tries again.
+pub(super) fn logged<T>(claimed: Result<Vec<T>, StoreError>, what: &str) -> Vec<T> {
+    claimed.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "could not claim {what}");
+        Vec::new()
+    })
+}
+
+fn no_answer() -> ChatError {
+    ChatError::Unavailable(format!("no answer within {}s", SEND_TIMEOUT.as_secs()))
 }
 
 enum Sent {

@@ -321,6 +321,25 @@ impl Promotions {
             }
             other => other?,
         };
+        self.record_opening(tx, actor, &promotion, &request, needs_approval)
+            .await?;
+        self.open_cards(tx, &promotion, request.origin).await?;
+        if promotion.state() == PromotionState::Approved {
+            return self.start_or_queue(tx, promotion).await;
+        }
+        Ok(promotion)
+    }
+
+    /// The audit events of a new promotion, and the approvals a retry carries over.
+    async fn record_opening(
+        &self,
+        tx: &mut Tx,
+        actor: &Actor,
+        promotion: &Promotion,
+        request: &Opening<'_>,
+        needs_approval: bool,
+    ) -> Result<(), EngineError> {
+        let now = self.time.now();
         let mut detail = format!(
             "{} {} → {}",
             request.service, request.version, request.environment.name
@@ -365,11 +384,7 @@ impl Promotions {
             }
             ApprovalSource::Policy => {}
         }
-        self.open_cards(tx, &promotion, request.origin).await?;
-        if promotion.state() == PromotionState::Approved {
-            return self.start_or_queue(tx, promotion).await;
-        }
-        Ok(promotion)
+        Ok(())
     }
 
     /// One card per chat platform: in the service's channel there, else where it was asked for.

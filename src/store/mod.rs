@@ -286,14 +286,7 @@ impl Store {
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
-        let claim = queries::Claim {
-            kind: kind.as_str(),
-            worker,
-            now,
-            lease,
-            limit,
-        };
-        let rows = queries::claim(&self.write, self.dialect.skip_locked(), claim).await?;
+        let rows = self.claim(kind, worker, now, lease, limit).await?;
         Ok(rows
             .into_iter()
             .filter_map(|row| {
@@ -304,6 +297,25 @@ impl Store {
                 })
             })
             .collect())
+    }
+
+    /// The one lease claim, for every kind of job.
+    async fn claim(
+        &self,
+        kind: JobKind,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<queries::LeasedRow>, StoreError> {
+        let claim = queries::Claim {
+            kind: kind.as_str(),
+            worker,
+            now,
+            lease,
+            limit,
+        };
+        queries::claim(&self.write, self.dialect.skip_locked(), claim).await
     }
 
     pub async fn renew_lease(

@@ -9,7 +9,7 @@ use sqlx::{Any, Executor};
 use crate::domain::identity::Identity;
 use crate::domain::platform::ChatPlatform;
 
-use super::queries::{self, Claim, JobKind};
+use super::queries::JobKind;
 use super::records::{millis, time, PromotionRow, PROMOTION_COLUMNS};
 use super::{Store, StoreError, Tx};
 use crate::domain::promotion::Promotion;
@@ -123,14 +123,9 @@ impl Store {
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<ClaimedAnnouncement>, StoreError> {
-        let claim = Claim {
-            kind: JobKind::Announce(platform).as_str(),
-            worker,
-            now,
-            lease,
-            limit,
-        };
-        let rows = queries::claim(&self.write, self.dialect.skip_locked(), claim).await?;
+        let rows = self
+            .claim(JobKind::Announce(platform), worker, now, lease, limit)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|row| {

@@ -231,6 +231,9 @@ pub struct TestBot {
     pub dir: TempDir,
     pub base: String,
     pub clock: Arc<ManualClock>,
+    /// The engine's real-time source when the test drives it (`Builder::manual_real_time`).
+    pub real_clock: Option<Arc<ManualClock>>,
+    pub database_url: String,
     pub engine: Engine,
     /// The bot's database, for assertions on what it stored.
     pub store: shipmate::store::Store,
@@ -247,6 +250,7 @@ pub struct Builder {
     production_windows: Vec<&'static str>,
     extra_config: String,
     real_clock: bool,
+    manual_real_time: bool,
 }
 
 impl TestBot {
@@ -259,6 +263,7 @@ impl TestBot {
             production_windows: Vec::new(),
             extra_config: String::new(),
             real_clock: false,
+            manual_real_time: false,
         }
     }
 
@@ -502,6 +507,13 @@ impl Builder {
         self
     }
 
+    /// Real time (leases, job due times, card pacing) from a manual clock too, moved with
+    /// `bot.real_clock`.
+    pub fn manual_real_time(mut self) -> Self {
+        self.manual_real_time = true;
+        self
+    }
+
     pub fn db(mut self, db: Db) -> Self {
         self.db = db;
         self
@@ -551,7 +563,14 @@ impl Builder {
         } else {
             clock.clone()
         };
-        let bot = shipmate::app::build(config, shipmate::engine::Time::new(engine_clock), None)
+        let real_clock = self
+            .manual_real_time
+            .then(|| Arc::new(ManualClock::new(start_time())));
+        let time = match &real_clock {
+            Some(real) => shipmate::engine::Time::with_real(engine_clock, real.clone()),
+            None => shipmate::engine::Time::new(engine_clock),
+        };
+        let bot = shipmate::app::build(config, time, None)
             .await
             .expect("bot builds");
         let engine = bot.engine.clone();
@@ -568,6 +587,8 @@ impl Builder {
             dir,
             base,
             clock,
+            real_clock,
+            database_url,
             engine,
             store,
             http: reqwest::Client::new(),
