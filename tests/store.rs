@@ -1168,3 +1168,78 @@ async fn an_inconsistent_promotion_row_is_an_error_naming_it() {
         store.close().await;
     }
 }
+
+/// The statements of migration 0004 before it creates the index: what it does to old duplicates.
+/// Both dialects run the same text.
+fn duplicate_cleanup() -> String {
+    let sql = include_str!("../migrations/sqlite/0004_one_deploy_job.sql");
+    assert_eq!(
+        sql,
+        include_str!("../migrations/postgres/0004_one_deploy_job.sql")
+    );
+    let cleanup = sql.split("CREATE UNIQUE INDEX").next().unwrap_or_default();
+    cleanup
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn upgrading_keeps_the_deploy_job_a_worker_holds_and_drops_the_duplicates() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, url, store } in backends(dir.path()).await {
+        let running = promote(&store, "api", "1.0.0", "staging", PromotionState::Deploying).await;
+        let waiting = promote(&store, "web", "1.0.0", "staging", PromotionState::Approved).await;
+        let raw = raw_pool(&url).await;
+        // A database from before the index, where two replicas queued the same deploys.
+        sqlx::query("DROP INDEX jobs_one_deploy")
+            .execute(&raw)
+            .await
+            .expect("drop index");
+        let job = |promotion: i64, leased: bool| {
+            let raw = raw.clone();
+            async move {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO jobs (kind, promotion_id, run_at, created_at, lease_owner) \
+                     VALUES ('deploy', $1, 0, 0, $2) RETURNING id",
+                )
+                .bind(promotion)
+                .bind(leased.then_some("worker-a"))
+                .fetch_one(&raw)
+                .await
+                .expect("insert job");
+                id
+            }
+        };
+        let _older = job(running.id, false).await;
+        let leased = job(running.id, true).await;
+        let _newer = job(running.id, false).await;
+        let oldest = job(waiting.id, false).await;
+        let _again = job(waiting.id, false).await;
+
+        sqlx::query(&duplicate_cleanup())
+            .execute(&raw)
+            .await
+            .expect("cleanup");
+        let mut kept: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE kind = 'deploy' ORDER BY id")
+                .fetch_all(&raw)
+                .await
+                .expect("jobs");
+        kept.sort_unstable();
+        assert_eq!(
+            kept,
+            vec![leased, oldest],
+            "{label}: the leased one, else the oldest"
+        );
+        sqlx::query(
+            "CREATE UNIQUE INDEX jobs_one_deploy ON jobs (promotion_id) WHERE kind = 'deploy'",
+        )
+        .execute(&raw)
+        .await
+        .expect("the index holds after the cleanup");
+        raw.close().await;
+        store.close().await;
+    }
+}

@@ -3,7 +3,7 @@
 //! as interrupted.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -97,13 +97,12 @@ impl DeployWorker {
             let Some((promotion, commit)) = self.begin_deploy(&job).await? else {
                 return Ok(());
             };
-            let started = self.time.real_now();
+            // A duration, not a time of day: the monotonic clock, immune to clock jumps.
+            let started = Instant::now();
             let request = deploy_request(&promotion, commit);
             let outcome = self.deploy_with_heartbeat(&job, request, cancel).await;
-            let took = (self.time.real_now() - started)
-                .to_std()
-                .unwrap_or_default();
-            self.end_deploy(&promotion, outcome, took).await
+            self.end_deploy(&promotion, outcome, started.elapsed())
+                .await
         }
         .await;
         if let Err(e) = result {

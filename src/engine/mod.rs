@@ -276,9 +276,14 @@ impl Engine {
         }
         let reaction_on = match &request.kind {
             RequestKind::Reaction { message_id, .. } => {
-                match self.card_of(&request, message_id).await? {
-                    Some(id) => Some(id),
-                    None => return Ok(Reply::Nothing),
+                match self.card_of(&request, message_id).await {
+                    Ok(Some(id)) => Some(id),
+                    Ok(None) => return Ok(Reply::Nothing),
+                    // Nobody asked for an answer to a reaction: log, say nothing.
+                    Err(error) => {
+                        tracing::error!(%error, "could not look up a reacted message");
+                        return Ok(Reply::Nothing);
+                    }
                 }
             }
             _ => None,
@@ -351,7 +356,10 @@ impl Engine {
             return Err(error);
         };
         let source = format!("{}:notice", origin.platform);
-        let key = format!("{promotion}:{}", request.actor.identity);
+        // Keyed by the platform's own user id (`42:U0LEAD1`), as recorded before.
+        let identity = request.actor.identity.as_str();
+        let user = identity.split_once(':').map_or(identity, |(_, id)| id);
+        let key = format!("{promotion}:{user}");
         if self.inner.deliveries.first_time(&source, &key).await {
             Err(error)
         } else {
