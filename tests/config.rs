@@ -814,3 +814,36 @@ fn an_in_memory_database_is_refused() {
         );
     }
 }
+
+#[test]
+fn absurd_durations_are_refused_with_the_longest_allowed() {
+    // Accepted before, these made the scheduler's time arithmetic overflow and panic.
+    let cases = [
+        (
+            calendar("duration = \"2h\"", "duration = \"300000y\""),
+            "window[0].duration",
+        ),
+        (
+            calendar(
+                "announce_before = [\"30m\", \"1h\"]",
+                "announce_before = [\"30m\", \"300000y\"]",
+            ),
+            "window[0].announce_before[1]",
+        ),
+        (
+            with("").replace(
+                "run = [\"./deploy.sh\"] }\n  [[service.environment]]",
+                "run = [\"./deploy.sh\"], timeout = \"300000y\" }\n  [[service.environment]]",
+            ),
+            "service[0].environment[0].backend.timeout",
+        ),
+    ];
+    for (text, key) in cases {
+        let problems = problems(&text);
+        let problem = problem_at(&problems, key);
+        assert_eq!(
+            problem.message, "`300000y` is longer than shipmate allows: at most 366d",
+            "{key}"
+        );
+    }
+}

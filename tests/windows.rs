@@ -528,3 +528,22 @@ timezone = "UTC"
         "started at {started}, outside the window"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurdly_long_freeze_is_refused_and_changes_nothing() {
+    let bot = windowed_bot().await;
+    let (status, reply) = bot.say(ADMIN_TOKEN, "freeze all for 300000y").await;
+    assert_eq!(status, 400, "{reply:#}");
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "`300000y` is longer than shipmate allows: at most 366d\nUsage: /release freeze"
+        ),
+        "{message}"
+    );
+    let (_, windows) = bot.say(ADMIN_TOKEN, "windows production").await;
+    let report = windows["reply"].as_str().unwrap_or_default();
+    assert!(!report.contains("frozen"), "{report}");
+    let (status, reply) = bot.say(ADMIN_TOKEN, "freeze all for 366d").await;
+    assert_eq!(status, 200, "the longest allowed freeze: {reply:#}");
+}

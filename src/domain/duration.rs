@@ -2,15 +2,25 @@
 
 use std::time::Duration;
 
+/// The longest duration shipmate takes anywhere (a freeze, a window, a timeout, an approval's
+/// life). Longer ones mean a typo, and unbounded ones overflow date arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{input}` is not a duration: write it like 45s, 30m, 2h, 1d or 1h30m")]
-pub struct DurationError {
-    pub input: String,
+pub enum DurationError {
+    #[error("`{input}` is not a duration: write it like 45s, 30m, 2h, 1d or 1h30m")]
+    NotADuration { input: String },
+    #[error(
+        "`{input}` is longer than shipmate allows: at most {}",
+        format_duration(MAX_DURATION)
+    )]
+    TooLong { input: String },
 }
 
-/// Parses a humantime-style duration; zero is refused because nothing in shipmate means "no time".
+/// Parses a humantime-style duration; zero is refused because nothing in shipmate means "no time",
+/// and anything over [`MAX_DURATION`].
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
-    let error = || DurationError {
+    let error = || DurationError::NotADuration {
         input: input.to_string(),
     };
     let trimmed = input.trim();
@@ -19,6 +29,9 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         return Err(error());
     }
     match humantime::parse_duration(trimmed) {
+        Ok(duration) if duration > MAX_DURATION => Err(DurationError::TooLong {
+            input: input.to_string(),
+        }),
         Ok(duration) if !duration.is_zero() => Ok(duration),
         _ => Err(error()),
     }
