@@ -135,6 +135,23 @@ pub fn decide_vote(ballot: Ballot<'_>, vote: Vote) -> Result<VoteOutcome, VoteRe
     }
 }
 
+/// The approvals of an earlier promotion that still count for a retry of it requested by
+/// `requester`: unexpired under today's policy, and not the requester's own unless the policy
+/// allows self-approval. Whether they are enough is judged against today's `required`.
+pub fn carried_approvals(
+    policy: &ApprovalPolicy,
+    requester: &Identity,
+    earlier: &[Approval],
+    now: DateTime<Utc>,
+) -> Vec<Approval> {
+    earlier
+        .iter()
+        .filter(|a| approval_deadline(policy, a.at) > now)
+        .filter(|a| policy.self_approval || &a.by != requester)
+        .cloned()
+        .collect()
+}
+
 /// When an approval request made at `requested_at` stops accepting votes.
 pub fn approval_deadline(policy: &ApprovalPolicy, requested_at: DateTime<Utc>) -> DateTime<Utc> {
     let ttl = chrono::Duration::from_std(policy.expires).unwrap_or(chrono::Duration::MAX);
@@ -147,6 +164,48 @@ pub fn approval_deadline(policy: &ApprovalPolicy, requested_at: DateTime<Utc>) -
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_retry_carries_only_unexpired_approvals_of_others() {
+        let at = |hour| Utc.with_ymd_and_hms(2026, 11, 17, hour, 0, 0).unwrap();
+        let policy = ApprovalPolicy {
+            required: 2,
+            from_role: "leads".into(),
+            self_approval: false,
+            expires: Duration::from_secs(4 * 3600),
+        };
+        let lead = Identity::new("slack", "U1");
+        let lead2 = Identity::new("slack", "U2");
+        let earlier = [
+            Approval {
+                by: lead.clone(),
+                at: at(8),
+            },
+            Approval {
+                by: lead2.clone(),
+                at: at(11),
+            },
+        ];
+        let kept = |requester: &Identity, now, policy: &ApprovalPolicy| -> Vec<String> {
+            carried_approvals(policy, requester, &earlier, now)
+                .into_iter()
+                .map(|a| a.by.to_string())
+                .collect()
+        };
+        let ci = Identity::new("api", "ci");
+        assert_eq!(kept(&ci, at(11), &policy), ["slack:U1", "slack:U2"]);
+        // 12:00 is the first one's deadline: it no longer counts.
+        assert_eq!(kept(&ci, at(12), &policy), ["slack:U2"]);
+        assert!(kept(&ci, at(15), &policy).is_empty());
+        // The person retrying does not approve their own retry...
+        assert_eq!(kept(&lead, at(11), &policy), ["slack:U2"]);
+        // ...unless the policy allows self-approval.
+        let lenient = ApprovalPolicy {
+            self_approval: true,
+            ..policy.clone()
+        };
+        assert_eq!(kept(&lead, at(11), &lenient), ["slack:U1", "slack:U2"]);
+    }
 
     fn at(minute: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 22, 10, minute, 0).unwrap()

@@ -12,7 +12,7 @@ use super::ledger::Ledger;
 use super::view::{view_of, PromotionView};
 use super::{bot_identity, environment_of, known_service, unknown_promotion, EngineError};
 use crate::config::{Config, EnvironmentConfig, ServiceConfig};
-use crate::domain::approval::approval_deadline;
+use crate::domain::approval::{approval_deadline, carried_approvals, Approval, ApprovalPolicy};
 use crate::domain::audit::AuditKind;
 use crate::domain::duration::format_duration;
 use crate::domain::identity::Actor;
@@ -41,8 +41,22 @@ pub(super) struct Promotions {
 enum ApprovalSource {
     /// As the environment's policy says.
     Policy,
-    /// A retry keeps the approvals of the promotion it retries.
-    CarriedFrom(i64),
+    /// A retry keeps those approvals of the promotion it retries that still count
+    /// (`approval::carried_approvals`); it awaits more when they are not enough today.
+    Carried { from: i64, approvals: Vec<Approval> },
+}
+
+impl ApprovalSource {
+    /// Whether a promotion under `policy` opened with these approvals must wait for (more) votes.
+    fn needs_approval(&self, policy: Option<&ApprovalPolicy>) -> bool {
+        match (policy, self) {
+            (None, _) => false,
+            (Some(_), ApprovalSource::Policy) => true,
+            (Some(policy), ApprovalSource::Carried { approvals, .. }) => {
+                approvals.len() < policy.required as usize
+            }
+        }
+    }
 }
 
 /// What a new promotion is; the engine fills in the rest.
@@ -280,8 +294,7 @@ impl Promotions {
     ) -> Result<Promotion, EngineError> {
         let now = self.time.now();
         let policy = request.environment.approvals.as_ref();
-        let needs_approval =
-            policy.is_some() && matches!(request.approvals, ApprovalSource::Policy);
+        let needs_approval = request.approvals.needs_approval(policy);
         let event = if needs_approval {
             PromotionEvent::NeedsApproval
         } else {
@@ -362,14 +375,23 @@ impl Promotions {
         )
         .await?;
         let approved = AuditKind::entered(PromotionState::Approved);
-        match request.approvals {
-            ApprovalSource::CarriedFrom(original) => {
-                for approval in tx.approvals(original).await? {
+        match &request.approvals {
+            ApprovalSource::Carried { from, approvals } => {
+                for approval in approvals {
                     tx.add_approval(promotion.id, &approval.by, approval.at)
                         .await?;
                 }
-                let note = format!("approvals carried over from #{original}");
-                tx.audit(Some(promotion.id), &actor.identity, approved, &note, now)
+                let note = format!(
+                    "{}/{} approvals carried over from #{from}",
+                    approvals.len(),
+                    promotion.required_approvals
+                );
+                let kind = if needs_approval {
+                    AuditKind::Approval
+                } else {
+                    approved
+                };
+                tx.audit(Some(promotion.id), &actor.identity, kind, &note, now)
                     .await?;
             }
             ApprovalSource::Policy if !needs_approval => {
@@ -476,18 +498,8 @@ impl Promotions {
         let environment = environment_of(service, &original.environment)?;
         self.refuse_if_active(&mut tx, &original.service, &original.environment)
             .await?;
-        let current = tx
-            .current(&original.service, &original.environment)
-            .await?
-            .map(|p| p.version);
-        if !original.rollback {
-            pipeline::check_newer(
-                &original.service,
-                &original.environment,
-                current.as_ref(),
-                &original.version,
-            )?;
-        }
+        let current = self.check_retry_target(&mut tx, &original).await?;
+        let approvals = self.approvals_for_retry(&mut tx, actor, &original).await?;
         let promotion = self
             .open_promotion(
                 &mut tx,
@@ -504,12 +516,67 @@ impl Promotions {
                         .as_deref()
                         .filter(|_| self.authorize(actor, Action::KeepForceOnRetry).is_ok()),
                     retry_of: Some(original.id),
-                    approvals: ApprovalSource::CarriedFrom(original.id),
+                    approvals,
                     origin,
                 },
             )
             .await?;
         self.finish(tx, promotion).await
+    }
+
+    /// A retry passes the pipeline rules a new promotion would: the version must still stand
+    /// succeeded in the previous environment and be newer than what runs (a rollback: still a
+    /// version that ran there before). Answers what the environment runs now.
+    async fn check_retry_target(
+        &self,
+        tx: &mut Tx,
+        original: &Promotion,
+    ) -> Result<Option<Version>, EngineError> {
+        let (service, environment) = (&original.service, &original.environment);
+        let current = tx.current(service, environment).await?.map(|p| p.version);
+        if original.rollback {
+            let mut ran_before = tx.succeeded_versions(service, environment).await?;
+            ran_before.retain(|v| Some(v) != current.as_ref());
+            pipeline::rollback_target(
+                service,
+                environment,
+                current.as_ref(),
+                &ran_before,
+                Some(&original.version),
+            )?;
+        } else {
+            let environments = self.service(service)?.pipeline();
+            let succeeded = tx
+                .succeeded_environments(service, &original.version)
+                .await?;
+            Pipeline::new(service, &environments).target(
+                &original.version,
+                Some(environment),
+                |env| succeeded.iter().any(|s| s == env),
+            )?;
+            pipeline::check_newer(service, environment, current.as_ref(), &original.version)?;
+        }
+        Ok(current)
+    }
+
+    /// The approvals of `original` that still count for a retry by `actor`.
+    async fn approvals_for_retry(
+        &self,
+        tx: &mut Tx,
+        actor: &Actor,
+        original: &Promotion,
+    ) -> Result<ApprovalSource, EngineError> {
+        let service = self.service(&original.service)?;
+        let environment = environment_of(service, &original.environment)?;
+        let Some(policy) = environment.approvals.as_ref() else {
+            return Ok(ApprovalSource::Policy);
+        };
+        let earlier = tx.approvals(original.id).await?;
+        let approvals = carried_approvals(policy, &actor.identity, &earlier, self.time.now());
+        Ok(ApprovalSource::Carried {
+            from: original.id,
+            approvals,
+        })
     }
 
     pub async fn rollback(
