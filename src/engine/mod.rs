@@ -44,7 +44,7 @@ use crate::deploy::Backend;
 use crate::domain::command;
 use crate::domain::identity::Identity;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{DeliveryMark, Store};
 
 pub use crate::domain::approval::ReactionVote;
 pub use chat::{ChatError, ChatOrigin, ChatPlatform, ChatPort};
@@ -100,6 +100,8 @@ struct Parts {
     commands: Arc<Commands>,
     deliveries: Deliveries,
     workers: worker::Workers,
+    /// For building the commands of a request that records its delivery.
+    shared: Shared,
 }
 
 /// What the engine is built from.
@@ -126,10 +128,19 @@ struct Shared {
 
 impl Shared {
     fn commands(&self) -> Commands {
+        self.commands_on(self.store.clone())
+    }
+
+    /// The commands of one request, whose transactions record its platform delivery.
+    fn commands_recording(&self, mark: DeliveryMark) -> Commands {
+        self.commands_on(self.store.recording(mark))
+    }
+
+    fn commands_on(&self, store: Store) -> Commands {
         Commands {
             promotions: promotions::Promotions {
                 config: self.config.clone(),
-                store: self.store.clone(),
+                store: store.clone(),
                 time: self.time.clone(),
                 metrics: self.metrics.clone(),
                 ledger: self.ledger.clone(),
@@ -138,7 +149,7 @@ impl Shared {
             },
             freezes: freezes::Freezes {
                 config: self.config.clone(),
-                store: self.store.clone(),
+                store: store.clone(),
                 time: self.time.clone(),
                 calendar: self.calendar.clone(),
                 announcer: self.announcer.clone(),
@@ -146,7 +157,7 @@ impl Shared {
             },
             reads: Reads {
                 config: self.config.clone(),
-                store: self.store.clone(),
+                store: store.clone(),
                 metrics: self.metrics.clone(),
             },
         }
@@ -233,12 +244,13 @@ impl Engine {
                     shared.time.clone(),
                     shared.metrics.clone(),
                 ),
-                metrics: shared.metrics,
-                config: shared.config,
-                store: shared.store,
-                time: shared.time,
+                metrics: shared.metrics.clone(),
+                config: shared.config.clone(),
+                store: shared.store.clone(),
+                time: shared.time.clone(),
                 commands,
                 workers,
+                shared,
             }),
         }
     }
@@ -266,48 +278,74 @@ impl Engine {
         let label = request.kind.label();
         let platform = request.origin.as_ref().map(|o| o.platform);
         let deliveries = &self.inner.deliveries;
-        if let Some(delivery) = &request.delivery {
-            if !deliveries.first_time(delivery.source, &delivery.id).await {
-                if let Some(platform) = platform {
-                    deliveries.count(platform, label, "duplicate");
-                }
+        let count = |outcome| {
+            if let Some(platform) = platform {
+                deliveries.count(platform, label, outcome);
+            }
+        };
+        let mark = match &request.delivery {
+            Some(delivery) if deliveries.seen(delivery).await? => {
+                count("duplicate");
                 return Ok(Reply::Duplicate);
             }
+            Some(delivery) => Some(deliveries.mark(delivery)),
+            None => None,
+        };
+        let commands = match &mark {
+            Some(mark) => Arc::new(self.inner.shared.commands_recording(mark.clone())),
+            None => self.inner.commands.clone(),
+        };
+        let (result, refused) = self.decide(&commands, &request).await;
+        if let Some(mark) = &mark {
+            if mark.seen_before() {
+                count("duplicate");
+                return Ok(Reply::Duplicate);
+            }
+            deliveries.settle(mark, &result).await;
         }
+        count(if refused { "refused" } else { "ok" });
+        result
+    }
+
+    /// Runs a request through the use case that owns it; answers the reply and whether the
+    /// request was refused. A reaction is on a card or means nothing; a refused one is told once
+    /// per person and promotion.
+    async fn decide(
+        &self,
+        commands: &Commands,
+        request: &Request,
+    ) -> (Result<Reply, EngineError>, bool) {
         let reaction_on = match &request.kind {
             RequestKind::Reaction { message_id, .. } => {
-                match self.card_of(&request, message_id).await {
+                match self.card_of(request, message_id).await {
                     Ok(Some(id)) => Some(id),
-                    Ok(None) => return Ok(Reply::Nothing),
+                    Ok(None) => return (Ok(Reply::Nothing), false),
                     // Nobody asked for an answer to a reaction: log, say nothing.
                     Err(error) => {
                         tracing::error!(%error, "could not look up a reacted message");
-                        return Ok(Reply::Nothing);
+                        return (Ok(Reply::Nothing), false);
                     }
                 }
             }
             _ => None,
         };
-        let result = self.dispatch(&request, reaction_on).await;
-        if let Some(platform) = platform {
-            deliveries.count(
-                platform,
-                label,
-                if result.is_ok() { "ok" } else { "refused" },
-            );
-        }
-        match (result, reaction_on) {
-            (Err(error), Some(promotion)) => self.tell_once(&request, promotion, error).await,
+        let result = self.dispatch(commands, request, reaction_on).await;
+        let refused = result.is_err();
+        let result = match (result, reaction_on) {
+            (Err(error), Some(promotion)) if error.kind != ErrorKind::Internal => {
+                self.tell_once(request, promotion, error).await
+            }
             (result, _) => result,
-        }
+        };
+        (result, refused)
     }
 
     async fn dispatch(
         &self,
+        commands: &Commands,
         request: &Request,
         reaction_on: Option<i64>,
     ) -> Result<Reply, EngineError> {
-        let commands = &self.inner.commands;
         let command = match (&request.kind, reaction_on) {
             (RequestKind::Command(command), _) => command.clone(),
             (RequestKind::Typed(text), _) => {

@@ -6,7 +6,10 @@ use crate::domain::command::Command;
 use crate::domain::identity::Actor;
 use crate::domain::promotion::CardAction;
 use crate::metrics::{ChatLabels, Metrics};
-use crate::store::Store;
+use crate::store::{DeliveryMark, Store};
+
+use super::error::{EngineError, ErrorKind};
+use super::reply::Reply;
 
 use super::chat::{ChatOrigin, ChatPlatform};
 use super::clock::Time;
@@ -106,13 +109,39 @@ impl Deliveries {
         }
     }
 
-    /// Records a delivery; `false` when it was seen before. A database error counts as seen:
-    /// acting twice is worse than acting late, and the platform delivers again.
+    /// Whether a delivery took effect before. A database error is an error, not "seen": the
+    /// front end answers so that the platform (or the person) tries again.
+    pub async fn seen(&self, delivery: &Delivery) -> Result<bool, EngineError> {
+        Ok(self
+            .store
+            .seen_inbound(delivery.source, &delivery.id)
+            .await?)
+    }
+
+    /// The mark the request's transaction writes with its effect.
+    pub fn mark(&self, delivery: &Delivery) -> DeliveryMark {
+        DeliveryMark::new(delivery.source, &delivery.id, self.time.now())
+    }
+
+    /// After a request: one that wrote nothing (a refusal, a read) is recorded now, so its repeat
+    /// is answered as a repeat; one that failed on the database stays unrecorded, so its repeat
+    /// acts.
+    pub async fn settle(&self, mark: &DeliveryMark, result: &Result<Reply, EngineError>) {
+        if matches!(result, Err(error) if error.kind == ErrorKind::Internal) {
+            return;
+        }
+        if let Err(error) = self.store.record_if_pending(mark).await {
+            tracing::warn!(%error, "could not record a chat delivery that changed nothing");
+        }
+    }
+
+    /// Records a one-time key (a notice told once); `false` when it was recorded before or the
+    /// database fails (staying silent beats repeating a notice).
     pub async fn first_time(&self, source: &str, id: &str) -> bool {
         match self.store.record_inbound(source, id, self.time.now()).await {
             Ok(first) => first,
             Err(e) => {
-                tracing::error!(error = %e, source, "could not record a chat delivery");
+                tracing::error!(error = %e, source, "could not record a notice");
                 false
             }
         }

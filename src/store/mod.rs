@@ -4,6 +4,7 @@
 //! sqlx's `Any` driver; the few dialect differences are in [`Dialect`]. Writes go through [`Tx`]:
 //! one transaction per state change, carrying the audit event and the outbox jobs it owes.
 
+mod delivery;
 mod queries;
 pub mod records;
 mod schedule;
@@ -25,6 +26,7 @@ use crate::domain::promotion::{Promotion, PromotionState};
 use crate::domain::release::Release;
 use crate::domain::version::Version;
 
+pub use delivery::DeliveryMark;
 pub use queries::{
     active_states_sql, ChatCardRecord, ClaimedJob, JobKind, NewPromotion, NewRelease, StatusRow,
 };
@@ -83,6 +85,8 @@ pub struct Store {
     dialect: Dialect,
     /// Present for SQLite only: with replicas another process may write at any time.
     status_cache: Option<Arc<status_cache::StatusCache>>,
+    /// The platform delivery the transactions of this handle record at commit (see `delivery`).
+    delivery: Option<DeliveryMark>,
 }
 
 impl Store {
@@ -102,6 +106,7 @@ impl Store {
                 read: pool,
                 dialect: Dialect::Postgres,
                 status_cache: None,
+                delivery: None,
             })
         }
     }
@@ -142,6 +147,7 @@ impl Store {
             read,
             dialect: Dialect::Sqlite,
             status_cache: Some(Arc::default()),
+            delivery: None,
         })
     }
 
@@ -190,7 +196,37 @@ impl Store {
             tx: self.write.begin().await?,
             dialect: self.dialect,
             status_cache: self.status_cache.clone(),
+            delivery: self.delivery.clone(),
         })
+    }
+
+    /// This store, with every transaction it begins recording `mark` when it commits (the first
+    /// one that commits does): a delivery is seen exactly when its effect is written.
+    pub fn recording(&self, mark: DeliveryMark) -> Store {
+        Store {
+            delivery: Some(mark),
+            ..self.clone()
+        }
+    }
+
+    /// Records a delivery whose request wrote nothing (a refusal, a read), so a repeat of it is
+    /// still answered as a repeat.
+    pub async fn record_if_pending(&self, mark: &DeliveryMark) -> Result<(), StoreError> {
+        if let Some((source, id, at)) = mark.take_pending() {
+            match queries::record_inbound(&self.write, &source, &id, at).await {
+                Ok(first) => mark.written(first),
+                Err(error) => {
+                    mark.restore(source, id, at);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a delivery was recorded before.
+    pub async fn seen_inbound(&self, source: &str, id: &str) -> Result<bool, StoreError> {
+        queries::seen_inbound(&self.read, source, id).await
     }
 
     // ---- reads ----
@@ -429,11 +465,34 @@ pub struct Tx {
     tx: Transaction<'static, Any>,
     dialect: Dialect,
     status_cache: Option<Arc<status_cache::StatusCache>>,
+    delivery: Option<DeliveryMark>,
 }
 
 impl Tx {
-    pub async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await?;
+    /// Commits; a request's delivery mark is written first, and a delivery seen before rolls the
+    /// whole transaction back ([`StoreError::Concurrent`], with the mark saying so).
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        let mark = self.delivery.take();
+        let pending = mark.as_ref().and_then(DeliveryMark::take_pending);
+        if let (Some(mark), Some((source, id, at))) = (&mark, pending) {
+            let first = match queries::record_inbound(&mut *self.tx, &source, &id, at).await {
+                Ok(first) => first,
+                Err(error) => {
+                    mark.restore(source, id, at);
+                    return Err(error);
+                }
+            };
+            if !first {
+                mark.written(false);
+                return Err(StoreError::Concurrent);
+            }
+            if let Err(error) = self.tx.commit().await {
+                mark.restore(source, id, at);
+                return Err(error.into());
+            }
+        } else {
+            self.tx.commit().await?;
+        }
         if let Some(cache) = &self.status_cache {
             cache.invalidate();
         }

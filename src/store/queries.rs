@@ -683,6 +683,21 @@ pub async fn record_inbound<'e, E: Executor<'e, Database = Any>>(
     Ok(result.rows_affected() == 1)
 }
 
+pub async fn seen_inbound<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    source: &str,
+    event_id: &str,
+) -> Result<bool, StoreError> {
+    let found: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM inbound_events WHERE source = $1 AND event_id = $2",
+    )
+    .bind(source)
+    .bind(event_id)
+    .fetch_one(db)
+    .await?;
+    Ok(found > 0)
+}
+
 // ---- chat cards ----
 
 pub async fn add_chat_card<'e, E: Executor<'e, Database = Any>>(

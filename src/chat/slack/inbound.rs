@@ -19,7 +19,9 @@ use super::blocks::{escape, ACTION_PREFIX};
 use super::Slack;
 use crate::domain::identity::{Actor, Identity};
 use crate::domain::promotion::CardAction;
-use crate::engine::{ChatOrigin, ChatPlatform, Engine, ReactionVote, Request, RequestKind};
+use crate::engine::{
+    ChatOrigin, ChatPlatform, Engine, EngineError, ErrorKind, ReactionVote, Request, RequestKind,
+};
 
 /// What the inbound endpoints share; Socket Mode feeds the same handlers.
 pub(crate) struct Inbound {
@@ -258,10 +260,11 @@ async fn events(State(inbound): State<Arc<Inbound>>, Signed(body): Signed) -> Re
             verification.challenge,
         )
             .into_response(),
-        SlackPushEvent::EventCallback(callback) => {
-            inbound.push_event(callback).await;
-            StatusCode::OK.into_response()
-        }
+        SlackPushEvent::EventCallback(callback) => match inbound.push_event(callback).await {
+            Ok(()) => StatusCode::OK.into_response(),
+            // Not recorded: a non-2xx answer makes Slack deliver the event again.
+            Err(error) => rejected(StatusCode::SERVICE_UNAVAILABLE, &error.message),
+        },
         SlackPushEvent::AppRateLimited(_) => {
             tracing::warn!("Slack is dropping events: app_rate_limited");
             StatusCode::OK.into_response()
@@ -272,8 +275,13 @@ async fn events(State(inbound): State<Arc<Inbound>>, Signed(body): Signed) -> Re
 impl Inbound {
     /// An Events API delivery; the engine acts on it once per event id however often Slack
     /// sends it.
-    pub(crate) async fn push_event(&self, callback: SlackPushEventCallback) {
-        event_callback(self, callback.event_id.as_ref(), callback.event).await;
+    /// An error means the bot could not act on it now (its database failed) and Slack should
+    /// deliver it again.
+    pub(crate) async fn push_event(
+        &self,
+        callback: SlackPushEventCallback,
+    ) -> Result<(), EngineError> {
+        event_callback(self, callback.event_id.as_ref(), callback.event).await
     }
 
     /// Button clicks, once per trigger id.
@@ -293,7 +301,11 @@ struct SlackReaction<'a> {
     added: bool,
 }
 
-async fn event_callback(inbound: &Inbound, event_id: &str, event: SlackEventCallbackBody) {
+async fn event_callback(
+    inbound: &Inbound,
+    event_id: &str,
+    event: SlackEventCallbackBody,
+) -> Result<(), EngineError> {
     let reacted = match &event {
         SlackEventCallbackBody::ReactionAdded(r) => SlackReaction {
             event_id,
@@ -309,23 +321,26 @@ async fn event_callback(inbound: &Inbound, event_id: &str, event: SlackEventCall
             item: &r.item,
             added: false,
         },
-        _ => return inbound.count_unhandled("event", "ignored"),
+        _ => {
+            inbound.count_unhandled("event", "ignored");
+            return Ok(());
+        }
     };
     reaction(inbound, reacted).await
 }
 
-async fn reaction(inbound: &Inbound, reacted: SlackReaction<'_>) {
+async fn reaction(inbound: &Inbound, reacted: SlackReaction<'_>) -> Result<(), EngineError> {
     let SlackReactionsItem::Message(message) = reacted.item else {
-        return;
+        return Ok(());
     };
     let Some(channel) = message.origin.channel.as_ref().map(ToString::to_string) else {
-        return;
+        return Ok(());
     };
     let config = &inbound.slack.config;
     let approves = config.approve_reactions.iter().any(|r| r == reacted.name);
     let rejects = config.reject_reactions.iter().any(|r| r == reacted.name);
     let Some(vote) = ReactionVote::from_reaction(approves, rejects, reacted.added) else {
-        return;
+        return Ok(());
     };
     let kind = RequestKind::Reaction {
         message_id: message.origin.ts.to_string(),
@@ -335,9 +350,12 @@ async fn reaction(inbound: &Inbound, reacted: SlackReaction<'_>) {
         .request(reacted.user, &channel, kind)
         .await
         .delivered("slack:event", reacted.event_id);
-    if let Err(error) = inbound.engine.handle(request).await {
-        inbound.tell_later(channel, reacted.user.to_string(), error.message);
+    match inbound.engine.handle(request).await {
+        Err(error) if error.kind == ErrorKind::Internal => return Err(error),
+        Err(error) => inbound.tell_later(channel, reacted.user.to_string(), error.message),
+        Ok(_) => {}
     }
+    Ok(())
 }
 
 fn origin(channel: &str) -> ChatOrigin {

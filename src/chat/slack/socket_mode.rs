@@ -97,7 +97,7 @@ async fn on_push_event(
     _client: Arc<SlackHyperClient>,
     state: SlackClientEventsUserState,
 ) -> UserCallbackResult<()> {
-    inbound(&state).await?.push_event(event).await;
+    inbound(&state).await?.push_event(event).await?;
     Ok(())
 }
 
