@@ -108,20 +108,7 @@ impl Window {
 
     /// Occurrence starts strictly after `after`, each local time once (see the module docs).
     fn starts_after(&self, after: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
-        let local_after = after.with_timezone(&self.timezone);
-        let timezone = self.timezone;
-        self.schedule
-            .after(&local_after)
-            // cron resolves an ambiguous local time to both instants; the earlier one can
-            // precede `after` when `after` lies in the repeated hour.
-            .filter(move |start| *start > local_after)
-            .filter(
-                move |start| match timezone.from_local_datetime(&start.naive_local()) {
-                    LocalResult::Ambiguous(earlier, _) => *start == earlier,
-                    _ => true,
-                },
-            )
-            .map(|start| start.with_timezone(&Utc))
+        occurrences_after(&self.schedule, self.timezone, after)
     }
 
     /// Merged spans of occurrences starting strictly after `from`. Stops after a span that hit
@@ -147,6 +134,29 @@ impl Window {
             Some(Span { start, end })
         })
     }
+}
+
+/// The instants a cron schedule read in `timezone` fires strictly after `after`, each local time
+/// once: a local time skipped by a spring-forward does not occur, and one repeated by a
+/// fall-back occurs at its first instant only. Windows and `[[schedule]]`s both go by this.
+pub fn occurrences_after(
+    schedule: &cron::Schedule,
+    timezone: Tz,
+    after: DateTime<Utc>,
+) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+    let local_after = after.with_timezone(&timezone);
+    schedule
+        .after(&local_after)
+        // cron resolves an ambiguous local time to both instants; the earlier one can
+        // precede `after` when `after` lies in the repeated hour.
+        .filter(move |start| *start > local_after)
+        .filter(
+            move |start| match timezone.from_local_datetime(&start.naive_local()) {
+                LocalResult::Ambiguous(earlier, _) => *start == earlier,
+                _ => true,
+            },
+        )
+        .map(|start| start.with_timezone(&Utc))
 }
 
 /// When to post "`<window>` opens in X": `(X, instant)` for each lead, earliest first. Leads
@@ -513,6 +523,40 @@ mod tests {
             starts(&new_york.next_openings(utc("2026-03-07T00:00:00Z"), 2)),
             vec![utc("2026-03-07T07:30:00Z"), utc("2026-03-09T06:30:00Z")]
         );
+    }
+
+    #[test]
+    fn a_cron_schedule_fires_a_repeated_local_time_once_and_a_skipped_one_never() {
+        let schedule = |cron: &str| cron::Schedule::from_str(cron).expect("cron");
+        let fires = |cron: &str, after: &str, until: &str| -> Vec<DateTime<Utc>> {
+            let schedule = schedule(cron);
+            occurrences_after(&schedule, Berlin, utc(after))
+                .take_while(|at| *at <= utc(until))
+                .collect()
+        };
+        // 02:30 Berlin on the fall-back night: 00:30Z, not again at 01:30Z.
+        assert_eq!(
+            fires(
+                "0 30 2 * * *",
+                "2026-10-24T23:00:00Z",
+                "2026-10-25T23:00:00Z"
+            ),
+            [utc("2026-10-25T00:30:00Z")]
+        );
+        // Asked from inside the repeated hour, the first pass is already over.
+        assert!(fires(
+            "0 30 2 * * *",
+            "2026-10-25T01:28:00Z",
+            "2026-10-25T23:00:00Z"
+        )
+        .is_empty());
+        // 02:30 does not exist on the spring-forward night.
+        assert!(fires(
+            "0 30 2 * * *",
+            "2026-03-28T23:00:00Z",
+            "2026-03-29T23:00:00Z"
+        )
+        .is_empty());
     }
 
     #[test]

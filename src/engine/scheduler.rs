@@ -3,10 +3,12 @@
 //! promotions started when their gate opens; announcements sent from the outbox.
 //!
 //! It runs on the engine's clock from the housekeeping loop, so tests drive time instead of
-//! sleeping. Occurrences are looked for since the previous tick (the first tick starts "now"),
-//! and any more than [`LATE_LIMIT`] overdue are dropped: what was missed while the bot was down
-//! is not announced late. Queued promotions do not depend on occurrences: they start whenever a
-//! tick finds their gate open.
+//! sleeping. Each tick looks for occurrences since the last tick whose every occurrence fired,
+//! but never more than [`LATE_LIMIT`] back: an occurrence that failed (its database write, its
+//! command) is tried again on the next ticks while it is less than that overdue, and one missed
+//! by more (the bot was down) is dropped, not announced late. Each occurrence fires or fails on
+//! its own. Queued promotions do not depend on occurrences: they start whenever a tick finds
+//! their gate open.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -20,13 +22,13 @@ use super::clock::Time;
 use super::commands::Commands;
 use super::ledger::Ledger;
 use super::outbox::chrono_of;
-use super::EngineError;
-use crate::config::Config;
+use super::{EngineError, ErrorKind};
+use crate::config::{Config, ScheduleConfig};
 use crate::domain::duration::format_duration;
 use crate::domain::identity::{Actor, Identity};
 use crate::domain::platform::ChatPlatform;
 use crate::domain::promotion::{Promotion, PromotionState};
-use crate::domain::window::{announcement_times, Freeze, Span, Window};
+use crate::domain::window::{announcement_times, occurrences_after, Freeze, Span, Window};
 use crate::store::{Store, StoreError};
 
 /// An occurrence more overdue than this is skipped rather than announced late.
@@ -45,84 +47,91 @@ pub(super) struct Scheduler {
 }
 
 impl Scheduler {
-    /// One scheduler tick: fire what fell due since the last one, then start what may start.
+    /// One scheduler tick: fire what fell due since the last settled tick, then start what may
+    /// start.
     pub async fn tick(&self) {
         let now = self.time.now();
-        let since = {
-            let Ok(mut last) = self.since.lock() else {
-                return;
-            };
-            let since = last.unwrap_or(now);
-            *last = Some(now);
-            since.max(now - chrono_of(LATE_LIMIT))
+        let earliest = now - chrono_of(LATE_LIMIT);
+        let since = match self.since.lock() {
+            Ok(settled) => settled.map_or(earliest, |at| at.max(earliest)),
+            Err(_) => return,
         };
-        if since < now {
-            if let Err(e) = self.fire_due(since, now).await {
-                tracing::error!(error = %e, "scheduler: could not fire due occurrences");
-            }
+        if since < now && !self.fire_due(since, now).await {
+            // Something failed: the next tick looks from the same point again.
+            tracing::warn!("scheduler: an occurrence failed; trying again on the next tick");
+        } else if let Ok(mut settled) = self.since.lock() {
+            *settled = Some(now);
         }
         if let Err(e) = self.start_queued(now).await {
             tracing::error!(error = %e, "scheduler: could not start queued promotions");
         }
     }
 
-    async fn fire_due(&self, since: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), EngineError> {
-        let due = |at: DateTime<Utc>| since < at && at <= now;
+    /// Fires every occurrence in `(since, now]` that has not fired; `false` if any failed.
+    async fn fire_due(&self, since: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        let mut settled = true;
         for (name, window) in &self.calendar.windows {
-            let config = self.config.windows.iter().find(|w| &w.name == name);
-            let leads = config
-                .map(|w| w.announce_before.clone())
-                .unwrap_or_default();
-            for span in spans_around(window, &leads, since, now) {
-                for (lead, at) in announcement_times(&span, &leads) {
-                    if due(at) {
-                        let event = format!("announce:{}", format_duration(lead));
-                        let text = format!(
-                            "⏰ {name} opens in {}: {} until {}.",
-                            format_duration(lead),
-                            window.format_time(span.start),
-                            window.format_time(span.end)
-                        );
-                        self.fire_announcement(
-                            &format!("window:{name}"),
-                            &event,
-                            at,
-                            &self.announcer.window_channels(name),
-                            &text,
-                        )
-                        .await?;
-                    }
-                }
-                if due(span.start) {
-                    let text = self.opening_text(name, window, &span).await?;
-                    self.fire_announcement(
-                        &format!("window:{name}"),
-                        "open",
-                        span.start,
-                        &self.announcer.window_channels(name),
-                        &text,
-                    )
-                    .await?;
-                }
-                if due(span.end) {
-                    let next = window
-                        .next_opening(span.end)
-                        .map(|next| window.format_time(next.start))
-                        .unwrap_or_else(|| "none scheduled".to_string());
-                    let text = format!("🔴 {name} is closed; next opening {next}.");
-                    self.fire_announcement(
-                        &format!("window:{name}"),
-                        "close",
-                        span.end,
-                        &self.announcer.window_channels(name),
-                        &text,
-                    )
-                    .await?;
+            settled &= self.fire_window(name, window, since, now).await;
+        }
+        settled &= self.fire_freezes(since, now).await;
+        settled &= self.fire_schedules(since, now).await;
+        settled
+    }
+
+    async fn fire_window(
+        &self,
+        name: &str,
+        window: &Window,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let due = |at: DateTime<Utc>| since < at && at <= now;
+        let config = self.config.windows.iter().find(|w| w.name == name);
+        let leads = config
+            .map(|w| w.announce_before.clone())
+            .unwrap_or_default();
+        let occurrence = format!("window:{name}");
+        let channels = self.announcer.window_channels(name);
+        let mut settled = true;
+        for span in spans_around(window, &leads, since, now) {
+            for (lead, at) in announcement_times(&span, &leads) {
+                if due(at) {
+                    let event = format!("announce:{}", format_duration(lead));
+                    let text = format!(
+                        "⏰ {name} opens in {}: {} until {}.",
+                        format_duration(lead),
+                        window.format_time(span.start),
+                        window.format_time(span.end)
+                    );
+                    let fired = self
+                        .fire_announcement(&occurrence, &event, at, &channels, &text)
+                        .await;
+                    settled &= fired_or_logged(fired, &occurrence, &event);
                 }
             }
+            if due(span.start) {
+                let fired = match self.opening_text(name, window, &span).await {
+                    Ok(text) => {
+                        self.fire_announcement(&occurrence, "open", span.start, &channels, &text)
+                            .await
+                    }
+                    Err(error) => Err(error),
+                };
+                settled &= fired_or_logged(fired, &occurrence, "open");
+            }
+            if due(span.end) {
+                let next = window
+                    .next_opening(span.end)
+                    .map(|next| window.format_time(next.start))
+                    .unwrap_or_else(|| "none scheduled".to_string());
+                let text = format!("🔴 {name} is closed; next opening {next}.");
+                let fired = self
+                    .fire_announcement(&occurrence, "close", span.end, &channels, &text)
+                    .await;
+                settled &= fired_or_logged(fired, &occurrence, "close");
+            }
         }
-        self.fire_freezes(since, now).await?;
-        self.fire_schedules(since, now).await
+        settled
     }
 
     async fn opening_text(
@@ -155,12 +164,9 @@ impl Scheduler {
         ))
     }
 
-    async fn fire_freezes(
-        &self,
-        since: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<(), EngineError> {
+    async fn fire_freezes(&self, since: DateTime<Utc>, now: DateTime<Utc>) -> bool {
         let due = |at: DateTime<Utc>| since < at && at <= now;
+        let mut settled = true;
         for (index, freeze) in self.calendar.planned_freezes.iter().enumerate() {
             let name = format!("freeze:planned:{index}");
             let channels = self.announcer.freeze_channels(freeze);
@@ -171,16 +177,25 @@ impl Scheduler {
                     "🧊 {envs} frozen until {}{why}, as planned in bot.toml.",
                     utc(freeze.end)
                 );
-                self.fire_announcement(&name, "set", freeze.start, &channels, &text)
-                    .await?;
+                let fired = self
+                    .fire_announcement(&name, "set", freeze.start, &channels, &text)
+                    .await;
+                settled &= fired_or_logged(fired, &name, "set");
             }
             if due(freeze.end) {
                 let text = format!("🌤️ the planned freeze of {envs}{why} is over.");
-                self.fire_announcement(&name, "lifted", freeze.end, &channels, &text)
-                    .await?;
+                let fired = self
+                    .fire_announcement(&name, "lifted", freeze.end, &channels, &text)
+                    .await;
+                settled &= fired_or_logged(fired, &name, "lifted");
             }
         }
-        for freeze in self.store.freezes_ended(since, now).await? {
+        let ended = self.store.freezes_ended(since, now).await;
+        let ended = match ended {
+            Ok(ended) => ended,
+            Err(error) => return fired_or_logged(Err(error.into()), "freezes", "lifted"),
+        };
+        for freeze in ended {
             let text = format!(
                 "🌤️ the freeze of {} is over{}.",
                 if freeze.environment == Freeze::ALL {
@@ -191,16 +206,13 @@ impl Scheduler {
                 parenthesized(freeze.reason.as_deref())
             );
             let channels = self.announcer.environment_channels(&freeze.environment);
-            self.fire_announcement(
-                &format!("freeze:{}", freeze.id),
-                "lifted",
-                freeze.ends_at,
-                &channels,
-                &text,
-            )
-            .await?;
+            let name = format!("freeze:{}", freeze.id);
+            let fired = self
+                .fire_announcement(&name, "lifted", freeze.ends_at, &channels, &text)
+                .await;
+            settled &= fired_or_logged(fired, &name, "lifted");
         }
-        Ok(())
+        settled
     }
 
     /// Records the occurrence and queues its announcement in one transaction: it fires once.
@@ -224,48 +236,56 @@ impl Scheduler {
         Ok(())
     }
 
-    async fn fire_schedules(
-        &self,
-        since: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<(), EngineError> {
+    async fn fire_schedules(&self, since: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        let mut settled = true;
         for schedule in &self.config.schedules {
-            let start = since.with_timezone(&schedule.timezone);
-            let due: Vec<DateTime<Utc>> = schedule
-                .cron
-                .after(&start)
-                .map(|at| at.with_timezone(&Utc))
-                .take_while(|at| *at <= now)
-                .collect();
+            let due = occurrences_after(&schedule.cron, schedule.timezone, since)
+                .take_while(|at| *at <= now);
             for at in due {
-                let mut tx = self.store.begin().await?;
-                let first = tx
-                    .record_occurrence(&format!("schedule:{}", schedule.name), "run", at, now)
-                    .await?;
-                tx.commit().await?;
-                if !first {
-                    continue;
-                }
-                let actor = Actor::new(Identity::new("schedule", &schedule.name))
-                    .with_roles(schedule.roles.clone());
-                let outcome = match self
-                    .commands
-                    .execute(&actor, schedule.command.clone(), None)
-                    .await
-                {
-                    Ok(reply) => reply.to_text(),
-                    Err(error) => format!("refused: {}", error.message),
-                };
-                tracing::info!(schedule = %schedule.name, %outcome, "ran a scheduled command");
-                let text = format!("🗓️ {}: {}", schedule.name, outcome);
-                let mut tx = self.store.begin().await?;
-                self.announcer
-                    .announce(&mut tx, &channels_of(&schedule.channels), &text)
-                    .await?;
-                tx.commit().await?;
-                self.ledger.wake_workers();
+                let fired = self.run_schedule(schedule, at, now).await;
+                settled &= fired_or_logged(fired, &schedule.name, "run");
             }
         }
+        settled
+    }
+
+    /// Runs one occurrence of a `[[schedule]]` once, and posts its outcome. A command the
+    /// database failed gives its occurrence back, to be run on a later tick.
+    async fn run_schedule(
+        &self,
+        schedule: &ScheduleConfig,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let name = format!("schedule:{}", schedule.name);
+        let mut tx = self.store.begin().await?;
+        let first = tx.record_occurrence(&name, "run", at, now).await?;
+        tx.commit().await?;
+        if !first {
+            return Ok(());
+        }
+        let actor = Actor::new(Identity::new("schedule", &schedule.name))
+            .with_roles(schedule.roles.clone());
+        let outcome = match self
+            .commands
+            .execute(&actor, schedule.command.clone(), None)
+            .await
+        {
+            Ok(reply) => reply.to_text(),
+            Err(error) if error.kind == ErrorKind::Internal => {
+                self.store.forget_occurrence(&name, "run", at).await?;
+                return Err(error);
+            }
+            Err(error) => format!("refused: {}", error.message),
+        };
+        tracing::info!(schedule = %schedule.name, %outcome, "ran a scheduled command");
+        let text = format!("🗓️ {}: {}", schedule.name, outcome);
+        let mut tx = self.store.begin().await?;
+        self.announcer
+            .announce(&mut tx, &channels_of(&schedule.channels), &text)
+            .await?;
+        tx.commit().await?;
+        self.ledger.wake_workers();
         Ok(())
     }
 
@@ -318,6 +338,17 @@ impl Scheduler {
         tx.commit().await?;
         self.ledger.wake_workers();
         Ok(())
+    }
+}
+
+/// Whether an occurrence fired; a failure is logged with what failed.
+fn fired_or_logged(fired: Result<(), EngineError>, name: &str, event: &str) -> bool {
+    match fired {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::error!(%error, occurrence = name, event, "scheduler: could not fire");
+            false
+        }
     }
 }
 

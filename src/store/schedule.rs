@@ -76,6 +76,22 @@ async fn queued_promotions<'e, E: Executor<'e, Database = Any>>(
 
 impl Store {
     /// Ad-hoc freezes in force at `at` (not lifted, not over).
+    /// Gives back an occurrence whose work failed, so a later tick fires it again.
+    pub async fn forget_occurrence(
+        &self,
+        name: &str,
+        event: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM schedule_occurrences WHERE name = $1 AND event = $2 AND at = $3")
+            .bind(name)
+            .bind(event)
+            .bind(millis(at))
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
     pub async fn active_freezes(&self, at: DateTime<Utc>) -> Result<Vec<FreezeRecord>, StoreError> {
         active_freezes(&self.read, at).await
     }
