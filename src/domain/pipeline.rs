@@ -142,7 +142,7 @@ pub fn check_newer(
     candidate: &Version,
 ) -> Result<(), PipelineRefusal> {
     match current {
-        Some(current) if candidate <= current => Err(PipelineRefusal::NotNewer {
+        Some(current) if !candidate.is_newer_than(current) => Err(PipelineRefusal::NotNewer {
             service: service.to_string(),
             environment: environment.to_string(),
             current: current.clone(),
@@ -164,7 +164,7 @@ pub fn latest_created(
         detail: format!("{service} has no releases yet; create one with /release create {service} <version>"),
     })?;
     match current {
-        Some(current) if newest <= current => Err(PipelineRefusal::NothingNewer {
+        Some(current) if !newest.is_newer_than(current) => Err(PipelineRefusal::NothingNewer {
             environment: environment.to_string(),
             detail: format!("it already runs {service} {current}, the newest release"),
         }),
@@ -183,7 +183,7 @@ pub fn latest_succeeded(
 ) -> Result<Version, PipelineRefusal> {
     succeeded_before
         .iter()
-        .filter(|v| current.is_none_or(|current| *v > current))
+        .filter(|v| current.is_none_or(|current| v.is_newer_than(current)))
         .max()
         .cloned()
         .ok_or_else(|| PipelineRefusal::NothingNewer {
@@ -294,7 +294,7 @@ mod tests {
     fn versions_must_move_forward() {
         assert!(check_newer("api", "production", None, &v("0.0.1")).is_ok());
         assert!(check_newer("api", "production", Some(&v("1.4.1")), &v("1.4.2")).is_ok());
-        for candidate in ["1.4.2", "1.4.1", "1.4.2-rc.1"] {
+        for candidate in ["1.4.2", "1.4.1", "1.4.2-rc.1", "1.4.2+build.7"] {
             let err =
                 check_newer("api", "production", Some(&v("1.4.2")), &v(candidate)).unwrap_err();
             assert_eq!(

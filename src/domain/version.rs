@@ -17,6 +17,13 @@ impl Version {
     pub fn new(major: u64, minor: u64, patch: u64) -> Self {
         Version(semver::Version::new(major, minor, patch))
     }
+
+    /// Whether this version moves forward from `other` by semver precedence, which ignores build
+    /// metadata: `1.4.2+b2` is not newer than `1.4.2+b1` or `1.4.2`. (`Ord` orders build
+    /// metadata too, only to keep sorting total and consistent with equality.)
+    pub fn is_newer_than(&self, other: &Version) -> bool {
+        self.0.cmp_precedence(&other.0) == std::cmp::Ordering::Greater
+    }
 }
 
 impl FromStr for Version {
@@ -73,6 +80,16 @@ impl fmt::Display for VersionSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn build_metadata_does_not_make_a_version_newer() {
+        let v = |s: &str| s.parse::<Version>().expect("version");
+        assert!(!v("1.4.2+b1").is_newer_than(&v("1.4.2")));
+        assert!(!v("1.4.2+b2").is_newer_than(&v("1.4.2+b1")));
+        assert!(!v("1.4.2").is_newer_than(&v("1.4.2+b1")));
+        assert!(v("1.4.3").is_newer_than(&v("1.4.2+b9")));
+        assert!(v("1.4.2").is_newer_than(&v("1.4.2-rc.1+b1")));
+    }
 
     #[test]
     fn accepts_semver_with_or_without_v() {
