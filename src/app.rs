@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chat::discord::{self, Discord};
 use crate::chat::slack::{self, Slack};
-use crate::config::{BackendConfig, Config};
+use crate::config::{self, BackendConfig, Config};
 use crate::deploy::command::CommandBackend;
 use crate::deploy::Backend;
 use crate::engine::{Backends, ChatPort, Engine, EngineParts, Time};
@@ -27,12 +27,25 @@ pub struct Bot {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// The database named in `database.url` (shown without its password) could not be opened.
+    #[error("could not open the database at {url}: {source}")]
+    Connect { url: String, source: StoreError },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Slack(#[from] slack::SetupError),
     #[error(transparent)]
     Discord(#[from] discord::SetupError),
+}
+
+/// Opens the database; an error names it without its password.
+pub async fn connect(database_url: &str) -> Result<Store, BuildError> {
+    Store::connect(database_url)
+        .await
+        .map_err(|source| BuildError::Connect {
+            url: config::redacted_url(database_url),
+            source,
+        })
 }
 
 /// The backends `bot.toml` describes; command backends run in the config's directory.
@@ -60,7 +73,7 @@ pub async fn build(
     time: Time,
     backends: Option<Backends>,
 ) -> Result<Bot, BuildError> {
-    let store = Store::connect(&config.database_url).await?;
+    let store = connect(&config.database_url).await?;
     store.migrate().await?;
     let backends = backends.unwrap_or_else(|| backends_from_config(&config));
     let slack = Slack::new(&config)?;

@@ -167,6 +167,21 @@ impl ServiceConfig {
     }
 }
 
+/// A database URL fit to show: its password replaced by `***`. Text that does not parse as a URL
+/// is not shown at all (it may be a password pasted in the wrong place).
+pub fn redacted_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                // Only URLs that cannot have a password refuse one; this one has one.
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "(a value that is not a URL)".to_string(),
+    }
+}
+
 /// One thing wrong in `bot.toml`, with the key it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -230,27 +245,24 @@ pub fn parse(
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, Vec<Problem>> {
-    // The typed pass first: serde's errors carry line, column and the offending key.
-    toml::from_str::<RawConfig>(text).map_err(|e| {
-        vec![Problem {
-            key: "bot.toml".to_string(),
-            message: e.to_string().trim_end().to_string(),
-        }]
-    })?;
-    let mut value: toml::Value = toml::from_str(text).map_err(|e| {
-        vec![Problem {
-            key: "bot.toml".to_string(),
-            message: e.to_string(),
-        }]
-    })?;
+    let whole_file = |e: toml::de::Error| Problem {
+        key: "bot.toml".to_string(),
+        message: e.to_string().trim_end().to_string(),
+    };
+    // The typed pass first: serde's errors carry line, column and the offending key. It stops at
+    // the first error, so on one the file is checked again table by table to report them all.
+    let typed = toml::from_str::<RawConfig>(text).map_err(whole_file);
+    let mut value: toml::Value = toml::from_str(text).map_err(|e| vec![whole_file(e)])?;
     let mut problems = Vec::new();
     substitute_env(&mut value, String::new(), env, &mut problems);
-    let raw: RawConfig = value.try_into().map_err(|e: toml::de::Error| {
-        vec![Problem {
-            key: "bot.toml".to_string(),
-            message: e.to_string(),
-        }]
-    })?;
+    let raw = match typed {
+        Ok(_) => value.try_into().map_err(|e| vec![whole_file(e)])?,
+        Err(first) => match sections::raw_config(&value, &mut problems) {
+            Some(raw) => raw,
+            None if problems.is_empty() => return Err(vec![first]),
+            None => return Err(problems),
+        },
+    };
     let unset = problems.len();
     let config = Validator {
         problems: &mut problems,
@@ -332,6 +344,143 @@ fn substitute_env(
 }
 
 // ---- raw shape (serde) ----
+
+/// The raw shape read table by table, so that one wrong table or array entry does not hide the
+/// problems of the others.
+mod sections {
+    use serde::de::DeserializeOwned;
+
+    use super::{Problem, RawConfig, RawDatabase, RawServer};
+
+    const TABLES: [&str; 10] = [
+        "server",
+        "database",
+        "slack",
+        "discord",
+        "roles",
+        "api_tokens",
+        "schedule",
+        "freeze",
+        "window",
+        "service",
+    ];
+
+    /// Every structural problem of `value`; the raw config when the only ones are missing
+    /// required tables (validation then goes on with stand-ins, to report the rest).
+    pub(super) fn raw_config(
+        value: &toml::Value,
+        problems: &mut Vec<Problem>,
+    ) -> Option<RawConfig> {
+        let Some(table) = value.as_table() else {
+            problems.push(problem("bot.toml", "is not a table of settings".into()));
+            return None;
+        };
+        let before = problems.len();
+        for key in table.keys().filter(|k| !TABLES.contains(&k.as_str())) {
+            problems.push(problem(
+                key,
+                format!(
+                    "unknown field `{key}`; bot.toml's tables are {}",
+                    TABLES.join(", ")
+                ),
+            ));
+        }
+        let mut missing = 0;
+        let mut required = |name: &str, example: &str, problems: &mut Vec<Problem>| {
+            if !table.contains_key(name) {
+                missing += 1;
+                problems.push(problem(
+                    name,
+                    format!("the [{name}] table is missing; add it, e.g. [{name}] {example}"),
+                ));
+            }
+        };
+        required("server", "listen = \"127.0.0.1:8080\"", problems);
+        required("database", "url = \"sqlite://shipmate.db\"", problems);
+        let raw = RawConfig {
+            server: table_of(table, "server", problems).unwrap_or_else(|| RawServer {
+                listen: "127.0.0.1:8080".into(),
+                public_url: None,
+                shutdown_grace: None,
+            }),
+            database: table_of(table, "database", problems).unwrap_or_else(|| RawDatabase {
+                url: "sqlite://shipmate.db".into(),
+            }),
+            slack: table_of(table, "slack", problems),
+            discord: table_of(table, "discord", problems),
+            roles: table_of(table, "roles", problems).unwrap_or_default(),
+            api_tokens: entries_of(table, "api_tokens", problems),
+            schedule: entries_of(table, "schedule", problems),
+            freeze: entries_of(table, "freeze", problems),
+            window: entries_of(table, "window", problems),
+            service: entries_of(table, "service", problems),
+        };
+        (problems.len() - before == missing).then_some(raw)
+    }
+
+    fn problem(key: &str, message: String) -> Problem {
+        Problem {
+            key: key.to_string(),
+            message,
+        }
+    }
+
+    fn read<T: DeserializeOwned>(
+        value: &toml::Value,
+        key: &str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<T> {
+        match value.clone().try_into() {
+            Ok(parsed) => Some(parsed),
+            Err(e) => {
+                // toml names the field on a line of its own ("…\nin `approvals.required`"):
+                // it belongs in the key.
+                let text = e.to_string();
+                let (message, field) = match text.trim_end().rsplit_once("\nin `") {
+                    Some((message, field)) => (message, field.trim_end_matches('`')),
+                    None => (text.trim_end(), ""),
+                };
+                let key = match field {
+                    "" => key.to_string(),
+                    field => format!("{key}.{field}"),
+                };
+                problems.push(problem(&key, message.replace('\n', " ")));
+                None
+            }
+        }
+    }
+
+    fn table_of<T: DeserializeOwned>(
+        table: &toml::Table,
+        key: &str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<T> {
+        read(table.get(key)?, key, problems)
+    }
+
+    /// An array of tables read entry by entry (`service[1]`).
+    fn entries_of<T: DeserializeOwned>(
+        table: &toml::Table,
+        key: &str,
+        problems: &mut Vec<Problem>,
+    ) -> Vec<T> {
+        let Some(value) = table.get(key) else {
+            return Vec::new();
+        };
+        let Some(entries) = value.as_array() else {
+            problems.push(problem(
+                key,
+                format!("must be an array of tables, written [[{key}]]"),
+            ));
+            return Vec::new();
+        };
+        entries
+            .iter()
+            .enumerate()
+            .filter_map(|(index, entry)| read(entry, &format!("{key}[{index}]"), problems))
+            .collect()
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -643,7 +792,10 @@ impl Validator<'_> {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             self.problem(
                 "database.url",
-                format!("`{url}` is not a database URL; use sqlite://shipmate.db or postgres://user@host/db"),
+                format!(
+                    "`{}` is not a database URL; use sqlite://shipmate.db or postgres://user@host/db",
+                    redacted_url(url)
+                ),
             );
         }
         url.to_string()

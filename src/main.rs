@@ -9,7 +9,6 @@ use tokio_util::sync::CancellationToken;
 
 use shipmate::config::{self, Config};
 use shipmate::engine::Time;
-use shipmate::store::Store;
 
 #[derive(Parser)]
 #[command(name = "shipmate", version, about = "Chat-ops release bot")]
@@ -160,7 +159,7 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let store = Store::connect(&config.database_url).await?;
+    let store = shipmate::app::connect(&config.database_url).await?;
     store.migrate().await?;
     store.close().await;
     Ok(())

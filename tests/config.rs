@@ -847,3 +847,107 @@ fn absurd_durations_are_refused_with_the_longest_allowed() {
         );
     }
 }
+
+// ---- every problem at once, whatever the first one is (issue 11 #10) ----
+
+#[test]
+fn a_missing_server_table_does_not_hide_the_other_problems() {
+    let text = r#"
+[database]
+url = "sqlite://shipmate.db"
+
+[roles]
+leads = ["api:lead"]
+
+[[service]]
+name = "api"
+  [[service.environment]]
+  name = "production"
+  backend = { kind = "command", run = ["./deploy.sh"] }
+  approvals = { required = 1, from = "nobody" }
+"#;
+    let problems = problems(text);
+    assert!(problem_at(&problems, "server").message.contains("[server]"));
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.message.contains("unknown role `nobody`")),
+        "validation went on past the missing table: {problems:#?}"
+    );
+}
+
+#[test]
+fn values_of_the_wrong_type_are_all_reported_with_their_keys() {
+    let text = with(
+        r#"
+[[window]]
+name = 5
+cron = "0 0 14 * * Tue"
+duration = "2h"
+
+[[service]]
+name = "web"
+  [[service.environment]]
+  name = "production"
+  backend = { kind = "command", run = ["./deploy.sh"] }
+  approvals = { required = "two", from = "leads" }
+"#,
+    );
+    let problems = problems(&text);
+    assert!(problem_at(&problems, "window[0].name")
+        .message
+        .contains("expected a string"));
+    assert!(
+        problem_at(&problems, "service[0].environment.approvals.required")
+            .message
+            .contains("expected i64"),
+        "{problems:#?}"
+    );
+    for problem in &problems {
+        assert!(!problem.message.contains('\n'), "one line each: {problem}");
+    }
+}
+
+// ---- the database password never shows (issue 11 #10) ----
+
+#[test]
+fn a_bad_database_url_is_reported_without_its_password() {
+    let text = with("").replace(
+        "sqlite://bot.db",
+        "mysql://release:s3cretpw@db.internal:3306/shipmate",
+    );
+    let problems = problems(&text);
+    let message = &problem_at(&problems, "database.url").message;
+    assert!(!message.contains("s3cretpw"), "{message}");
+    assert!(message.contains("release:***@db.internal"), "{message}");
+}
+
+#[tokio::test]
+async fn a_database_that_cannot_be_opened_is_named_without_its_password() {
+    let error = match shipmate::app::connect("mysql://release:s3cretpw@127.0.0.1:1/shipmate").await
+    {
+        Ok(_) => panic!("no MySQL driver is built in"),
+        Err(error) => error.to_string(),
+    };
+    assert!(!error.contains("s3cretpw"), "{error}");
+    assert!(
+        error.contains("release:***@127.0.0.1:1/shipmate"),
+        "{error}"
+    );
+}
+
+#[test]
+fn redaction_keeps_what_helps_and_hides_what_does_not() {
+    assert_eq!(
+        config::redacted_url("postgres://bob:pw@host:5432/db?sslmode=require"),
+        "postgres://bob:***@host:5432/db?sslmode=require"
+    );
+    assert_eq!(
+        config::redacted_url("postgres://bob@host/db"),
+        "postgres://bob@host/db"
+    );
+    assert_eq!(
+        config::redacted_url("not a url but maybe a password"),
+        "(a value that is not a URL)"
+    );
+}
