@@ -1,6 +1,8 @@
 //! The Slack adapter end to end: signed slash commands, button clicks and reactions against the
 //! real bot, with a stateful fake Slack Web API on loopback receiving the cards.
 
+#[path = "support/fake_slack_socket.rs"]
+mod fake_slack_socket;
 mod support;
 
 use std::time::Duration;
@@ -542,4 +544,50 @@ async fn a_hung_usergroup_lookup_fails_closed_within_slacks_three_seconds() {
     assert!(reply.contains("leads"), "not eligible: {reply}");
     assert_eq!(slack.held_calls("usergroups.users.list"), 1);
     assert_eq!(bot.promotion(id).await["approvals"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn a_hung_usergroup_lookup_does_not_stall_the_socket_mode_connection() {
+    use fake_slack_socket::{FakeSocketMode, APP_TOKEN};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let slack = support::fake_slack::FakeSlack::start(SLACK_BOT_TOKEN).await;
+    slack.usergroup(SLACK_LEADS_GROUP, &["U0GROUPLEAD"]);
+    slack.hang("usergroups.users.list", None);
+    let mut socket = FakeSocketMode::start(&slack).await;
+    let database_url = format!("sqlite://{}", dir.path().join("bot.db").display());
+    let text = test_config_with_slack(&database_url, "./deploy.sh", Some(&socket.api_url()))
+        .replacen(
+            "[slack]\n",
+            &format!("[slack]\napp_token = \"{APP_TOKEN}\"\n"),
+            1,
+        );
+    let config_path = dir.path().join("bot.toml");
+    std::fs::write(&config_path, &text).expect("write config");
+    let config = shipmate::config::load(&config_path, &|_| None).expect("valid config");
+    let bot = shipmate::app::build(config, shipmate::engine::Time::system(), None)
+        .await
+        .expect("bot builds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let _server = tokio::spawn(shipmate::app::run(bot, listener, shutdown.clone()));
+    let mut connection = socket.next_connection().await;
+    connection.hello().await;
+
+    // Each envelope waits for its lookup; the connection reads the next one only after the ack.
+    for attempt in 0..2 {
+        let started = std::time::Instant::now();
+        let ack = tokio::time::timeout(
+            Duration::from_secs(3),
+            connection.slash("U0GROUPLEAD", DEV_CHAT, "approve 1"),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("envelope {attempt} not acked within 3 s"));
+        assert!(started.elapsed() < Duration::from_millis(2_500));
+        let reply = ack["payload"]["text"].as_str().unwrap_or_default();
+        assert!(!reply.is_empty(), "{ack}");
+    }
+    assert_eq!(slack.held_calls("usergroups.users.list"), 2);
+    shutdown.cancel();
 }

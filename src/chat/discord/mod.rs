@@ -157,12 +157,17 @@ fn json_code(error: &serenity::Error) -> Option<isize> {
     unsuccessful(error).map(|response| response.error.code)
 }
 
-/// A failed REST call by its status: 429 and 5xx pass; 401 is the bot's token (keep trying until
+/// A failed REST call by its status (or serenity's own check of the message): 429 and 5xx pass; 401 is the bot's token (keep trying until
 /// an operator fixes it); any other 4xx (400 invalid body, 403 missing access, 404 unknown
 /// channel or message, 413 too large) would be refused again.
 fn chat_error(error: serenity::Error) -> ChatError {
     let Some(response) = unsuccessful(&error) else {
-        return ChatError::Unavailable(error.to_string());
+        return match error {
+            // serenity checked the message itself (an embed too large, too many buttons): the
+            // same message would be refused again.
+            serenity::Error::Model(problem) => ChatError::Permanent(problem.to_string()),
+            other => ChatError::Unavailable(other.to_string()),
+        };
     };
     let status = response.status_code;
     let described = || {
