@@ -288,10 +288,15 @@ async fn a_slack_outage_of_five_minutes_ends_with_every_card_right() {
         ends.iter()
             .all(|(id, state)| platform.card_shows(*id, state))
     };
+    let outage_end = real.now();
     assert!(
         driver.pass_until(RECOVERY, all_right).await,
         "cards after the outage: {:#?}",
         fake.messages(RELEASES_CHANNEL)
+    );
+    eprintln!(
+        "slack outage: {failed_calls} card calls made up to the end of 300 s of fake outage; every card right {} s after it ended",
+        (real.now() - outage_end).num_seconds()
     );
     assert!(
         failed_calls > 20,
@@ -359,10 +364,15 @@ async fn a_discord_outage_of_five_minutes_ends_with_every_card_right() {
         ends.iter()
             .all(|(id, state)| platform.card_shows(*id, state))
     };
+    let outage_end = real.now();
     assert!(
         driver.pass_until(RECOVERY, all_right).await,
         "cards after the outage: {:#?}",
         fake.messages(CHANNEL_ID)
+    );
+    eprintln!(
+        "discord outage: {failed_calls} card calls made up to the end of 300 s of fake outage; every card right {} s after it ended",
+        (real.now() - outage_end).num_seconds()
     );
     assert!(
         failed_calls > 20,
