@@ -574,3 +574,109 @@ async fn a_rate_limited_card_edit_is_retried_from_the_outbox() {
         "every edit landed but the one answered 429"
     );
 }
+
+/// Fails after twelve lines of 999 characters: a failure reason quoting the last ten lines.
+const LOUD_FAILURE_SCRIPT: &str = r#"#!/bin/sh
+for i in 1 2 3 4 5 6 7 8 9 10 11 12; do
+  head -c 999 /dev/zero | tr '\0' 'x'; echo
+done
+exit 3
+"#;
+
+/// Title, description, field names and values, footer: what Discord counts against 6,000.
+fn embed_size(embed: &Value) -> usize {
+    let len = |v: &Value| v.as_str().map_or(0, |s| s.chars().count());
+    let fields: usize = embed["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| len(&f["name"]) + len(&f["value"]))
+        .sum();
+    len(&embed["title"]) + len(&embed["description"]) + len(&embed["footer"]["text"]) + fields
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_notes_and_reason_are_cut_to_discords_embed_limits() {
+    let bot = TestBot::builder()
+        .discord()
+        .script(LOUD_FAILURE_SCRIPT)
+        .start()
+        .await
+        .expect("sqlite");
+    let notes = format!("{} END", "n".repeat(5_000));
+    let body = json!({"service": "api", "version": "6.6.6", "notes": notes});
+    let (status, body) = bot.post("/api/v1/releases", CI_TOKEN, body).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = bot.promote(CI_TOKEN, "api", "6.6.6", Some("dev")).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_i64().expect("id");
+    let card = card_in_state(&bot, id, "failed").await;
+    let embed = &card.embeds[0];
+    assert!(embed_size(embed) <= 6_000, "{}", embed_size(embed));
+    let pointer = format!("full text: `GET /api/v1/promotions/{id}`)");
+    let description = embed["description"].as_str().expect("description");
+    assert!(
+        description.contains("n…") && description.ends_with(&pointer),
+        "{description}"
+    );
+    let why = embed["fields"]
+        .as_array()
+        .and_then(|fields| fields.iter().find(|f| f["name"] == "Why"))
+        .and_then(|f| f["value"].as_str())
+        .expect("a Why field");
+    assert!(
+        why.starts_with("exit code 3: xxx") && why.ends_with(&pointer),
+        "{why}"
+    );
+    assert_eq!(
+        bot.fake_discord().refusals(),
+        vec![],
+        "Discord refused nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_refused_for_good_is_dropped_and_the_card_still_ends_right() {
+    let bot = discord_bot().await;
+    let fake = bot.fake_discord();
+    let (id, card) = awaiting_production(&bot).await;
+    // The bot may not start the card's thread (403 Missing Access), whatever it tries.
+    fake.refuse_next(Route::CreateThread, 1_000);
+    let threads_before = fake.calls(Route::CreateThread);
+    bot.act(id, "approve", LEAD_TOKEN).await;
+    bot.act(id, "approve", LEAD2_TOKEN).await;
+    card_in_state(&bot, id, "succeeded").await;
+    assert!(fake.thread(card.id).is_empty());
+    let tries = fake.calls(Route::CreateThread) - threads_before;
+    assert!(tries <= 3, "each batch tried once, not retried: {tries}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_interaction_callback_does_not_hold_the_handler() {
+    let bot = discord_bot().await;
+    let fake = bot.fake_discord();
+    let config = shipmate::config::load(&bot.path("bot.toml"), &|_| None).expect("config");
+    let discord = shipmate::chat::discord::Discord::new(&config)
+        .expect("client")
+        .expect("[discord] configured");
+    let inbound = shipmate::chat::discord::inbound::Inbound::new(bot.engine.clone(), discord);
+    fake.hang(Route::Callback, None);
+    let id = next_interaction_id();
+    let data = fake.command_interaction_values(
+        id,
+        &format!("token-{id}"),
+        DISCORD_DEV,
+        &[],
+        CHANNEL_ID,
+        GUILD_ID,
+        "help",
+        &[],
+    );
+    fake.expect_interaction(&data);
+    let interaction = serde_json::from_value(data).expect("an interaction serenity reads");
+    let handled = tokio::time::timeout(Duration::from_secs(3), inbound.interaction(interaction));
+    handled
+        .await
+        .expect("the handler returned although Discord never answered");
+    assert_eq!(fake.held_calls(Route::Callback), 1);
+}

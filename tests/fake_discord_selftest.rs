@@ -724,3 +724,50 @@ async fn heartbeats_are_acknowledged_and_keep_the_session() {
     fake.dispatch("MESSAGE_REACTION_ADD", data).await;
     assert_eq!(bot.reaction(WAIT).await.message_id, MessageId::new(1));
 }
+
+#[tokio::test]
+async fn embeds_over_discords_limits_are_refused_and_outages_answer_500_and_429() {
+    let fake = FakeDiscord::start(TOKEN, APP).await;
+    let http = http(&fake, TOKEN);
+    let channel = ChannelId::new(CHANNEL_ID);
+    // Each part within its own limit, 6,016 characters together: Discord's 400 50035. Sent raw
+    // (serenity refuses such an embed itself before sending it).
+    let embed = json!({"description": "d".repeat(4_096), "fields": [
+        {"name": "f", "value": "v".repeat(1_000)}, {"name": "g", "value": "w".repeat(918)}]});
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v10/channels/{CHANNEL_ID}/messages",
+            fake.api_url()
+        ))
+        .header("authorization", format!("Bot {TOKEN}"))
+        .json(&json!({"embeds": [embed]}))
+        .send()
+        .await
+        .expect("the fake answers");
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["code"], 50035, "{body}");
+    assert_eq!(fake.refusals().len(), 1);
+
+    fake.start_outage(vec![OutageAnswer::ServerError, OutageAnswer::RateLimited]);
+    let first = channel.send_message(&http, card()).await.expect_err("500");
+    assert_eq!(status_and_code(first).0, 500);
+    let second = channel.send_message(&http, card()).await.expect_err("429");
+    assert_eq!(status_and_code(second).0, 429);
+    fake.end_outage();
+    channel.send_message(&http, card()).await.expect("back");
+}
+
+#[tokio::test]
+async fn a_held_route_answers_late() {
+    let fake = FakeDiscord::start(TOKEN, APP).await;
+    let http = http(&fake, TOKEN);
+    fake.hang(Route::CreateMessage, Some(Duration::from_millis(300)));
+    let started = Instant::now();
+    ChannelId::new(CHANNEL_ID)
+        .send_message(&http, card())
+        .await
+        .expect("answered after the delay");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(fake.held_calls(Route::CreateMessage), 1);
+}

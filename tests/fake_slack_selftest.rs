@@ -953,3 +953,57 @@ async fn dropping_the_fake_with_unread_ephemerals_panics() {
         "clones keep the fake alive"
     );
 }
+
+#[tokio::test]
+async fn outages_holds_and_block_kit_limits() {
+    let fake = FakeSlack::start(TOKEN).await;
+    let client = client(&fake);
+    let token = SlackApiToken::new(TOKEN.into());
+    let session = client.open_session(&token);
+    let post = |text: &str| SlackApiChatPostMessageRequest::new("C0RELEASES".into(), content(text));
+    fake.start_outage(vec![
+        Failure::ServerError,
+        Failure::RateLimited {
+            retry_after_secs: 3,
+        },
+    ]);
+    assert!(matches!(
+        session.chat_post_message(&post("a")).await,
+        Err(SlackClientError::HttpError(_))
+    ));
+    match session.chat_post_message(&post("b")).await {
+        Err(SlackClientError::RateLimitError(limit)) => {
+            assert_eq!(limit.retry_after, Some(Duration::from_secs(3)))
+        }
+        other => panic!("expected a 429, got {other:?}"),
+    }
+    fake.end_outage();
+    fake.hang("chat.postMessage", Some(Duration::from_millis(300)));
+    let started = std::time::Instant::now();
+    session
+        .chat_post_message(&post("c"))
+        .await
+        .expect("late but answered");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(fake.held_calls("chat.postMessage"), 1);
+
+    // A context element over 3,000 characters: invalid_blocks, recorded as a refusal.
+    let context = SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
+        SlackBlockMarkDownText::new("x".repeat(3_001)),
+    )]);
+    let blocks = SlackMessageContent::new()
+        .with_text("t".into())
+        .with_blocks(vec![context.into()]);
+    let refused = session
+        .chat_post_message(&SlackApiChatPostMessageRequest::new(
+            "C0RELEASES".into(),
+            blocks,
+        ))
+        .await
+        .expect_err("too long");
+    assert_eq!(api_error_code(refused), "invalid_blocks");
+    assert_eq!(
+        fake.refusals(),
+        vec![("chat.postMessage".to_string(), "invalid_blocks".to_string())]
+    );
+}

@@ -1,6 +1,8 @@
 //! The Slack adapter end to end: signed slash commands, button clicks and reactions against the
 //! real bot, with a stateful fake Slack Web API on loopback receiving the cards.
 
+#[path = "support/fake_slack_socket.rs"]
+mod fake_slack_socket;
 mod support;
 
 use std::time::Duration;
@@ -416,4 +418,176 @@ async fn card_edits_are_paced_on_real_time_not_on_the_rules_clock() {
         .await,
         "the card was not edited once real time moved on"
     );
+}
+
+/// Fails after twelve lines of 999 `&` each (5,000 characters each once Slack-escaped): a failure
+/// reason quoting the last ten lines, and output no single Slack message can hold.
+pub const LOUD_FAILURE_SCRIPT: &str = r#"#!/bin/sh
+for i in 1 2 3 4 5 6 7 8 9 10 11 12; do
+  head -c 999 /dev/zero | tr '\0' '&'; echo
+done
+exit 3
+"#;
+
+fn section_texts(message: &support::fake_slack::Message) -> Vec<String> {
+    let mut texts = Vec::new();
+    for block in message.blocks.as_array().into_iter().flatten() {
+        texts.extend(block["text"]["text"].as_str().map(str::to_string));
+        for part in ["elements", "fields"] {
+            for element in block[part].as_array().into_iter().flatten() {
+                texts.extend(element["text"].as_str().map(str::to_string));
+            }
+        }
+    }
+    texts
+}
+
+#[tokio::test]
+async fn long_notes_reason_and_output_are_cut_or_split_to_slacks_limits() {
+    let bot = TestBot::builder()
+        .slack()
+        .script(LOUD_FAILURE_SCRIPT)
+        .start()
+        .await
+        .unwrap();
+    let notes = format!("{} END", "n".repeat(5_000));
+    let (status, body) = bot
+        .post(
+            "/api/v1/releases",
+            CI_TOKEN,
+            serde_json::json!({"service": "api", "version": "6.6.6", "notes": notes}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = bot.promote(CI_TOKEN, "api", "6.6.6", Some("dev")).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_i64().expect("id");
+    let card = bot.card_in_state(RELEASES_CHANNEL, id, "failed").await;
+    let texts = section_texts(&card);
+    let pointer = format!("full text: `GET /api/v1/promotions/{id}`");
+    let notes_shown = texts
+        .iter()
+        .find(|t| t.starts_with("*Notes*"))
+        .expect("notes");
+    assert!(
+        notes_shown.chars().count() <= 3_000,
+        "{}",
+        notes_shown.len()
+    );
+    assert!(notes_shown.contains("n…") && notes_shown.ends_with(&format!("{pointer})")));
+    let why = texts
+        .iter()
+        .find(|t| t.starts_with("*Why:*"))
+        .expect("reason");
+    assert!(why.chars().count() <= 3_000 && why.starts_with("*Why:* exit code 3: &amp;"));
+    assert!(why.ends_with(&format!("{pointer})")), "{why}");
+    let slack = bot.fake_slack();
+    let thread = slack.thread(RELEASES_CHANNEL, &card.ts);
+    assert!(
+        thread.len() >= 2,
+        "60,000 escaped characters need two messages"
+    );
+    assert!(thread.iter().all(|m| m.text.chars().count() <= 40_000));
+    let lines: usize = thread
+        .iter()
+        .map(|m| m.text.matches(&"&amp;".repeat(999)).count())
+        .sum();
+    assert_eq!(lines, 12, "every line in the thread, whole");
+    assert_eq!(slack.refusals(), vec![], "Slack refused nothing");
+}
+
+#[tokio::test]
+async fn a_thread_post_refused_for_good_is_dropped_and_the_card_still_ends_right() {
+    let bot = TestBot::builder().slack().start().await.unwrap();
+    let (id, card) = awaiting_production(&bot, SLACK_DEV).await;
+    let slack = bot.fake_slack();
+    // From now on every chat.postMessage (the thread output) is refused as `not_in_channel`.
+    slack.fail_next(
+        "chat.postMessage",
+        1_000,
+        Failure::ApiError("not_in_channel"),
+    );
+    let posts_before = slack.calls("chat.postMessage");
+    bot.act(id, "approve", LEAD_TOKEN).await;
+    bot.act(id, "approve", LEAD2_TOKEN).await;
+    bot.card_in_state(RELEASES_CHANNEL, id, "succeeded").await;
+    assert!(slack.thread(RELEASES_CHANNEL, &card.ts).is_empty());
+    let thread_posts = slack.calls("chat.postMessage") - posts_before;
+    // Three lines of output, in one to three batches: each refused batch was tried once.
+    assert!(
+        (1..=3).contains(&thread_posts),
+        "{thread_posts} thread posts"
+    );
+}
+
+#[tokio::test]
+async fn a_hung_usergroup_lookup_fails_closed_within_slacks_three_seconds() {
+    let bot = TestBot::builder().slack().start().await.unwrap();
+    let slack = bot.fake_slack();
+    slack.usergroup(SLACK_LEADS_GROUP, &["U0GROUPLEAD"]);
+    // Slack never answers a usergroup lookup, from the first one on (nothing is cached).
+    slack.hang("usergroups.users.list", None);
+    bot.reach("api", "1.4.2", &["dev", "staging"]).await;
+    let (status, body) = bot
+        .promote(CI_TOKEN, "api", "1.4.2", Some("production"))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_i64().expect("id");
+    let started = std::time::Instant::now();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(3),
+        bot.slash("U0GROUPLEAD", DEV_CHAT, &format!("approve {id}")),
+    )
+    .await
+    .expect("answered within Slack's 3 seconds although Slack never listed the group");
+    assert!(started.elapsed() < Duration::from_millis(2_500));
+    assert!(reply.contains("leads"), "not eligible: {reply}");
+    assert_eq!(slack.held_calls("usergroups.users.list"), 1);
+    assert_eq!(bot.promotion(id).await["approvals"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn a_hung_usergroup_lookup_does_not_stall_the_socket_mode_connection() {
+    use fake_slack_socket::{FakeSocketMode, APP_TOKEN};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let slack = support::fake_slack::FakeSlack::start(SLACK_BOT_TOKEN).await;
+    slack.usergroup(SLACK_LEADS_GROUP, &["U0GROUPLEAD"]);
+    slack.hang("usergroups.users.list", None);
+    let mut socket = FakeSocketMode::start(&slack).await;
+    let database_url = format!("sqlite://{}", dir.path().join("bot.db").display());
+    let text = test_config_with_slack(&database_url, "./deploy.sh", Some(&socket.api_url()))
+        .replacen(
+            "[slack]\n",
+            &format!("[slack]\napp_token = \"{APP_TOKEN}\"\n"),
+            1,
+        );
+    let config_path = dir.path().join("bot.toml");
+    std::fs::write(&config_path, &text).expect("write config");
+    let config = shipmate::config::load(&config_path, &|_| None).expect("valid config");
+    let bot = shipmate::app::build(config, shipmate::engine::Time::system(), None)
+        .await
+        .expect("bot builds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let _server = tokio::spawn(shipmate::app::run(bot, listener, shutdown.clone()));
+    let mut connection = socket.next_connection().await;
+    connection.hello().await;
+
+    // Each envelope waits for its lookup; the connection reads the next one only after the ack.
+    for attempt in 0..2 {
+        let started = std::time::Instant::now();
+        let ack = tokio::time::timeout(
+            Duration::from_secs(3),
+            connection.slash("U0GROUPLEAD", DEV_CHAT, "approve 1"),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("envelope {attempt} not acked within 3 s"));
+        assert!(started.elapsed() < Duration::from_millis(2_500));
+        let reply = ack["payload"]["text"].as_str().unwrap_or_default();
+        assert!(!reply.is_empty(), "{ack}");
+    }
+    assert_eq!(slack.held_calls("usergroups.users.list"), 2);
+    shutdown.cancel();
 }

@@ -2,4 +2,5 @@
 //! platform-neutral cards. Rules about releases never live here.
 
 pub mod discord;
+pub mod limits;
 pub mod slack;

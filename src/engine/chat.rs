@@ -16,18 +16,26 @@ pub struct ChatOrigin {
     pub channel: String,
 }
 
-/// Why a platform call did not go through. Every kind is retried from the outbox; they differ in
-/// when.
+/// Why a platform call did not go through, and so what the outbox does next.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChatError {
+    /// Try again once `retry_after` has passed (HTTP 429).
     #[error("rate limited for {retry_after:?}")]
     RateLimited { retry_after: Duration },
-    /// Network trouble or a 5xx: try again with backoff.
+    /// Network trouble, no answer in time, a 5xx, or Slack's own transient errors
+    /// (`internal_error`, `fatal_error`, …): try again with backoff.
     #[error("platform unavailable: {0}")]
     Unavailable(String),
-    /// The platform refused the call (`ok: false`): try again with backoff, loudly.
+    /// The platform refused the bot itself (a revoked or wrong token, a missing scope): every
+    /// call fails until an operator fixes the configuration, so keep trying with backoff, loudly,
+    /// rather than drop every card meanwhile.
     #[error("platform refused the call: {0}")]
     Refused(String),
+    /// The platform refused this very call and will refuse it again however often it is made
+    /// (`msg_too_long`, `invalid_blocks`, `channel_not_found`, `not_in_channel`, a Discord
+    /// 400/403/404): give up on it, loudly, so what comes after it is not blocked.
+    #[error("platform refused the call for good: {0}")]
+    Permanent(String),
 }
 
 impl ChatError {
@@ -37,6 +45,11 @@ impl ChatError {
             ChatError::RateLimited { retry_after } => Some(*retry_after),
             _ => None,
         }
+    }
+
+    /// Whether trying the same call again is pointless.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, ChatError::Permanent(_))
     }
 }
 

@@ -186,6 +186,7 @@ impl Shared {
                 time: self.time.clone(),
                 chats,
                 worker_id,
+                rate_limited: Default::default(),
             }),
             scheduler: scheduler::Scheduler {
                 config: self.config.clone(),

@@ -1,9 +1,14 @@
 //! The outbox worker's chat side: card jobs sent through the chat ports with at most one edit per
 //! second per card, deploy output posted to the card's thread, announcements posted; platform
 //! rate limits obeyed, failures given back to the outbox with a due time.
+//!
+//! A call the platform refuses for good ([`ChatError::Permanent`]: a message too long, a channel
+//! the bot is not in) is logged as an error and given up: retrying it would block the card
+//! forever. A refused thread batch is skipped and the card edit still goes out; a refused card
+//! post or edit ends that job, and the next change of the promotion is sent again.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -33,6 +38,10 @@ pub(super) struct Outbox {
     pub time: Time,
     pub chats: HashMap<ChatPlatform, Arc<dyn ChatPort>>,
     pub worker_id: String,
+    /// Until when (real time) a platform asked us not to call it (its last HTTP 429): nothing is
+    /// claimed for it before then, so one rate limit holds back every card, not just the one
+    /// that met it (Slack and Discord limit the bot, not a message).
+    pub rate_limited: Mutex<HashMap<ChatPlatform, DateTime<Utc>>>,
 }
 
 impl Outbox {
@@ -71,6 +80,9 @@ impl Outbox {
     pub async fn claim_cards(&self, port: &dyn ChatPort, limit: u32) -> Vec<ClaimedJob> {
         let kind = JobKind::Card(port.platform());
         let now = self.time.real_now();
+        if self.held_back(port.platform(), now) {
+            return Vec::new();
+        }
         let claimed = self
             .store
             .claim_jobs(kind, &self.worker_id, now, CARD_LEASE, limit)
@@ -94,12 +106,19 @@ impl Outbox {
                 self.store.finish_card_job(job.id, next).await
             }
             Ok(Sent::TooSoon(due)) => self.store.retry_job(job.id, due, "paced").await,
+            Err(failure) if failure.is_permanent() => {
+                tracing::error!(%platform, promotion = job.promotion_id, error = %failure,
+                    "the platform refused this card for good; giving up on it (the next change of the promotion is sent again)");
+                let next = self.time.real_now() + chrono_of(MIN_EDIT_INTERVAL);
+                self.store.finish_card_job(job.id, next).await
+            }
             Err(failure) => {
                 tracing::warn!(%platform, promotion = job.promotion_id, error = %failure, "card not sent; will retry");
                 let retry_after = match &failure {
                     CardFailure::Chat(error) => error.retry_after(),
                     _ => None,
                 };
+                self.hold_back(platform, retry_after);
                 let note = failure.to_string();
                 self.retry_later(job.id, job.attempts, &note, retry_after)
                     .await
@@ -108,6 +127,29 @@ impl Outbox {
         if let Err(e) = result {
             tracing::error!(error = %e, "could not settle card job; its lease will run out");
         }
+    }
+
+    /// Whether `platform` rate-limited us until after `now`.
+    fn held_back(&self, platform: ChatPlatform, now: DateTime<Utc>) -> bool {
+        let limited = self
+            .rate_limited
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        limited.get(&platform).is_some_and(|until| *until > now)
+    }
+
+    /// Remembers a platform's `Retry-After` (when it sent one) for every claim to come.
+    fn hold_back(&self, platform: ChatPlatform, retry_after: Option<Duration>) {
+        let Some(retry_after) = retry_after else {
+            return;
+        };
+        let until = self.time.real_now() + chrono_of(retry_after);
+        let mut limited = self
+            .rate_limited
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = limited.entry(platform).or_insert(until);
+        *entry = (*entry).max(until);
     }
 
     /// Gives a job whose send failed back to the outbox: due when the platform's rate limit
@@ -173,8 +215,18 @@ impl Outbox {
                 continue;
             };
             let text: Vec<String> = batch.iter().map(|(_, line)| line.clone()).collect();
-            port.post_to_thread(&record.channel, message_id, &text)
-                .await?;
+            match port
+                .post_to_thread(&record.channel, message_id, &text)
+                .await
+            {
+                Ok(()) => {}
+                // Marked posted below all the same: the card edit after it must not wait forever.
+                Err(error) if error.is_permanent() => {
+                    tracing::error!(platform = %port.platform(), promotion = promotion_id, %error, lines = text.len(),
+                        "the platform refused deploy output for the card's thread for good; those lines are only in the deploy log");
+                }
+                Err(error) => return Err(error.into()),
+            }
             self.store
                 .thread_posted(promotion_id, port.platform(), *last_id)
                 .await?;
@@ -188,6 +240,9 @@ impl Outbox {
         limit: u32,
     ) -> Vec<ClaimedAnnouncement> {
         let now = self.time.real_now();
+        if self.held_back(port.platform(), now) {
+            return Vec::new();
+        }
         let claimed = self
             .store
             .claim_announcements(port.platform(), &self.worker_id, now, ANNOUNCE_LEASE, limit)
@@ -202,7 +257,13 @@ impl Outbox {
             .unwrap_or_else(|_| Err(no_answer()));
         let settled = match sent {
             Ok(()) => self.store.finish_job(job.id).await,
+            Err(error) if error.is_permanent() => {
+                tracing::error!(platform = %port.platform(), channel = %job.channel, %error,
+                    "the platform refused an announcement for good; it is dropped");
+                self.store.finish_job(job.id).await
+            }
             Err(error) => {
+                self.hold_back(port.platform(), error.retry_after());
                 tracing::warn!(platform = %port.platform(), channel = %job.channel, %error, "announcement not sent; will retry");
                 let note = error.to_string();
                 self.retry_later(job.id, job.attempts, &note, error.retry_after())
@@ -241,6 +302,12 @@ enum CardFailure {
     Store(#[from] StoreError),
     #[error(transparent)]
     Engine(EngineError),
+}
+
+impl CardFailure {
+    fn is_permanent(&self) -> bool {
+        matches!(self, CardFailure::Chat(error) if error.is_permanent())
+    }
 }
 
 fn next_edit(record: &ChatCardRecord) -> Option<DateTime<Utc>> {

@@ -236,8 +236,41 @@ struct Gateway {
     reject_resumes: bool,
 }
 
+/// How the fake answers during an outage ([`FakeDiscord::start_outage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutageAnswer {
+    /// 500 with Discord's error JSON.
+    ServerError,
+    /// The documented 429 with the current [`FakeDiscord::set_retry_after`].
+    RateLimited,
+}
+
+/// The clock the fake judges rate limits and edit pacing by (a test's manual clock).
+pub type FakeClock = Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
+
+/// The routes the bot keeps cards current with; an outage answers them.
+const CARD_ROUTES: [Route; 3] = [
+    Route::CreateMessage,
+    Route::EditMessage,
+    Route::CreateThread,
+];
+
 #[derive(Default)]
 struct FakeState {
+    /// Routes whose requests are held: for a while, or (`None`) never answered.
+    hangs: HashMap<Route, Option<Duration>>,
+    held: HashMap<Route, usize>,
+    outage: Option<(Vec<OutageAnswer>, usize)>,
+    clock: Option<FakeClock>,
+    /// Until when the last 429 asked the bot to wait (on `clock`), per route.
+    limited_until: HashMap<Route, chrono::DateTime<chrono::Utc>>,
+    /// When the last 429 was answered, per route.
+    limited_at: HashMap<Route, chrono::DateTime<chrono::Utc>>,
+    violations: Vec<String>,
+    /// 4xx answers the fake gave by itself for a card route (not injected).
+    refusals: Vec<(Route, String)>,
+    /// Successful edits per message id, on `clock`.
+    edit_times: HashMap<u64, Vec<chrono::DateTime<chrono::Utc>>>,
     token: String,
     application_id: u64,
     api_url: String,
@@ -249,6 +282,8 @@ struct FakeState {
     requests: HashMap<Route, Vec<Value>>,
     unknown: Vec<String>,
     faults: HashMap<Route, usize>,
+    /// Requests to answer 403 Missing Access (50001), per route.
+    refusals_left: HashMap<Route, usize>,
     retry_after: f64,
     commands: HashMap<Scope, Vec<Value>>,
     interactions: HashMap<u64, Interaction>,
@@ -398,6 +433,63 @@ impl FakeDiscord {
     /// current [`Self::set_retry_after`] value (default 0.5 s).
     pub fn fail_next(&self, route: Route, times: usize) {
         *self.state().faults.entry(route).or_default() += times;
+    }
+
+    /// The next `times` requests to `route` get 403 `{"code": 50001, "message": "Missing Access"}`,
+    /// as when the bot may not post in a channel or thread.
+    pub fn refuse_next(&self, route: Route, times: usize) {
+        *self.state().refusals_left.entry(route).or_default() += times;
+    }
+
+    /// Requests to `route` are answered only after `delay`, or never (`None`), from now on.
+    pub fn hang(&self, route: Route, delay: Option<Duration>) {
+        self.state().hangs.insert(route, delay);
+    }
+
+    /// Requests to `route` that arrived while it was held (answered or not).
+    pub fn held_calls(&self, route: Route) -> usize {
+        self.state().held.get(&route).copied().unwrap_or(0)
+    }
+
+    /// Until [`Self::end_outage`], card posts, edits and thread creations are answered with
+    /// `answers` in turn.
+    pub fn start_outage(&self, answers: Vec<OutageAnswer>) {
+        self.state().outage = Some((answers, 0));
+    }
+
+    /// The latest time any 429 of the fake asked the bot to wait until (on its clock).
+    pub fn rate_limited_until(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.state().limited_until.values().max().copied()
+    }
+
+    pub fn end_outage(&self) {
+        self.state().outage = None;
+    }
+
+    /// Judges `retry_after` and edit pacing by `clock` (the bot's real-time clock in a test).
+    pub fn use_clock(&self, clock: FakeClock) {
+        self.state().clock = Some(clock);
+    }
+
+    /// Requests made to a route after a 429 and before its `retry_after` had passed (on the
+    /// clock of [`Self::use_clock`]; one at the 429's own instant was in flight and does not
+    /// count).
+    pub fn rate_limit_violations(&self) -> Vec<String> {
+        self.state().violations.clone()
+    }
+
+    /// `(route, body)` of every 4xx the fake answered by itself on a card route.
+    pub fn refusals(&self) -> Vec<(Route, String)> {
+        self.state().refusals.clone()
+    }
+
+    /// When each successful edit of message `id` happened, on the clock of [`Self::use_clock`].
+    pub fn edit_times(&self, id: u64) -> Vec<chrono::DateTime<chrono::Utc>> {
+        self.state()
+            .edit_times
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// `retry_after` (seconds, float) of injected 429s; `Retry-After` is its ceiling, as on Discord.
@@ -1268,6 +1360,9 @@ async fn handle(State(state): State<Shared>, request: Request) -> Response {
         .map(percent_decode)
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    if let Some(route) = route_of(&parts.method, &segments) {
+        hold(&state, route).await;
+    }
     let mut state = lock(&state);
     let Some(route) = route_of(&parts.method, &segments) else {
         state.unknown.push(format!("{} {path}", parts.method));
@@ -1282,9 +1377,17 @@ async fn handle(State(state): State<Shared>, request: Request) -> Response {
     }
     *state.calls.entry(route).or_default() += 1;
     state.requests.entry(route).or_default().push(body.clone());
+    check_rate_limit(&mut state, route);
+    if let Some(answer) = outage_answer(&mut state, route) {
+        return answer;
+    }
     if let Some(left) = state.faults.get_mut(&route).filter(|n| **n > 0) {
         *left -= 1;
         return rate_limited(route, state.retry_after);
+    }
+    if let Some(left) = state.refusals_left.get_mut(&route).filter(|n| **n > 0) {
+        *left -= 1;
+        return error(StatusCode::FORBIDDEN, 50001, "Missing Access");
     }
     let id = |i: usize| segments.get(i).and_then(|s| s.parse::<u64>().ok());
     match route {
@@ -1407,6 +1510,108 @@ async fn handle(State(state): State<Shared>, request: Request) -> Response {
     }
 }
 
+/// Waits as [`FakeDiscord::hang`] says for `route`.
+async fn hold(state: &Shared, route: Route) {
+    let held = {
+        let mut state = lock(state);
+        let held = state.hangs.get(&route).copied();
+        if held.is_some() {
+            *state.held.entry(route).or_default() += 1;
+        }
+        held
+    };
+    match held {
+        None => {}
+        Some(Some(delay)) => tokio::time::sleep(delay).await,
+        Some(None) => std::future::pending::<()>().await,
+    }
+}
+
+/// During an outage, the answer for a card route, noting a 429's `retry_after` on the clock.
+fn outage_answer(state: &mut FakeState, route: Route) -> Option<Response> {
+    if !CARD_ROUTES.contains(&route) {
+        return None;
+    }
+    let (answers, next) = state.outage.as_mut()?;
+    let answer = *answers.get(*next % answers.len().max(1))?;
+    *next += 1;
+    Some(match answer {
+        OutageAnswer::ServerError => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            0,
+            "500: Internal Server Error",
+        ),
+        OutageAnswer::RateLimited => {
+            if let Some(clock) = &state.clock {
+                let wait = chrono::Duration::milliseconds((state.retry_after * 1000.0) as i64);
+                let now = clock();
+                state.limited_at.insert(route, now);
+                let entry = state.limited_until.entry(route).or_insert(now + wait);
+                *entry = (*entry).max(now + wait);
+            }
+            rate_limited(route, state.retry_after)
+        }
+    })
+}
+
+/// Notes a request made while the route's last `retry_after` had not passed.
+fn check_rate_limit(state: &mut FakeState, route: Route) {
+    let Some(clock) = &state.clock else { return };
+    let now = clock();
+    // A request at the very fake instant of the 429 was in flight when it came: the clock
+    // does not move while the bot works through one step.
+    let limited = state
+        .limited_until
+        .get(&route)
+        .zip(state.limited_at.get(&route));
+    if let Some((until, _)) = limited.filter(|(until, at)| **at < now && now < **until) {
+        let violation = format!("{route:?} at {now}, rate-limited until {until}");
+        state.violations.push(violation);
+    }
+}
+
+/// Discord's embed limits (resources/message#embed-object-embed-limits): the first broken one.
+fn embed_problem(embed: &Value) -> Option<String> {
+    let len = |pointer: &str| {
+        embed
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .map_or(0, |s| s.chars().count())
+    };
+    let fields = embed["fields"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let limits = [
+        ("title", len("/title"), 256),
+        ("description", len("/description"), 4096),
+        ("footer.text", len("/footer/text"), 2048),
+        ("fields", fields.len(), 25),
+    ];
+    let mut total = len("/title") + len("/description") + len("/footer/text") + len("/author/name");
+    for (name, actual, max) in limits {
+        if actual > max {
+            return Some(format!(
+                "embeds.0.{name}: Must be {max} or fewer in length."
+            ));
+        }
+    }
+    for (i, field) in fields.iter().enumerate() {
+        let (name, value) = (len_of(&field["name"]), len_of(&field["value"]));
+        if name > 256 || value > 1024 {
+            return Some(format!(
+                "embeds.0.fields.{i}: Must be 1024 or fewer in length."
+            ));
+        }
+        total += name + value;
+    }
+    (total > 6000).then(|| format!("embeds.0: Embed size exceeds maximum size of 6000 ({total})"))
+}
+
+fn len_of(value: &Value) -> usize {
+    value.as_str().map_or(0, |s| s.chars().count())
+}
+
 fn authorized(state: &FakeState, headers: &HeaderMap) -> bool {
     headers
         .get(header::AUTHORIZATION)
@@ -1429,6 +1634,14 @@ fn invalid_body(body: &Value, creating: bool) -> Option<Response> {
                         "message": "Must be 2000 or fewer in length."
                     }]}},
                 }),
+            ));
+        }
+    }
+    for embed in body["embeds"].as_array().into_iter().flatten() {
+        if let Some(problem) = embed_problem(embed) {
+            return Some(json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"code": 50035, "message": "Invalid Form Body", "errors": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH", "message": problem}]}}),
             ));
         }
     }
@@ -1484,6 +1697,9 @@ fn create_message(state: &mut FakeState, channel: u64, body: &Value) -> Response
         return unknown_channel();
     }
     if let Some(invalid) = invalid_body(body, true) {
+        state
+            .refusals
+            .push((Route::CreateMessage, body.to_string()));
         return invalid;
     }
     let message = new_message(state, channel, body, body["flags"].as_u64().unwrap_or(0));
@@ -1522,9 +1738,14 @@ fn edit_message(state: &mut FakeState, channel: u64, id: u64, body: &Value) -> R
         return unknown_channel();
     }
     if let Some(invalid) = invalid_body(body, false) {
+        state.refusals.push((Route::EditMessage, body.to_string()));
         return invalid;
     }
     let bot = state.application_id;
+    let at = state.clock.as_ref().map(|clock| clock());
+    if let Some(at) = at {
+        state.edit_times.entry(id).or_default().push(at);
+    }
     match state
         .messages
         .iter_mut()

@@ -18,7 +18,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -78,8 +78,26 @@ pub enum Failure {
     ServerError,
 }
 
+/// The clock the fake judges rate limits and edit pacing by (a test's manual clock).
+pub type FakeClock = Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
+
 #[derive(Default)]
 struct FakeState {
+    /// Methods whose calls are held: for a while, or (`None`) never answered.
+    hangs: HashMap<String, Option<Duration>>,
+    /// While set, every Web API call is answered with these failures in turn.
+    outage: Option<(Vec<Failure>, usize)>,
+    clock: Option<FakeClock>,
+    /// Per method: until when the last 429 asked the bot to wait (on `clock`).
+    limited_until: HashMap<String, chrono::DateTime<chrono::Utc>>,
+    /// When the last 429 was answered, per method.
+    limited_at: HashMap<String, chrono::DateTime<chrono::Utc>>,
+    /// Calls made before the `Retry-After` of a 429 had passed.
+    violations: Vec<String>,
+    /// `ok: false` answers the fake gave by itself (not injected): what the bot sent was wrong.
+    refusals: Vec<(String, String)>,
+    /// Successful chat.update times per (channel, ts), on `clock`.
+    edit_times: HashMap<(String, String), Vec<chrono::DateTime<chrono::Utc>>>,
     token: String,
     next_ts: u64,
     /// Every message, top-level and replies, in post order.
@@ -250,6 +268,58 @@ impl FakeSlack {
         queue.extend(std::iter::repeat_n(failure, times));
     }
 
+    /// Calls of `method` are answered only after `delay`, or never (`None`), from now on.
+    pub fn hang(&self, method: &str, delay: Option<Duration>) {
+        self.state().hangs.insert(method.to_string(), delay);
+    }
+
+    /// Calls of `method` that arrived while it was held (answered or not).
+    pub fn held_calls(&self, method: &str) -> usize {
+        self.calls(&format!("held:{method}"))
+    }
+
+    /// Until [`Self::end_outage`], every Web API call is answered with `failures` in turn.
+    pub fn start_outage(&self, failures: Vec<Failure>) {
+        self.state().outage = Some((failures, 0));
+    }
+
+    /// The latest time any 429 of the fake asked the bot to wait until (on its clock).
+    pub fn rate_limited_until(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.state().limited_until.values().max().copied()
+    }
+
+    pub fn end_outage(&self) {
+        self.state().outage = None;
+    }
+
+    /// Judges `Retry-After` and edit pacing by `clock` (the bot's real-time clock in a test).
+    pub fn use_clock(&self, clock: FakeClock) {
+        self.state().clock = Some(clock);
+    }
+
+    /// Calls the bot made to a method after a 429 and before its `Retry-After` had passed
+    /// (judged on the clock given to [`Self::use_clock`]; a call at the 429's own instant was in
+    /// flight when it came and does not count).
+    pub fn rate_limit_violations(&self) -> Vec<String> {
+        self.state().violations.clone()
+    }
+
+    /// `(method, error)` of every `ok: false` the fake answered by itself (a too-long text,
+    /// invalid blocks, an unknown channel): never an injected failure.
+    pub fn refusals(&self) -> Vec<(String, String)> {
+        self.state().refusals.clone()
+    }
+
+    /// When each successful chat.update of the message happened, on the clock of
+    /// [`Self::use_clock`].
+    pub fn edit_times(&self, channel: &str, ts: &str) -> Vec<chrono::DateTime<chrono::Utc>> {
+        self.state()
+            .edit_times
+            .get(&(channel.to_string(), ts.to_string()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Defines (or replaces) a user group for `usergroups.users.list`.
     pub fn usergroup(&self, group_id: &str, users: &[&str]) {
         self.state().usergroups.insert(
@@ -321,9 +391,55 @@ async fn handle(State(state): State<Shared>, request: Request) -> Response {
     }
     match path.strip_prefix("/api/") {
         Some(method) if !method.is_empty() && !method.contains('/') => {
+            hold(&state, method).await;
             web_api(&state, &parts.method, &parts.headers, method, &query, &body)
         }
         _ => plain(StatusCode::NOT_FOUND, "not_found"),
+    }
+}
+
+/// Waits as [`FakeSlack::hang`] says for `method`.
+async fn hold(state: &Shared, method: &str) {
+    let held = {
+        let mut st = lock(state);
+        let held = st.hangs.get(method).copied();
+        if held.is_some() {
+            *st.calls.entry(format!("held:{method}")).or_insert(0) += 1;
+        }
+        held
+    };
+    match held {
+        None => {}
+        Some(Some(delay)) => tokio::time::sleep(delay).await,
+        Some(None) => std::future::pending::<()>().await,
+    }
+}
+
+/// During an outage: the next failure, noting a 429's `Retry-After` on the fake's clock.
+fn outage_answer(st: &mut FakeState, method: &str) -> Option<Failure> {
+    let (failures, next) = st.outage.as_mut()?;
+    let failure = failures.get(*next % failures.len().max(1))?.clone();
+    *next += 1;
+    if let (Failure::RateLimited { retry_after_secs }, Some(clock)) = (&failure, &st.clock) {
+        let now = clock();
+        st.limited_at.insert(method.to_string(), now);
+        let until = now + chrono::Duration::seconds(*retry_after_secs as i64);
+        let entry = st.limited_until.entry(method.to_string()).or_insert(until);
+        *entry = (*entry).max(until);
+    }
+    Some(failure)
+}
+
+/// Notes a call made while the method's last `Retry-After` had not passed.
+fn check_rate_limit(st: &mut FakeState, method: &str) {
+    let Some(clock) = &st.clock else { return };
+    let now = clock();
+    // A call at the very fake instant of the 429 was in flight when it came: the clock does
+    // not move while the bot works through one step.
+    let limited = st.limited_until.get(method).zip(st.limited_at.get(method));
+    if let Some((until, _)) = limited.filter(|(until, at)| **at < now && now < **until) {
+        let violation = format!("{method} at {now}, rate-limited until {until}");
+        st.violations.push(violation);
     }
 }
 
@@ -403,6 +519,10 @@ fn web_api(
         Some(_) => {}
     }
 
+    check_rate_limit(&mut st, method);
+    if let Some(failure) = outage_answer(&mut st, method) {
+        return failure_response(&failure);
+    }
     if let Some(failure) = st.faults.get_mut(method).and_then(VecDeque::pop_front) {
         return failure_response(&failure);
     }
@@ -416,7 +536,11 @@ fn web_api(
     };
     match result {
         Ok(body) => ok(body),
-        Err(failure) => failure.into_response(),
+        Err(failure) => {
+            st.refusals
+                .push((method.to_string(), failure.error.to_string()));
+            failure.into_response()
+        }
     }
 }
 
@@ -590,6 +714,7 @@ fn validate_blocks(blocks: &Value) -> Result<(), String> {
             }
             _ => {}
         }
+        text_list_limits(block, kind, i)?;
         let mut elements: Vec<&Value> = block
             .get("elements")
             .and_then(Value::as_array)
@@ -619,6 +744,35 @@ fn validate_blocks(blocks: &Value) -> Result<(), String> {
                     return Err(format!("[ERROR] invalid or duplicate action_id `{action_id}` [json-pointer:/blocks/{i}]"));
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// A section's `fields` (at most 10, each at most 2,000 characters) and a context block's
+/// `elements` (at most 10, text at most 3,000 characters).
+fn text_list_limits(block: &Value, kind: &str, i: usize) -> Result<(), String> {
+    let (key, max_items, max_chars) = match kind {
+        "section" => ("fields", 10, 2000),
+        "context" => ("elements", 10, 3000),
+        _ => return Ok(()),
+    };
+    let items = block
+        .get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if items.len() > max_items {
+        return Err(format!(
+            "[ERROR] no more than {max_items} items allowed [json-pointer:/blocks/{i}/{key}]"
+        ));
+    }
+    for (j, item) in items.iter().enumerate() {
+        if text_len(item, "/text") > max_chars {
+            return Err(format!(
+                "[ERROR] must be less than {} characters [json-pointer:/blocks/{i}/{key}/{j}/text]",
+                max_chars + 1
+            ));
         }
     }
     Ok(())
@@ -724,6 +878,12 @@ fn update_message(st: &mut FakeState, params: &Map<String, Value>) -> ApiResult 
         .entry((channel.clone(), ts.clone()))
         .or_default()
         .push(Instant::now());
+    if let Some(at) = st.clock.as_ref().map(|clock| clock()) {
+        st.edit_times
+            .entry((channel.clone(), ts.clone()))
+            .or_default()
+            .push(at);
+    }
     let mut updated = message_json(&message);
     if let Value::Object(map) = &mut updated {
         map.remove("ts");

@@ -33,6 +33,10 @@ use crate::engine::{ChatOrigin, ChatPlatform, Engine, ReactionVote, Reply, Reque
 const DEFER_AFTER: Duration = Duration::from_millis(1500);
 /// Signed requests older (or newer) than this are refused, like Slack's 5 minutes.
 const MAX_SIGNATURE_AGE_SECS: i64 = 300;
+/// Longest any one answer to Discord (a callback, an edit of the deferred answer, a follow-up)
+/// may take: a hung call must not hold the handler, or the interim answer that keeps the
+/// interaction alive, hostage.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_millis(1_000);
 
 /// What the gateway handler and the HTTP endpoint share.
 pub struct Inbound {
@@ -83,10 +87,7 @@ impl Inbound {
         let (id, token) = (command.id, command.token.as_str());
         let (result, deferred) = within_deadline(self.engine.handle(request), async {
             let defer = CreateInteractionResponse::Defer(ephemeral());
-            log_failure(
-                http.create_interaction_response(id, token, &defer, vec![])
-                    .await,
-            );
+            log_failure(bounded(http.create_interaction_response(id, token, &defer, vec![])).await);
         })
         .await;
         let answer = match result {
@@ -110,14 +111,12 @@ impl Inbound {
         if deferred {
             let edit = EditInteractionResponse::new().content(text);
             log_failure(
-                http.edit_original_interaction_response(token, &edit, vec![])
-                    .await,
+                bounded(http.edit_original_interaction_response(token, &edit, vec![])).await,
             );
         } else {
             let answer = CreateInteractionResponse::Message(ephemeral().content(text));
             log_failure(
-                http.create_interaction_response(id, token, &answer, vec![])
-                    .await,
+                bounded(http.create_interaction_response(id, token, &answer, vec![])).await,
             );
         }
     }
@@ -152,7 +151,7 @@ impl Inbound {
             let followup = CreateInteractionResponseFollowup::new()
                 .content(text)
                 .ephemeral(true);
-            log_failure(http.create_followup_message(token, &followup, vec![]).await);
+            log_failure(bounded(http.create_followup_message(token, &followup, vec![])).await);
         } else {
             let answer = CreateInteractionResponse::Message(
                 CreateInteractionResponseMessage::new()
@@ -160,8 +159,7 @@ impl Inbound {
                     .ephemeral(true),
             );
             log_failure(
-                http.create_interaction_response(id, token, &answer, vec![])
-                    .await,
+                bounded(http.create_interaction_response(id, token, &answer, vec![])).await,
             );
         }
     }
@@ -256,13 +254,21 @@ async fn within_deadline<T>(
 
 async fn acknowledge(http: &serenity::all::Http, id: InteractionId, token: &str) {
     let ack = CreateInteractionResponse::Acknowledge;
-    log_failure(
-        http.create_interaction_response(id, token, &ack, vec![])
-            .await,
-    );
+    log_failure(bounded(http.create_interaction_response(id, token, &ack, vec![])).await);
 }
 
-fn log_failure<T>(result: serenity::Result<T>) {
+/// A call to Discord bounded by [`ANSWER_TIMEOUT`].
+async fn bounded<T>(call: impl Future<Output = serenity::Result<T>>) -> Result<T, String> {
+    match tokio::time::timeout(ANSWER_TIMEOUT, call).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "Discord did not answer within {}ms",
+            ANSWER_TIMEOUT.as_millis()
+        )),
+    }
+}
+
+fn log_failure<T>(result: Result<T, String>) {
     if let Err(e) = result {
         tracing::warn!(error = %e, "could not answer a Discord interaction");
     }

@@ -32,6 +32,8 @@ const THREAD_ALREADY_EXISTS: isize = 160004;
 /// With serenity's rate limiter off (custom base), a 429's `retry_after` is not visible to us
 /// (serenity drops the body it cannot decode); wait this long before the outbox tries again.
 const FALLBACK_RETRY_AFTER: Duration = Duration::from_secs(2);
+/// Longest a notice in a card's thread may take (it answers a reaction; it must not pile up).
+const NOTICE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The Discord side of the bot: REST client and configuration.
 pub struct Discord {
@@ -97,8 +99,20 @@ impl Discord {
     /// A notice in a card's thread (Discord has no ephemeral messages outside interactions).
     pub(crate) async fn notice(&self, channel: ChannelId, message: MessageId, content: &str) {
         let content = render::truncate(content, render::MAX_CONTENT);
-        if let Err(e) = self.say_in_thread(channel, message, &content).await {
-            tracing::warn!(error = %e, %channel, "could not post a notice in the card's thread");
+        let said = tokio::time::timeout(
+            NOTICE_TIMEOUT,
+            self.say_in_thread(channel, message, &content),
+        );
+        match said.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, %channel, "could not post a notice in the card's thread")
+            }
+            Err(_) => tracing::warn!(
+                %channel,
+                "Discord did not answer a notice within {}s; it is lost",
+                NOTICE_TIMEOUT.as_secs()
+            ),
         }
     }
 }
@@ -123,13 +137,13 @@ pub fn build_http(config: &DiscordConfig) -> Result<Http, SetupError> {
 fn channel_id(text: &str) -> Result<ChannelId, ChatError> {
     text.parse::<NonZeroU64>()
         .map(ChannelId::from)
-        .map_err(|_| ChatError::Refused(format!("`{text}` is not a Discord channel id")))
+        .map_err(|_| ChatError::Permanent(format!("`{text}` is not a Discord channel id")))
 }
 
 fn message_id(text: &str) -> Result<MessageId, ChatError> {
     text.parse::<NonZeroU64>()
         .map(MessageId::from)
-        .map_err(|_| ChatError::Refused(format!("`{text}` is not a Discord message id")))
+        .map_err(|_| ChatError::Permanent(format!("`{text}` is not a Discord message id")))
 }
 
 fn unsuccessful(error: &serenity::Error) -> Option<&serenity::http::ErrorResponse> {
@@ -143,19 +157,33 @@ fn json_code(error: &serenity::Error) -> Option<isize> {
     unsuccessful(error).map(|response| response.error.code)
 }
 
+/// A failed REST call by its status (or serenity's own check of the message): 429 and 5xx pass; 401 is the bot's token (keep trying until
+/// an operator fixes it); any other 4xx (400 invalid body, 403 missing access, 404 unknown
+/// channel or message, 413 too large) would be refused again.
 fn chat_error(error: serenity::Error) -> ChatError {
-    match unsuccessful(&error) {
-        Some(response) if response.status_code.as_u16() == 429 => ChatError::RateLimited {
+    let Some(response) = unsuccessful(&error) else {
+        return match error {
+            // serenity checked the message itself (an embed too large, too many buttons): the
+            // same message would be refused again.
+            serenity::Error::Model(problem) => ChatError::Permanent(problem.to_string()),
+            other => ChatError::Unavailable(other.to_string()),
+        };
+    };
+    let status = response.status_code;
+    let described = || {
+        format!(
+            "HTTP {status} (code {}): {}",
+            response.error.code, response.error.message
+        )
+    };
+    match status.as_u16() {
+        429 => ChatError::RateLimited {
             retry_after: FALLBACK_RETRY_AFTER,
         },
-        Some(response) if response.status_code.is_server_error() => {
-            ChatError::Unavailable(format!("HTTP {}", response.status_code))
-        }
-        Some(response) => ChatError::Refused(format!(
-            "HTTP {} (code {}): {}",
-            response.status_code, response.error.code, response.error.message
-        )),
-        None => ChatError::Unavailable(error.to_string()),
+        401 => ChatError::Refused(described()),
+        _ if status.is_server_error() => ChatError::Unavailable(format!("HTTP {status}")),
+        _ if status.is_client_error() => ChatError::Permanent(described()),
+        _ => ChatError::Unavailable(described()),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use serenity::all::{ButtonStyle, CreateActionRow, CreateButton, CreateEmbed, CreateEmbedFooter};
 
+use crate::chat::limits::{self, chars, full_text_pointer};
 use crate::domain::duration::format_duration;
 use crate::domain::identity::Identity;
 use crate::domain::promotion::{CardAction, PromotionState};
@@ -15,6 +16,10 @@ pub const MAX_CONTENT: usize = 2_000;
 const MAX_EMBED_TITLE: usize = 256;
 const MAX_EMBED_DESCRIPTION: usize = 4_096;
 const MAX_FIELD_VALUE: usize = 1_024;
+/// Title, description, field names and values and footer together (embed limits).
+const MAX_EMBED_TOTAL: usize = 6_000;
+/// What the description keeps at least when the fields are long: the state and a start of notes.
+const MIN_DESCRIPTION: usize = 500;
 
 /// `shipmate:approve:42`.
 pub fn custom_id(action: CardAction, promotion_id: i64) -> String {
@@ -38,11 +43,7 @@ pub fn mention(identity: &Identity) -> String {
 
 /// Cuts `text` to at most `max` characters, marking the cut.
 pub fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let kept: String = text.chars().take(max.saturating_sub(1)).collect();
-    format!("{kept}…")
+    limits::cut(text, max, "")
 }
 
 fn state_badge(state: PromotionState) -> &'static str {
@@ -74,30 +75,79 @@ fn state_colour(state: PromotionState) -> u32 {
     }
 }
 
+/// The card as an embed within Discord's limits: each part cut to its own limit, then the longest
+/// fields and the notes cut further until the whole fits in 6,000 characters. Cut notes and
+/// reasons say where the full text is.
 pub fn card_embed(card: &Card) -> CreateEmbed {
-    let title = format!("{} {}", state_badge(card.state), card.title());
-    let mut description = format!("**{}**", card.state.label());
-    if let Some(notes) = &card.notes {
-        description.push_str("\n\n");
-        description.push_str(notes);
-    }
+    let title = truncate(
+        &format!("{} {}", state_badge(card.state), card.title()),
+        MAX_EMBED_TITLE,
+    );
+    let footer = format!("shipmate · promotion #{}", card.promotion_id);
+    let pointer = full_text_pointer(card, |url| format!("[details]({url})"));
+    let mut fields: Vec<(&str, String, bool)> = fields(card)
+        .into_iter()
+        .map(|(name, value, inline)| {
+            let value = match name {
+                "Why" => limits::cut(&value, MAX_FIELD_VALUE, &pointer),
+                _ => truncate(&value, MAX_FIELD_VALUE),
+            };
+            (name, value, inline)
+        })
+        .collect();
+    let fixed = chars(&title) + chars(&footer);
+    shrink_fields(
+        &mut fields,
+        MAX_EMBED_TOTAL.saturating_sub(fixed + MIN_DESCRIPTION),
+    );
+    let used = fixed + fields_len(&fields);
+    let room = MAX_EMBED_TOTAL
+        .saturating_sub(used)
+        .min(MAX_EMBED_DESCRIPTION);
     let mut embed = CreateEmbed::new()
-        .title(truncate(&title, MAX_EMBED_TITLE))
-        .description(truncate(&description, MAX_EMBED_DESCRIPTION))
+        .title(title)
+        .description(description(card, room, &pointer))
         .colour(state_colour(card.state))
-        .fields(
-            fields(card)
-                .into_iter()
-                .map(|(name, value, inline)| (name, truncate(&value, MAX_FIELD_VALUE), inline)),
-        )
-        .footer(CreateEmbedFooter::new(format!(
-            "shipmate · promotion #{}",
-            card.promotion_id
-        )));
+        .fields(fields)
+        .footer(CreateEmbedFooter::new(footer));
     if let Some(link) = &card.link {
         embed = embed.url(link);
     }
     embed
+}
+
+/// The state in bold, then the notes, cut to `room` characters.
+fn description(card: &Card, room: usize, pointer: &str) -> String {
+    let state = format!("**{}**", card.state.label());
+    match &card.notes {
+        Some(notes) => {
+            let head = format!("{state}\n\n");
+            let notes = limits::cut(notes, room.saturating_sub(chars(&head)), pointer);
+            format!("{head}{notes}")
+        }
+        None => truncate(&state, room),
+    }
+}
+
+fn fields_len(fields: &[(&str, String, bool)]) -> usize {
+    fields
+        .iter()
+        .map(|(name, value, _)| chars(name) + chars(value))
+        .sum()
+}
+
+/// Halves the longest field value until all fields fit in `budget` characters.
+fn shrink_fields(fields: &mut [(&str, String, bool)], budget: usize) {
+    while fields_len(fields) > budget {
+        let Some((_, value, _)) = fields.iter_mut().max_by_key(|(_, value, _)| chars(value)) else {
+            return;
+        };
+        let len = chars(value);
+        if len <= 1 {
+            return;
+        }
+        *value = truncate(value, len / 2);
+    }
 }
 
 fn fields(card: &Card) -> Vec<(&'static str, String, bool)> {
@@ -174,30 +224,7 @@ fn button_style(action: CardAction) -> ButtonStyle {
 
 /// Deploy output as code-block messages, each within Discord's 2,000 characters.
 pub fn thread_messages(lines: &[String]) -> Vec<String> {
-    const FENCE: usize = "```\n\n```".len();
-    let budget = MAX_CONTENT - FENCE;
-    let mut messages = Vec::new();
-    let mut current = String::new();
-    for line in lines {
-        let line = truncate(&line.replace("```", "'''"), budget);
-        let needed = if current.is_empty() {
-            line.chars().count()
-        } else {
-            current.chars().count() + 1 + line.chars().count()
-        };
-        if needed > budget && !current.is_empty() {
-            messages.push(format!("```\n{current}\n```"));
-            current.clear();
-        }
-        if !current.is_empty() {
-            current.push('\n');
-        }
-        current.push_str(&line);
-    }
-    if !current.is_empty() {
-        messages.push(format!("```\n{current}\n```"));
-    }
-    messages
+    limits::code_block_messages(lines, MAX_CONTENT, str::to_string)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 
+use crate::chat::limits;
 use crate::config::{Config, SlackConfig};
 use crate::domain::identity::Identity;
 use crate::engine::card::Card;
@@ -21,6 +22,37 @@ use crate::engine::{ChatError, ChatPlatform, ChatPort};
 
 /// How long a usergroup's member list is trusted.
 const USERGROUP_TTL: Duration = Duration::from_secs(300);
+/// Longest the usergroup lookups of one request may take: they run before the engine answers,
+/// within Slack's 3 seconds (and, in Socket Mode, while the connection waits for the ack).
+pub const USERGROUP_LOOKUP_TIMEOUT: Duration = Duration::from_millis(1_500);
+/// Longest an ephemeral notice may take; it is sent off the request path, but must not pile up.
+const NOTICE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Slack's `ok: false` errors that say "try again later" (docs.slack.dev/apis/web-api: the
+/// common errors every method may answer).
+const TRANSIENT_ERRORS: &[&str] = &[
+    "ratelimited",
+    "internal_error",
+    "fatal_error",
+    "request_timeout",
+    "service_unavailable",
+    "team_added_to_org",
+];
+/// Errors about the bot's token or app, not the call: every call fails until an operator fixes
+/// the configuration.
+const CONFIGURATION_ERRORS: &[&str] = &[
+    "not_authed",
+    "invalid_auth",
+    "account_inactive",
+    "token_revoked",
+    "token_expired",
+    "no_permission",
+    "missing_scope",
+    "not_allowed_token_type",
+    "org_login_required",
+    "ekm_access_denied",
+    "team_access_not_granted",
+    "two_factor_setup_required",
+];
 
 /// The Slack side of the bot: Web API client, token and the usergroups named in `[roles]`.
 pub struct Slack {
@@ -76,36 +108,62 @@ impl Slack {
         self.client.open_session(&self.token)
     }
 
-    /// A message only `user` sees, in `channel`. Best effort: it is a notice, not state.
+    /// A message only `user` sees, in `channel` (`text` already escaped). Best effort: it is a
+    /// notice, not state.
     pub async fn tell(&self, channel: &str, user: &str, text: &str) {
+        let text = limits::cut(text, blocks::MAX_TEXT, "");
         let request = SlackApiChatPostEphemeralRequest::new(
             channel.to_string().into(),
             user.to_string().into(),
-            SlackMessageContent::new().with_text(text.to_string()),
+            SlackMessageContent::new().with_text(text),
         );
-        if let Err(e) = self.session().chat_post_ephemeral(&request).await {
-            tracing::warn!(error = %e, channel, user, "could not post an ephemeral notice");
+        let session = self.session();
+        let sent = tokio::time::timeout(NOTICE_TIMEOUT, session.chat_post_ephemeral(&request));
+        match sent.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, channel, user, "could not post an ephemeral notice")
+            }
+            Err(_) => tracing::warn!(
+                channel,
+                user,
+                "Slack did not answer an ephemeral notice within {}s; it is lost",
+                NOTICE_TIMEOUT.as_secs()
+            ),
         }
     }
 
-    /// The Slack identity of a user, with the `[roles]` usergroups they belong to.
+    /// The Slack identity of a user, with the `[roles]` usergroups they belong to. Lookups that
+    /// Slack does not answer within [`USERGROUP_LOOKUP_TIMEOUT`] count as "not a member".
     pub async fn actor_identities(&self, user: &str) -> Vec<Identity> {
+        let deadline = tokio::time::Instant::now() + USERGROUP_LOOKUP_TIMEOUT;
         let mut memberships = Vec::new();
         for group in &self.groups {
-            if self.group_members(group).await.contains(user) {
+            if self.group_members(group, deadline).await.contains(user) {
                 memberships.push(Identity::new("slack-group", group));
             }
         }
         memberships
     }
 
-    /// Members of a usergroup, cached for a few minutes. On failure: nobody (fail closed).
-    async fn group_members(&self, group: &str) -> HashSet<String> {
+    /// Members of a usergroup, cached for a few minutes. On failure or no answer by `deadline`:
+    /// nobody (fail closed).
+    async fn group_members(&self, group: &str, deadline: tokio::time::Instant) -> HashSet<String> {
         if let Some(members) = self.cached_members(group) {
             return members;
         }
         let request = SlackApiUserGroupsUsersListRequest::new(group.to_string().into());
-        match self.session().usergroups_users_list(&request).await {
+        let session = self.session();
+        let listed = tokio::time::timeout_at(deadline, session.usergroups_users_list(&request));
+        let Ok(listed) = listed.await else {
+            tracing::warn!(
+                group,
+                "Slack did not list the usergroup's members within {}ms; treating the user as not a member",
+                USERGROUP_LOOKUP_TIMEOUT.as_millis()
+            );
+            return HashSet::new();
+        };
+        match listed {
             Ok(response) => {
                 let members: HashSet<String> =
                     response.users.into_iter().map(|u| u.to_string()).collect();
@@ -133,8 +191,22 @@ fn chat_error(error: SlackClientError) -> ChatError {
         SlackClientError::RateLimitError(limit) => ChatError::RateLimited {
             retry_after: limit.retry_after.unwrap_or(Duration::from_secs(1)),
         },
-        SlackClientError::ApiError(api) => ChatError::Refused(api.code),
+        SlackClientError::ApiError(api) => api_error(api.code),
         other => ChatError::Unavailable(other.to_string()),
+    }
+}
+
+/// An `ok: false` answer by its error code. Codes not known to be transient or about the bot's
+/// configuration are about the call itself (`msg_too_long`, `invalid_blocks`,
+/// `channel_not_found`, `not_in_channel`, `is_archived`, `message_not_found`,
+/// `cant_update_message`, …): the same call would be refused again.
+fn api_error(code: String) -> ChatError {
+    if TRANSIENT_ERRORS.contains(&code.as_str()) {
+        ChatError::Unavailable(code)
+    } else if CONFIGURATION_ERRORS.contains(&code.as_str()) {
+        ChatError::Refused(code)
+    } else {
+        ChatError::Permanent(code)
     }
 }
 
@@ -180,7 +252,8 @@ impl ChatPort for Slack {
     }
 
     async fn post_message(&self, channel: &str, text: &str) -> Result<(), ChatError> {
-        let content = SlackMessageContent::new().with_text(blocks::escape(text));
+        let content =
+            SlackMessageContent::new().with_text(blocks::escaped_within(text, blocks::MAX_TEXT));
         let request = SlackApiChatPostMessageRequest::new(channel.to_string().into(), content);
         self.session()
             .chat_post_message(&request)
@@ -195,13 +268,53 @@ impl ChatPort for Slack {
         message_id: &str,
         lines: &[String],
     ) -> Result<(), ChatError> {
-        let content = SlackMessageContent::new().with_text(blocks::thread_text(lines));
-        let request = SlackApiChatPostMessageRequest::new(channel.to_string().into(), content)
-            .with_thread_ts(message_id.to_string().into());
-        self.session()
-            .chat_post_message(&request)
-            .await
-            .map_err(chat_error)?;
+        for text in blocks::thread_messages(lines) {
+            let content = SlackMessageContent::new().with_text(text);
+            let request = SlackApiChatPostMessageRequest::new(channel.to_string().into(), content)
+                .with_thread_ts(message_id.to_string().into());
+            self.session()
+                .chat_post_message(&request)
+                .await
+                .map_err(chat_error)?;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slack_errors_are_sorted_into_transient_configuration_and_permanent() {
+        for code in [
+            "ratelimited",
+            "internal_error",
+            "fatal_error",
+            "request_timeout",
+            "service_unavailable",
+        ] {
+            assert!(
+                matches!(api_error(code.into()), ChatError::Unavailable(_)),
+                "{code}"
+            );
+        }
+        for code in ["invalid_auth", "token_revoked", "missing_scope"] {
+            assert!(
+                matches!(api_error(code.into()), ChatError::Refused(_)),
+                "{code}"
+            );
+        }
+        for code in [
+            "msg_too_long",
+            "invalid_blocks",
+            "channel_not_found",
+            "not_in_channel",
+            "is_archived",
+            "message_not_found",
+            "no_text",
+        ] {
+            assert!(api_error(code.into()).is_permanent(), "{code}");
+        }
     }
 }
