@@ -143,11 +143,17 @@ struct Bot {
 impl Bot {
     /// Starts `serve` on the sandbox config and waits until `/readyz` answers 200.
     async fn start(sandbox: &Sandbox, port: u16, name: &str) -> Bot {
+        Self::start_with_env(sandbox, port, name, &[]).await
+    }
+
+    /// [`Bot::start`] with extra variables in the bot's environment.
+    async fn start_with_env(sandbox: &Sandbox, port: u16, name: &str, env: &[(&str, &str)]) -> Bot {
         let log = sandbox.path(&format!("{name}.log"));
         let file = File::create(&log).expect("log file");
         let child = Command::new(BIN)
             .args(["serve", "--config", &sandbox.config()])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file"))
             .stderr(file)
@@ -528,4 +534,58 @@ async fn sigterm_lets_a_running_deploy_finish_within_the_grace_period() {
     let bot = Bot::start(&sandbox, port, "second").await;
     let promotion = bot.promotion(id).await;
     assert_eq!(promotion["state"], "succeeded", "{promotion:#}");
+}
+
+// ---- what a deploy script sees ----
+
+/// Writes the script's whole environment next to it.
+const ENV_SCRIPT: &str = "#!/bin/sh\nenv > \"env-$SHIPMATE_PROMOTION_ID.txt\"\necho done\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_scripts_get_none_of_the_bots_secrets_and_their_env_table() {
+    let (sandbox, port) = Sandbox::new(ENV_SCRIPT);
+    let config = std::fs::read_to_string(sandbox.config()).expect("read bot.toml");
+    let database_url = format!("sqlite://{}", sandbox.path("bot.db").display());
+    assert!(
+        config.contains(&database_url),
+        "the harness names its database"
+    );
+    let config = config
+        .replace(&database_url, "${TEST_DATABASE_URL}")
+        .replace(
+            "run = [\"./deploy.sh\"],",
+            "run = [\"./deploy.sh\"], env = { REGISTRY = \"${TEST_REGISTRY}\" },",
+        );
+    std::fs::write(sandbox.config(), config).expect("write bot.toml");
+    let secrets = [
+        ("TEST_DATABASE_URL", database_url.as_str()),
+        ("SLACK_BOT_TOKEN", "xoxb-cli-secret-token"),
+        ("DISCORD_BOT_TOKEN", "discord-cli-secret-token"),
+        ("TEST_REGISTRY", "ghcr.io/acme"),
+    ];
+    let bot = Bot::start_with_env(&sandbox, port, "serve", &secrets).await;
+
+    let promote = json!({"service": "web", "version": "1.0.0", "environment": "staging"});
+    let (status, body) = bot
+        .request(reqwest::Method::POST, "/api/v1/promotions", Some(promote))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_i64().expect("promotion id");
+    bot.wait_for_state(id, "succeeded").await;
+
+    let seen = std::fs::read_to_string(sandbox.path(&format!("env-{id}.txt"))).expect("env dump");
+    for secret in [
+        database_url.as_str(),
+        "xoxb-cli-secret-token",
+        "discord-cli-secret-token",
+    ] {
+        assert!(
+            !seen.contains(secret),
+            "{secret} reached the script:\n{seen}"
+        );
+    }
+    for expected in ["REGISTRY=ghcr.io/acme", "SHIPMATE_SERVICE=web", "RUST_LOG="] {
+        let present = seen.lines().any(|line| line.starts_with(expected));
+        assert_eq!(present, expected != "RUST_LOG=", "{expected}:\n{seen}");
+    }
 }
