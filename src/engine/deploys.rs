@@ -11,18 +11,24 @@ use tokio_util::sync::CancellationToken;
 use crate::deploy::{DeployOutcome, DeployRequest};
 use crate::domain::promotion::{Promotion, PromotionEvent, PromotionState};
 use crate::metrics::{EnvironmentLabels, Metrics, OutcomeLabels};
-use crate::store::{ClaimedJob, JobKind, Store, Tx};
+use crate::store::{ClaimedJob, JobKind, JobLease, Store, StoreError, Tx};
 
 use super::calendar::Calendar;
 use super::clock::Time;
 use super::ledger::Ledger;
 use super::outbox::logged;
-use super::{bot_identity, Backends, EngineError};
+use super::{bot_identity, Backends, EngineError, ErrorKind};
 
-/// A deploy job is ours for this long, renewed by heartbeats. Leases, like all job due times, are
-/// real time: they are about processes being alive, whatever the rules clock says.
+/// A deploy job is ours for this long, renewed by heartbeats. Leases are measured on the
+/// database's clock (the one all replicas share); they are about processes being alive, whatever
+/// the rules clock says.
 const LEASE: Duration = Duration::from_secs(60);
-const HEARTBEAT: Duration = Duration::from_secs(20);
+/// Unit tests renew often so a lost lease shows within a test's patience.
+const HEARTBEAT: Duration = if cfg!(test) {
+    Duration::from_millis(100)
+} else {
+    Duration::from_secs(20)
+};
 pub(super) const MAX_CONCURRENT_DEPLOYS: usize = 16;
 const LOG_BATCH: usize = 100;
 
@@ -45,10 +51,7 @@ impl DeployWorker {
     }
 
     pub async fn interrupt_orphans(&self, all: bool) -> Result<usize, EngineError> {
-        let orphans = self
-            .store
-            .orphaned_deploys(self.time.real_now(), &self.worker_id, all)
-            .await?;
+        let orphans = self.store.orphaned_deploys(&self.worker_id, all).await?;
         for id in &orphans {
             let mut tx = self.store.begin().await?;
             let running = tx.lock_promotion(*id).await?.filter(|p| {
@@ -92,21 +95,35 @@ impl DeployWorker {
         logged(claimed, "deploy jobs")
     }
 
+    /// Runs one claimed deploy job. Every write for it is fenced by its lease: once the lease is
+    /// lost (taken by another claim or run out) the backend is cancelled and nothing more is
+    /// written for this job; the promotion is left to whoever holds the job now, or to the
+    /// orphan sweep.
     pub async fn run_deploy_job(&self, job: ClaimedJob, cancel: CancellationToken) {
+        let lease = job.lease(&self.worker_id);
         let result = async {
-            let Some((promotion, commit)) = self.begin_deploy(&job).await? else {
+            let Some((promotion, commit)) = self.begin_deploy(&job, &lease).await? else {
                 return Ok(());
             };
             // A duration, not a time of day: the monotonic clock, immune to clock jumps.
             let started = Instant::now();
             let request = deploy_request(&promotion, commit);
-            let outcome = self.deploy_with_heartbeat(&job, request, cancel).await;
-            self.end_deploy(&promotion, outcome, started.elapsed())
+            let outcome = self.deploy_with_heartbeat(&lease, request, cancel).await;
+            self.end_deploy(&lease, &promotion, outcome, started.elapsed())
                 .await
         }
         .await;
-        if let Err(e) = result {
-            tracing::error!(promotion = job.promotion_id, error = %e, "deploy job failed");
+        match result {
+            Ok(()) => {}
+            Err(e) if e.kind == ErrorKind::Conflict => tracing::warn!(
+                promotion = job.promotion_id,
+                attempt = job.attempts,
+                error = %e,
+                "deploy job stopped"
+            ),
+            Err(e) => {
+                tracing::error!(promotion = job.promotion_id, error = %e, "deploy job failed")
+            }
         }
     }
 
@@ -115,8 +132,10 @@ impl DeployWorker {
     async fn begin_deploy(
         &self,
         job: &ClaimedJob,
+        lease: &JobLease,
     ) -> Result<Option<(Promotion, Option<String>)>, EngineError> {
         let mut tx = self.store.begin().await?;
+        fence(&mut tx, lease).await?;
         let promotion = tx.promotion(job.promotion_id).await?;
         let startable = promotion
             .as_ref()
@@ -185,7 +204,7 @@ impl DeployWorker {
 
     async fn deploy_with_heartbeat(
         &self,
-        job: &ClaimedJob,
+        lease: &JobLease,
         request: DeployRequest,
         cancel: CancellationToken,
     ) -> DeployOutcome {
@@ -203,17 +222,20 @@ impl DeployWorker {
             store: self.store.clone(),
             ledger: self.ledger.clone(),
             time: self.time.clone(),
+            lease: lease.clone(),
         };
         let log_writer = tokio::spawn(writer.run(promotion_id, lines));
-        let deploy = backend.deploy(request, progress, cancel);
+        // Our own token: losing the lease stops this deploy, not the others.
+        let cancel = cancel.child_token();
+        let deploy = backend.deploy(request, progress, cancel.clone());
         tokio::pin!(deploy);
+        let mut renewed_at = Instant::now();
         let outcome = loop {
             tokio::select! {
                 outcome = &mut deploy => break outcome,
-                _ = tokio::time::sleep(HEARTBEAT) => {
-                    let until = self.time.real_now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
-                    if let Err(e) = self.store.renew_lease(job.id, &self.worker_id, until).await {
-                        tracing::warn!(error = %e, "could not renew deploy lease");
+                _ = tokio::time::sleep(HEARTBEAT), if !cancel.is_cancelled() => {
+                    if !self.heartbeat(lease, &mut renewed_at).await {
+                        cancel.cancel();
                     }
                 }
             }
@@ -224,8 +246,34 @@ impl DeployWorker {
         outcome
     }
 
+    /// Renews the lease; `false` when the deploy must stop: the lease was taken or ran out, or
+    /// renewals kept failing until the next one would come too late.
+    async fn heartbeat(&self, lease: &JobLease, renewed_at: &mut Instant) -> bool {
+        match self.store.renew_lease(lease, LEASE).await {
+            Ok(true) => {
+                *renewed_at = Instant::now();
+                true
+            }
+            Ok(false) => {
+                tracing::warn!(
+                    job = lease.job_id,
+                    attempt = lease.attempt,
+                    "deploy lease lost (taken or run out); stopping the deploy"
+                );
+                false
+            }
+            Err(e) => {
+                // A passing database hiccup is tolerated while the lease surely still runs.
+                let in_time = renewed_at.elapsed() + HEARTBEAT < LEASE;
+                tracing::warn!(error = %e, in_time, "could not renew deploy lease");
+                in_time
+            }
+        }
+    }
+
     async fn end_deploy(
         &self,
+        lease: &JobLease,
         promotion: &Promotion,
         outcome: DeployOutcome,
         took: Duration,
@@ -244,6 +292,7 @@ impl DeployWorker {
             DeployOutcome::Cancelled => return Ok(()),
         };
         let mut tx = self.store.begin().await?;
+        fence(&mut tx, lease).await?;
         let replaced = tx
             .current(&promotion.service, &promotion.environment)
             .await?;
@@ -299,6 +348,18 @@ impl DeployWorker {
     }
 }
 
+/// The lease check that opens every write transaction for a deploy job.
+async fn fence(tx: &mut Tx, lease: &JobLease) -> Result<(), EngineError> {
+    match tx.hold_lease(lease).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::LeaseLost) => Err(EngineError::conflict(format!(
+            "the lease on deploy job {} (attempt {}) was lost; this worker writes nothing more for it",
+            lease.job_id, lease.attempt
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn deploy_request(promotion: &Promotion, commit: Option<String>) -> DeployRequest {
     DeployRequest {
         promotion_id: promotion.id,
@@ -317,6 +378,7 @@ struct ProgressWriter {
     store: Store,
     ledger: Ledger,
     time: Time,
+    lease: JobLease,
 }
 
 impl ProgressWriter {
@@ -333,15 +395,249 @@ impl ProgressWriter {
             }
             match self
                 .store
-                .append_deploy_log(promotion_id, &batch, self.time.now())
+                .append_deploy_log(&self.lease, promotion_id, &batch, self.time.now())
                 .await
             {
                 Ok(()) => self.ledger.progress_changed(promotion_id).await,
+                // The job is someone else's now: its output is no longer ours to write.
+                Err(StoreError::LeaseLost) => {
+                    tracing::warn!(
+                        promotion = promotion_id,
+                        "deploy lease lost; output dropped"
+                    );
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(promotion = promotion_id, error = %e, "could not store deploy output")
                 }
             }
             batch.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::domain::identity::Identity;
+    use crate::domain::promotion::Stage;
+    use crate::domain::version::Version;
+    use crate::engine::clock::Time;
+    use crate::store::NewPromotion;
+    use async_trait::async_trait;
+    use tokio::sync::Notify;
+
+    const CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+[database]
+url = "sqlite://unused.db"
+[roles]
+deployers = ["*"]
+[[service]]
+name = "api"
+  [[service.environment]]
+  name = "staging"
+  backend = { kind = "command", run = ["./deploy.sh"] }
+"#;
+
+    /// Says a line, reports that it started, waits for `release` (not for cancel: it plays a
+    /// backend slow to stop), says a late line and succeeds. Records whether it was cancelled.
+    struct Stubborn {
+        started: Notify,
+        release: Notify,
+        cancelled: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl crate::deploy::Backend for Stubborn {
+        async fn deploy(
+            &self,
+            _: DeployRequest,
+            progress: mpsc::Sender<String>,
+            cancel: CancellationToken,
+        ) -> DeployOutcome {
+            let _ = progress.send("early".to_string()).await;
+            self.started.notify_one();
+            let wait_cancel = async {
+                cancel.cancelled().await;
+                self.cancelled
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                std::future::pending::<()>().await;
+            };
+            tokio::select! {
+                () = self.release.notified() => {}
+                () = wait_cancel => {}
+            }
+            let _ = progress.send("late".to_string()).await;
+            DeployOutcome::Succeeded
+        }
+    }
+
+    async fn deploy_worker(dir: &std::path::Path, backend: Arc<Stubborn>) -> DeployWorker {
+        let url = format!("sqlite://{}", dir.join("bot.db").display());
+        let store = Store::connect(&url).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let config: Config =
+            crate::config::parse(CONFIG, dir, &|_: &str| None).expect("test config");
+        let config = Arc::new(config);
+        let time = Time::system();
+        let metrics = Arc::new(Metrics::new());
+        let ledger = Ledger::new(
+            store.clone(),
+            time.clone(),
+            metrics.clone(),
+            false,
+            Arc::new(Notify::new()),
+        );
+        let backends = Backends::uniform(&config, backend);
+        DeployWorker {
+            store,
+            time,
+            metrics,
+            ledger,
+            calendar: Arc::new(Calendar::new(config)),
+            backends,
+            worker_id: "worker-a".to_string(),
+        }
+    }
+
+    async fn approved(store: &Store) -> i64 {
+        let version: Version = "1.0.0".parse().expect("version");
+        let who = Identity::new("api", "ci");
+        let now = chrono::Utc::now();
+        let mut tx = store.begin().await.expect("begin");
+        let promotion = tx
+            .insert_promotion(NewPromotion {
+                service: "api",
+                version: &version,
+                environment: "staging",
+                stage: Stage::Approved,
+                requested_by: &who,
+                rollback: false,
+                previous_version: None,
+                required_approvals: 0,
+                force_reason: None,
+                retry_of: None,
+                expires_at: None,
+                at: now,
+            })
+            .await
+            .expect("insert");
+        tx.enqueue_deploy(promotion.id, now).await.expect("enqueue");
+        tx.commit().await.expect("commit");
+        promotion.id
+    }
+
+    /// Another replica takes the job after our lease ran out on the database's clock: our
+    /// heartbeat finds it taken and cancels the backend; the backend's late line and success
+    /// are refused; the promotion is not ended by us.
+    #[tokio::test]
+    async fn a_lost_lease_cancels_the_deploy_and_its_late_writes_are_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend = Arc::new(Stubborn {
+            started: Notify::new(),
+            release: Notify::new(),
+            cancelled: Default::default(),
+        });
+        let worker = Arc::new(deploy_worker(dir.path(), backend.clone()).await);
+        let id = approved(&worker.store).await;
+        let jobs = worker.claim_deploys(1).await;
+        assert_eq!(jobs.len(), 1);
+        let running = tokio::spawn({
+            let worker = worker.clone();
+            let job = jobs[0].clone();
+            async move { worker.run_deploy_job(job, CancellationToken::new()).await }
+        });
+        tokio::time::timeout(Duration::from_secs(10), backend.started.notified())
+            .await
+            .expect("the deploy started");
+        let limit = Instant::now() + Duration::from_secs(10);
+        while worker.store.deploy_log(id).await.expect("log") != ["early"] {
+            assert!(Instant::now() < limit, "the early line was never stored");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        let url = format!("sqlite://{}", dir.path().join("bot.db").display());
+        let raw = sqlx::AnyPool::connect(&url).await.expect("raw pool");
+        sqlx::query("UPDATE jobs SET lease_until = 0")
+            .execute(&raw)
+            .await
+            .expect("expire the lease");
+        let stolen = worker
+            .store
+            .claim_jobs(
+                JobKind::Deploy,
+                "worker-b",
+                worker.time.real_now(),
+                LEASE,
+                1,
+            )
+            .await
+            .expect("claim");
+        assert_eq!(stolen.len(), 1, "another worker takes the job");
+
+        let limit = Instant::now() + Duration::from_secs(10);
+        while !backend.cancelled.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(
+                Instant::now() < limit,
+                "the lost lease did not cancel the deploy"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The backend finishes late anyway and reports success.
+        backend.release.notify_one();
+        tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .expect("the job ended")
+            .expect("no panic");
+
+        let promotion = worker
+            .store
+            .promotion(id)
+            .await
+            .expect("read")
+            .expect("row");
+        assert_eq!(
+            promotion.state(),
+            PromotionState::Deploying,
+            "not ended by the loser"
+        );
+        assert_eq!(worker.store.deploy_log(id).await.expect("log"), ["early"]);
+        let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE kind = 'deploy'")
+            .fetch_one(&raw)
+            .await
+            .expect("count");
+        assert_eq!(jobs, 1, "the new holder's job is left alone");
+
+        // The new holder finds the deploy already started elsewhere; once its job is gone the
+        // sweep ends the promotion, once.
+        let new_holder = DeployWorker {
+            worker_id: "worker-b".to_string(),
+            ..deploy_worker(dir.path(), backend.clone()).await
+        };
+        new_holder
+            .run_deploy_job(stolen[0].clone(), CancellationToken::new())
+            .await;
+        new_holder.interrupt_orphans(false).await.expect("sweep");
+        worker.interrupt_orphans(false).await.expect("sweep again");
+        let promotion = worker
+            .store
+            .promotion(id)
+            .await
+            .expect("read")
+            .expect("row");
+        assert_eq!(promotion.state(), PromotionState::Interrupted);
+        let ends = worker
+            .store
+            .events(id)
+            .await
+            .expect("events")
+            .iter()
+            .filter(|e| e.kind.as_str() == "interrupted" || e.kind.as_str() == "succeeded")
+            .count();
+        assert_eq!(ends, 1, "the promotion ends once");
+        raw.close().await;
     }
 }
