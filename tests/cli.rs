@@ -589,3 +589,81 @@ async fn deploy_scripts_get_none_of_the_bots_secrets_and_their_env_table() {
         assert_eq!(present, expected != "RUST_LOG=", "{expected}:\n{seen}");
     }
 }
+
+// ---- deploy scripts die with the bot ----
+
+/// Appends its promotion to the ledger, leaves a `sleep` grandchild in its group (pids in
+/// files), then waits for its gate.
+const LINGERING_SCRIPT: &str = r#"#!/bin/sh
+echo "$SHIPMATE_PROMOTION_ID" >> ledger.txt
+echo $$ > "leader-$SHIPMATE_PROMOTION_ID.pid"
+sleep 300 &
+echo $! > "grandchild-$SHIPMATE_PROMOTION_ID.pid"
+echo "waiting for the gate"
+while [ ! -f "release-$SHIPMATE_PROMOTION_ID" ]; do sleep 0.05; done
+echo "gate opened"
+"#;
+
+fn pid_in(sandbox: &Sandbox, name: &str) -> Pid {
+    let limit = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(sandbox.path(name)).unwrap_or_default();
+        if let Ok(pid) = text.trim().parse::<i32>() {
+            return Pid::from_raw(pid);
+        }
+        assert!(Instant::now() < limit, "{name} never written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Alive and not a zombie.
+fn running(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_script_dies_with_a_killed_bot_and_a_retry_runs_alone() {
+    let (sandbox, port) = Sandbox::new(LINGERING_SCRIPT);
+    let mut bot = Bot::start(&sandbox, port, "first").await;
+    let id = deploying(&bot, "1.0.0").await;
+    let leader = pid_in(&sandbox, &format!("leader-{id}.pid"));
+    let grandchild = pid_in(&sandbox, &format!("grandchild-{id}.pid"));
+    assert!(running(leader) && running(grandchild));
+
+    bot.crash();
+    drop(bot);
+    assert!(
+        poll(Duration::from_secs(5), || !running(leader)),
+        "the script outlived the SIGKILLed bot"
+    );
+
+    let bot = Bot::start(&sandbox, port, "second").await;
+    assert!(
+        !running(grandchild),
+        "the script's grandchild outlived the restart:\n{}",
+        bot.log()
+    );
+    assert_eq!(bot.promotion(id).await["state"], "interrupted");
+
+    let (status, retry) = bot
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/promotions/{id}/retry"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 202, "{retry}");
+    let retry_id = retry["id"].as_i64().expect("retry id");
+    bot.wait_for_state(retry_id, "deploying").await;
+    let ledger = std::fs::read_to_string(sandbox.path("ledger.txt")).expect("ledger");
+    assert_eq!(
+        ledger.lines().collect::<Vec<_>>(),
+        [id.to_string(), retry_id.to_string()],
+        "one run per promotion"
+    );
+    std::fs::write(sandbox.path(&format!("release-{retry_id}")), "").expect("open the gate");
+    bot.wait_for_state(retry_id, "succeeded").await;
+}

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{Backend, DeployOutcome, DeployRequest};
+use super::{process, Backend, DeployOutcome, DeployRequest};
 use crate::domain::duration::format_duration;
 
 /// How many trailing output lines a failure reason quotes.
@@ -130,13 +130,25 @@ impl Backend for CommandBackend {
         progress: mpsc::Sender<String>,
         cancel: CancellationToken,
     ) -> DeployOutcome {
+        let (groups, _) = mpsc::unbounded_channel();
+        self.deploy_recording(request, progress, cancel, groups)
+            .await
+    }
+
+    async fn deploy_recording(
+        &self,
+        request: DeployRequest,
+        progress: mpsc::Sender<String>,
+        cancel: CancellationToken,
+        groups: mpsc::UnboundedSender<process::LocalGroup>,
+    ) -> DeployOutcome {
         if cancel.is_cancelled() {
             return DeployOutcome::Cancelled;
         }
         let Some((program, args)) = self.run.split_first() else {
             return failed("no command configured to run".to_string());
         };
-        let mut child = match self.command(program, args, &request).spawn() {
+        let mut child = match process::spawn(self.command(program, args, &request)).await {
             Ok(child) => child,
             Err(err) => {
                 let dir = self.dir().display();
@@ -153,6 +165,10 @@ impl Backend for CommandBackend {
             pgid = group.pgid.as_raw(),
             "deploy command started"
         );
+        if let Some(record) = child.id().and_then(process::describe) {
+            // Nobody listening (a plain `deploy` call) is fine: then nothing records it.
+            let _ = groups.send(record);
+        }
         let mut readers = JoinSet::new();
         let mut lines = spawn_readers(&mut child, &mut readers);
         let mut transcript = Transcript::new(progress);

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::deploy::process;
 use crate::deploy::{DeployOutcome, DeployRequest};
 use crate::domain::promotion::{Promotion, PromotionEvent, PromotionState};
 use crate::metrics::{EnvironmentLabels, Metrics, OutcomeLabels};
-use crate::store::{ClaimedJob, JobKind, JobLease, Store, StoreError, Tx};
+use crate::store::{ClaimedJob, JobKind, JobLease, ProcessRecord, Store, StoreError, Tx};
 
 use super::calendar::Calendar;
 use super::clock::Time;
@@ -50,7 +51,10 @@ impl DeployWorker {
         self.interrupt_orphans(sole_process).await
     }
 
+    /// Marks deploys nobody runs any more as interrupted, after killing what is left of their
+    /// scripts on this host, so a retry cannot start beside them.
     pub async fn interrupt_orphans(&self, all: bool) -> Result<usize, EngineError> {
+        self.kill_stale_groups().await?;
         let orphans = self.store.orphaned_deploys(&self.worker_id, all).await?;
         for id in &orphans {
             let mut tx = self.store.begin().await?;
@@ -177,13 +181,18 @@ impl DeployWorker {
         Ok(Some((deploying, release.and_then(|r| r.commit))))
     }
 
-    /// Sends a promotion whose gate closed back to `queued` (or refreshes why it waits); `true`
-    /// when it must wait.
+    /// Sends a promotion whose gate closed, or whose environment still runs an older deploy,
+    /// back to `queued` (or refreshes why it waits); `true` when it must wait.
     async fn hold_back(&self, tx: &mut Tx, promotion: &Promotion) -> Result<bool, EngineError> {
         let now = self.time.now();
         let adhoc = tx.active_freezes(now).await?;
-        let Some(reason) = self.calendar.must_wait(promotion, &adhoc, now) else {
-            return Ok(false);
+        let gate = self.calendar.must_wait(promotion, &adhoc, now);
+        let reason = match gate {
+            Some(reason) => reason,
+            None => match older_deploy_running(tx, promotion).await? {
+                Some(reason) => reason,
+                None => return Ok(false),
+            },
         };
         if promotion.state() == PromotionState::Approved {
             self.ledger
@@ -218,6 +227,8 @@ impl DeployWorker {
         };
         let promotion_id = request.promotion_id;
         let (progress, lines) = mpsc::channel(1024);
+        let (groups, mut started) = mpsc::unbounded_channel();
+        let mut recorded = Vec::new();
         let writer = ProgressWriter {
             store: self.store.clone(),
             ledger: self.ledger.clone(),
@@ -227,12 +238,19 @@ impl DeployWorker {
         let log_writer = tokio::spawn(writer.run(promotion_id, lines));
         // Our own token: losing the lease stops this deploy, not the others.
         let cancel = cancel.child_token();
-        let deploy = backend.deploy(request, progress, cancel.clone());
+        let deploy = backend.deploy_recording(request, progress, cancel.clone(), groups);
         tokio::pin!(deploy);
         let mut renewed_at = Instant::now();
         let outcome = loop {
             tokio::select! {
                 outcome = &mut deploy => break outcome,
+                Some(group) = started.recv() => {
+                    let record = process_record(promotion_id, &group);
+                    if !self.record_group(lease, &record).await {
+                        cancel.cancel();
+                    }
+                    recorded.push(record);
+                }
                 _ = tokio::time::sleep(HEARTBEAT), if !cancel.is_cancelled() => {
                     if !self.heartbeat(lease, &mut renewed_at).await {
                         cancel.cancel();
@@ -243,7 +261,50 @@ impl DeployWorker {
         if log_writer.await.is_err() {
             tracing::error!(promotion = promotion_id, "deploy log writer stopped");
         }
+        // A backend returns with its groups dead (the trait's promise): forget them.
+        for record in &recorded {
+            if let Err(e) = self.store.forget_process(record).await {
+                tracing::warn!(promotion = promotion_id, error = %e, "could not forget a deploy process group; the next sweep will");
+            }
+        }
         outcome
+    }
+
+    /// Records a started process group with the job; `false` when the lease is lost (stop).
+    async fn record_group(&self, lease: &JobLease, record: &ProcessRecord) -> bool {
+        match self
+            .store
+            .record_process(lease, record, self.time.real_now())
+            .await
+        {
+            Ok(()) => true,
+            Err(StoreError::LeaseLost) => false,
+            Err(e) => {
+                // Not fatal: the parent-death signal still reaches the group's leader.
+                tracing::warn!(error = %e, pgid = record.pgid, "could not record a deploy process group");
+                true
+            }
+        }
+    }
+
+    /// Kills the recorded groups of this host whose deploy nobody runs any more (the bot that
+    /// started them died) and forgets them once they are gone.
+    async fn kill_stale_groups(&self) -> Result<(), EngineError> {
+        let host = process::host_identity();
+        for record in self.store.stale_processes(&host, &self.worker_id).await? {
+            let group = local_group(&record);
+            if process::kill_if_alive(&group) {
+                tracing::warn!(
+                    promotion = record.promotion_id,
+                    pgid = record.pgid,
+                    "killed the deploy script a stopped bot left running"
+                );
+            }
+            if wait_gone(&group).await {
+                self.store.forget_process(&record).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Renews the lease; `false` when the deploy must stop: the lease was taken or ran out, or
@@ -345,6 +406,73 @@ impl DeployWorker {
                 })
                 .observe(lead.as_secs_f64());
         }
+    }
+}
+
+/// Why the promotion must not start yet because an older deploy of its environment may still
+/// run: another promotion's job still leased, or a recorded script group still alive (or on
+/// another host, where only the bot there can see and kill it). Dead local groups are forgotten.
+async fn older_deploy_running(
+    tx: &mut Tx,
+    promotion: &Promotion,
+) -> Result<Option<String>, EngineError> {
+    let (service, environment) = (&promotion.service, &promotion.environment);
+    if let Some(other) = tx
+        .other_leased_deploy(service, environment, promotion.id)
+        .await?
+    {
+        return Ok(Some(format!(
+            "waiting for the deploy of #{other} to stop; it starts by itself then"
+        )));
+    }
+    let host = process::host_identity();
+    for record in tx
+        .environment_processes(service, environment, promotion.id)
+        .await?
+    {
+        if record.host != host {
+            return Ok(Some(format!(
+                "waiting for the deploy script of #{} to stop on {}; restarting shipmate there stops it",
+                record.promotion_id, record.host
+            )));
+        }
+        if process::is_alive(&local_group(&record)) {
+            return Ok(Some(format!(
+                "waiting for the deploy script of #{} (process group {}) to stop; it starts by itself then",
+                record.promotion_id, record.pgid
+            )));
+        }
+        tx.forget_process(&record).await?;
+    }
+    Ok(None)
+}
+
+/// Waits briefly for a killed group's members to be gone; whether they are.
+async fn wait_gone(group: &process::LocalGroup) -> bool {
+    for _ in 0..100 {
+        if !process::is_alive(group) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+fn process_record(promotion_id: i64, group: &process::LocalGroup) -> ProcessRecord {
+    ProcessRecord {
+        promotion_id,
+        host: group.host.clone(),
+        pgid: i64::from(group.pgid),
+        started: group.started,
+    }
+}
+
+fn local_group(record: &ProcessRecord) -> process::LocalGroup {
+    process::LocalGroup {
+        host: record.host.clone(),
+        // A pgid that does not fit is no group of this host.
+        pgid: i32::try_from(record.pgid).unwrap_or(0),
+        started: record.started,
     }
 }
 
@@ -638,6 +766,51 @@ name = "api"
             .filter(|e| e.kind.as_str() == "interrupted" || e.kind.as_str() == "succeeded")
             .count();
         assert_eq!(ends, 1, "the promotion ends once");
+        raw.close().await;
+    }
+
+    /// An older deploy of the environment whose script may still run on another host holds a
+    /// new one back (a retry never runs beside it), and the card says why.
+    #[tokio::test]
+    async fn a_deploy_waits_while_an_older_script_of_its_environment_may_still_run() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend = Arc::new(Stubborn {
+            started: Notify::new(),
+            release: Notify::new(),
+            cancelled: Default::default(),
+        });
+        let worker = deploy_worker(dir.path(), backend).await;
+        let old = approved(&worker.store).await;
+        let url = format!("sqlite://{}", dir.path().join("bot.db").display());
+        let raw = sqlx::AnyPool::connect(&url).await.expect("raw pool");
+        for sql in [
+            "DELETE FROM jobs",
+            "UPDATE promotions SET state = 'interrupted', reason = 'bot stopped', started_at = 0, finished_at = 0",
+            "INSERT INTO deploy_processes (promotion_id, host, pgid, started, recorded_at) \
+             SELECT id, 'elsewhere/boot', 4242, 1, 0 FROM promotions",
+        ] {
+            sqlx::query(sql).execute(&raw).await.expect(sql);
+        }
+        let retry = approved(&worker.store).await;
+        assert_ne!(old, retry);
+
+        let jobs = worker.claim_deploys(1).await;
+        worker
+            .run_deploy_job(jobs[0].clone(), CancellationToken::new())
+            .await;
+
+        let held = worker
+            .store
+            .promotion(retry)
+            .await
+            .expect("read")
+            .expect("row");
+        assert_eq!(held.state(), PromotionState::Queued);
+        let reason = held.reason().unwrap_or_default();
+        assert!(
+            reason.contains(&format!("#{old}")) && reason.contains("elsewhere/boot"),
+            "{reason}"
+        );
         raw.close().await;
     }
 }

@@ -27,7 +27,7 @@ use crate::domain::version::Version;
 
 pub use queries::{
     active_states_sql, ChatCardRecord, ClaimedJob, JobKind, JobLease, NewPromotion, NewRelease,
-    StatusRow,
+    ProcessRecord, StatusRow,
 };
 pub use schedule::{ClaimedAnnouncement, FreezeRecord};
 
@@ -364,6 +364,37 @@ impl Store {
         Ok(())
     }
 
+    // ---- deploy process groups ----
+
+    /// Records a running script's process group, if `lease` still holds its job.
+    pub async fn record_process(
+        &self,
+        lease: &JobLease,
+        record: &ProcessRecord,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        queries::hold_lease(&mut *tx, self.dialect.now_millis(), lease).await?;
+        queries::record_process(&mut *tx, record, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forgets a group once it is known dead.
+    pub async fn forget_process(&self, record: &ProcessRecord) -> Result<(), StoreError> {
+        queries::forget_process(&self.write, record).await
+    }
+
+    /// Groups recorded on `host` whose deploy nobody runs any more (see the query).
+    pub async fn stale_processes(
+        &self,
+        host: &str,
+        own_worker: &str,
+    ) -> Result<Vec<ProcessRecord>, StoreError> {
+        let now = self.dialect.now_millis();
+        queries::stale_processes(&self.write, now, host, own_worker).await
+    }
+
     // ---- chat cards ----
 
     pub async fn touch_cards(
@@ -629,6 +660,31 @@ impl Tx {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         queries::touch_cards(&mut *self.tx, promotion_id, now).await
+    }
+
+    /// Process groups recorded for other promotions of the environment.
+    pub async fn environment_processes(
+        &mut self,
+        service: &str,
+        environment: &str,
+        except: i64,
+    ) -> Result<Vec<ProcessRecord>, StoreError> {
+        queries::environment_processes(&mut *self.tx, service, environment, except).await
+    }
+
+    /// Another promotion of the environment whose deploy job is still leased.
+    pub async fn other_leased_deploy(
+        &mut self,
+        service: &str,
+        environment: &str,
+        except: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let now = self.dialect.now_millis();
+        queries::other_leased_deploy(&mut *self.tx, now, service, environment, except).await
+    }
+
+    pub async fn forget_process(&mut self, record: &ProcessRecord) -> Result<(), StoreError> {
+        queries::forget_process(&mut *self.tx, record).await
     }
 
     pub async fn set_current(&mut self, promotion: &Promotion) -> Result<(), StoreError> {

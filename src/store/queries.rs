@@ -907,6 +907,131 @@ pub async fn retry_job<'e, E: Executor<'e, Database = Any>>(
     Ok(())
 }
 
+// ---- deploy process groups ----
+
+/// A deploy script's process group as recorded while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessRecord {
+    pub promotion_id: i64,
+    /// hostname/boot id of the machine it runs on.
+    pub host: String,
+    pub pgid: i64,
+    /// The leader's start time in clock ticks since boot.
+    pub started: i64,
+}
+
+const PROCESS_COLUMNS: &str = "d.promotion_id, d.host, d.pgid, d.started";
+
+fn process_records(rows: Vec<(i64, String, i64, i64)>) -> Vec<ProcessRecord> {
+    rows.into_iter()
+        .map(|(promotion_id, host, pgid, started)| ProcessRecord {
+            promotion_id,
+            host,
+            pgid,
+            started,
+        })
+        .collect()
+}
+
+pub async fn record_process<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    record: &ProcessRecord,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO deploy_processes (promotion_id, host, pgid, started, recorded_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (promotion_id) DO UPDATE SET host = excluded.host, \
+         pgid = excluded.pgid, started = excluded.started, recorded_at = excluded.recorded_at",
+    )
+    .bind(record.promotion_id)
+    .bind(&record.host)
+    .bind(record.pgid)
+    .bind(record.started)
+    .bind(millis(at))
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn forget_process<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    record: &ProcessRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "DELETE FROM deploy_processes WHERE promotion_id = $1 AND host = $2 AND pgid = $3 \
+         AND started = $4",
+    )
+    .bind(record.promotion_id)
+    .bind(&record.host)
+    .bind(record.pgid)
+    .bind(record.started)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Groups recorded on `host` whose deploy nobody runs any more: no deploy job of theirs is
+/// leased (live on the database's clock) or held by `own_worker`.
+pub async fn stale_processes<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    db_now: &str,
+    host: &str,
+    own_worker: &str,
+) -> Result<Vec<ProcessRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {PROCESS_COLUMNS} FROM deploy_processes d WHERE d.host = $1 AND NOT EXISTS \
+         (SELECT 1 FROM jobs j WHERE j.promotion_id = d.promotion_id AND j.kind = 'deploy' \
+             AND (j.lease_owner = $2 OR j.lease_until >= {db_now})) ORDER BY d.promotion_id"
+    );
+    let rows = sqlx::query_as(&sql)
+        .bind(host)
+        .bind(own_worker)
+        .fetch_all(db)
+        .await?;
+    Ok(process_records(rows))
+}
+
+/// Groups recorded for other promotions of the environment: older deploys that may still run.
+pub async fn environment_processes<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    service: &str,
+    environment: &str,
+    except: i64,
+) -> Result<Vec<ProcessRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {PROCESS_COLUMNS} FROM deploy_processes d JOIN promotions p ON p.id = d.promotion_id \
+         WHERE p.service = $1 AND p.environment = $2 AND p.id <> $3 ORDER BY d.promotion_id"
+    );
+    let rows = sqlx::query_as(&sql)
+        .bind(service)
+        .bind(environment)
+        .bind(except)
+        .fetch_all(db)
+        .await?;
+    Ok(process_records(rows))
+}
+
+/// Another promotion of the environment whose deploy job is still leased (its worker runs it).
+pub async fn other_leased_deploy<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    db_now: &str,
+    service: &str,
+    environment: &str,
+    except: i64,
+) -> Result<Option<i64>, StoreError> {
+    let sql = format!(
+        "SELECT p.id FROM jobs j JOIN promotions p ON p.id = j.promotion_id \
+         WHERE j.kind = 'deploy' AND p.service = $1 AND p.environment = $2 AND p.id <> $3 \
+             AND j.lease_until >= {db_now} ORDER BY p.id LIMIT 1"
+    );
+    Ok(sqlx::query_scalar(&sql)
+        .bind(service)
+        .bind(environment)
+        .bind(except)
+        .fetch_optional(db)
+        .await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
