@@ -634,7 +634,7 @@ name = "api"
     async fn approved(store: &Store) -> i64 {
         let version: Version = "1.0.0".parse().expect("version");
         let who = Identity::new("api", "ci");
-        let now = chrono::Utc::now();
+        let now = Time::system().real_now();
         let mut tx = store.begin().await.expect("begin");
         let promotion = tx
             .insert_promotion(NewPromotion {
