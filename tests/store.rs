@@ -14,7 +14,9 @@ use shipmate::domain::identity::Identity;
 use shipmate::domain::promotion::{Promotion, PromotionState, Stage, StageColumns};
 use shipmate::domain::release::Release;
 use shipmate::domain::version::Version;
-use shipmate::store::{JobKind, JobLease, NewPromotion, NewRelease, Store, StoreError, Tx};
+use shipmate::store::{
+    JobKind, JobLease, NewPromotion, NewRelease, ProcessRecord, Store, StoreError, Tx,
+};
 use sqlx::AnyPool;
 
 static CI: LazyLock<Identity> = LazyLock::new(|| Identity::new("api", "ci"));
@@ -1361,6 +1363,80 @@ async fn a_lost_lease_refuses_every_late_write() {
             store.deploy_log(promotion.id).await.expect("log"),
             ["early", "second"],
             "{label}: only the lease holders' lines"
+        );
+        store.close().await;
+    }
+}
+
+/// Deploy script groups are recorded only under a held lease; a group counts as stale (its bot
+/// gone) once no lease covers its job, and other promotions of the environment see it.
+#[tokio::test]
+async fn deploy_process_groups_are_recorded_under_the_lease() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, url, store } in backends(dir.path()).await {
+        let promotion = promote(&store, "api", "1.0.0", "staging", PromotionState::Queued).await;
+        let lease = leased(&store, promotion.id).await;
+        let record = ProcessRecord {
+            promotion_id: promotion.id,
+            host: "host-a/boot".to_string(),
+            pgid: 4242,
+            started: 77,
+        };
+        store
+            .record_process(&lease, &record, t(0))
+            .await
+            .expect("record");
+        let stale = |worker: &'static str| store.stale_processes("host-a/boot", worker);
+        assert_eq!(
+            stale("worker-x").await.expect("stale"),
+            [],
+            "{label}: leased"
+        );
+        expire_leases(&url, promotion.id).await;
+        assert_eq!(
+            stale("worker-log").await.expect("stale"),
+            [],
+            "{label}: still the owner's"
+        );
+        assert_eq!(
+            stale("worker-x").await.expect("stale"),
+            std::slice::from_ref(&record),
+            "{label}: lease ran out"
+        );
+        assert!(
+            store
+                .stale_processes("host-b/boot", "worker-x")
+                .await
+                .expect("stale")
+                .is_empty(),
+            "{label}: another host's groups are not ours"
+        );
+        let refused = store.record_process(&lease, &record, t(1)).await;
+        assert!(
+            matches!(refused, Err(StoreError::LeaseLost)),
+            "{label}: {refused:?}"
+        );
+
+        let mut tx = store.begin().await.expect("begin");
+        let others = tx
+            .environment_processes("api", "staging", promotion.id + 1)
+            .await
+            .expect("others");
+        assert_eq!(
+            others,
+            std::slice::from_ref(&record),
+            "{label}: seen by the next promotion"
+        );
+        assert!(tx
+            .environment_processes("api", "staging", promotion.id)
+            .await
+            .expect("own")
+            .is_empty());
+        tx.forget_process(&record).await.expect("forget");
+        tx.commit().await.expect("commit");
+        assert!(
+            stale("worker-x").await.expect("stale").is_empty(),
+            "{label}: forgotten"
         );
         store.close().await;
     }
