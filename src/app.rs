@@ -54,10 +54,11 @@ pub fn backends_from_config(config: &Config) -> Backends {
     for service in &config.services {
         for env in &service.environments {
             let backend: Arc<dyn Backend> = match &env.backend {
-                BackendConfig::Command { run, timeout } => Arc::new(CommandBackend::new(
+                BackendConfig::Command { run, timeout, env } => Arc::new(CommandBackend::new(
                     run.clone(),
                     *timeout,
                     config.base_dir.clone(),
+                    env.clone(),
                 )),
             };
             backends.insert(&service.name, &env.name, backend);

@@ -144,7 +144,12 @@ pub struct EnvironmentConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendConfig {
-    Command { run: Vec<String>, timeout: Duration },
+    Command {
+        run: Vec<String>,
+        timeout: Duration,
+        /// Extra variables for the script (`env = { NAME = "value or ${VAR}" }`).
+        env: BTreeMap<String, String>,
+    },
 }
 
 impl Config {
@@ -612,6 +617,8 @@ struct RawBackend {
     #[serde(default)]
     run: Vec<String>,
     timeout: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1116,6 +1123,9 @@ impl Validator<'_> {
                 "is empty: give the program and its arguments, e.g. run = [\"./deploy/deploy.sh\"]",
             );
         }
+        for (name, value) in &raw.env {
+            self.script_variable(&format!("{key}.env.{name}"), name, value);
+        }
         BackendConfig::Command {
             timeout: self.duration(
                 &format!("{key}.timeout"),
@@ -1123,6 +1133,34 @@ impl Validator<'_> {
                 DEFAULT_DEPLOY_TIMEOUT,
             ),
             run: raw.run,
+            env: raw.env,
+        }
+    }
+
+    /// One entry of a backend's `env` table: a name a shell can use, not one of the bot's own
+    /// `SHIPMATE_*` variables, and a value the OS can carry.
+    fn script_variable(&mut self, key: &str, name: &str, value: &str) {
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            self.problem(
+                key.to_string(),
+                format!("`{name}` is not a valid environment variable name; use letters, digits and `_`, not starting with a digit"),
+            );
+        } else if name.to_ascii_uppercase().starts_with("SHIPMATE_") {
+            self.problem(
+                key.to_string(),
+                format!("`{name}` would override the bot's own SHIPMATE_* variables; choose another name"),
+            );
+        }
+        if value.contains('\0') {
+            self.problem(
+                key.to_string(),
+                "contains a NUL character, which no environment variable can carry",
+            );
         }
     }
 
@@ -1197,6 +1235,54 @@ mod tests {
 
     fn utc(text: &str) -> DateTime<Utc> {
         text.parse().expect("a UTC time")
+    }
+
+    const SCRIPT_ENV: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+[database]
+url = "sqlite://bot.db"
+[roles]
+deployers = ["*"]
+[[service]]
+name = "api"
+  [[service.environment]]
+  name = "staging"
+  backend = { kind = "command", run = ["./deploy.sh"], env = { REGISTRY = "ghcr.io/${ORG}", KUBE_CONTEXT = "staging" } }
+"#;
+
+    #[test]
+    fn a_backend_env_table_is_substituted_and_kept() {
+        let env = |name: &str| (name == "ORG").then(|| "acme".to_string());
+        let config = parse(SCRIPT_ENV, Path::new("/srv"), &env).expect("valid");
+        let BackendConfig::Command { env, .. } = &config.services[0].environments[0].backend;
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            pairs,
+            [("KUBE_CONTEXT", "staging"), ("REGISTRY", "ghcr.io/acme")]
+        );
+    }
+
+    #[test]
+    fn a_backend_env_table_refuses_bad_names_and_shipmate_variables() {
+        let text = SCRIPT_ENV.replace(
+            r#"env = { REGISTRY = "ghcr.io/${ORG}", KUBE_CONTEXT = "staging" }"#,
+            r#"env = { "1BAD" = "x", "A-B" = "y", SHIPMATE_VERSION = "9.9.9", OK = "a\u0000b" }"#,
+        );
+        let problems = parse(&text, Path::new("/srv"), &|_: &str| None).expect_err("invalid");
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        let prefix = "service[0].environment[0].backend.env";
+        assert_eq!(
+            keys,
+            [
+                format!("{prefix}.1BAD"),
+                format!("{prefix}.A-B"),
+                format!("{prefix}.OK"),
+                format!("{prefix}.SHIPMATE_VERSION"),
+            ],
+            "{problems:?}"
+        );
+        assert!(problems[3].message.contains("SHIPMATE_*"), "{problems:?}");
     }
 
     #[test]

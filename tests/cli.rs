@@ -143,11 +143,17 @@ struct Bot {
 impl Bot {
     /// Starts `serve` on the sandbox config and waits until `/readyz` answers 200.
     async fn start(sandbox: &Sandbox, port: u16, name: &str) -> Bot {
+        Self::start_with_env(sandbox, port, name, &[]).await
+    }
+
+    /// [`Bot::start`] with extra variables in the bot's environment.
+    async fn start_with_env(sandbox: &Sandbox, port: u16, name: &str, env: &[(&str, &str)]) -> Bot {
         let log = sandbox.path(&format!("{name}.log"));
         let file = File::create(&log).expect("log file");
         let child = Command::new(BIN)
             .args(["serve", "--config", &sandbox.config()])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file"))
             .stderr(file)
@@ -528,4 +534,136 @@ async fn sigterm_lets_a_running_deploy_finish_within_the_grace_period() {
     let bot = Bot::start(&sandbox, port, "second").await;
     let promotion = bot.promotion(id).await;
     assert_eq!(promotion["state"], "succeeded", "{promotion:#}");
+}
+
+// ---- what a deploy script sees ----
+
+/// Writes the script's whole environment next to it.
+const ENV_SCRIPT: &str = "#!/bin/sh\nenv > \"env-$SHIPMATE_PROMOTION_ID.txt\"\necho done\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_scripts_get_none_of_the_bots_secrets_and_their_env_table() {
+    let (sandbox, port) = Sandbox::new(ENV_SCRIPT);
+    let config = std::fs::read_to_string(sandbox.config()).expect("read bot.toml");
+    let database_url = format!("sqlite://{}", sandbox.path("bot.db").display());
+    assert!(
+        config.contains(&database_url),
+        "the harness names its database"
+    );
+    let config = config
+        .replace(&database_url, "${TEST_DATABASE_URL}")
+        .replace(
+            "run = [\"./deploy.sh\"],",
+            "run = [\"./deploy.sh\"], env = { REGISTRY = \"${TEST_REGISTRY}\" },",
+        );
+    std::fs::write(sandbox.config(), config).expect("write bot.toml");
+    let secrets = [
+        ("TEST_DATABASE_URL", database_url.as_str()),
+        ("SLACK_BOT_TOKEN", "xoxb-cli-secret-token"),
+        ("DISCORD_BOT_TOKEN", "discord-cli-secret-token"),
+        ("TEST_REGISTRY", "ghcr.io/acme"),
+    ];
+    let bot = Bot::start_with_env(&sandbox, port, "serve", &secrets).await;
+
+    let promote = json!({"service": "web", "version": "1.0.0", "environment": "staging"});
+    let (status, body) = bot
+        .request(reqwest::Method::POST, "/api/v1/promotions", Some(promote))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_i64().expect("promotion id");
+    bot.wait_for_state(id, "succeeded").await;
+
+    let seen = std::fs::read_to_string(sandbox.path(&format!("env-{id}.txt"))).expect("env dump");
+    for secret in [
+        database_url.as_str(),
+        "xoxb-cli-secret-token",
+        "discord-cli-secret-token",
+    ] {
+        assert!(
+            !seen.contains(secret),
+            "{secret} reached the script:\n{seen}"
+        );
+    }
+    for expected in ["REGISTRY=ghcr.io/acme", "SHIPMATE_SERVICE=web", "RUST_LOG="] {
+        let present = seen.lines().any(|line| line.starts_with(expected));
+        assert_eq!(present, expected != "RUST_LOG=", "{expected}:\n{seen}");
+    }
+}
+
+// ---- deploy scripts die with the bot ----
+
+/// Appends its promotion to the ledger, leaves a `sleep` grandchild in its group (pids in
+/// files), then waits for its gate.
+const LINGERING_SCRIPT: &str = r#"#!/bin/sh
+echo "$SHIPMATE_PROMOTION_ID" >> ledger.txt
+echo $$ > "leader-$SHIPMATE_PROMOTION_ID.pid"
+sleep 300 &
+echo $! > "grandchild-$SHIPMATE_PROMOTION_ID.pid"
+echo "waiting for the gate"
+while [ ! -f "release-$SHIPMATE_PROMOTION_ID" ]; do sleep 0.05; done
+echo "gate opened"
+"#;
+
+fn pid_in(sandbox: &Sandbox, name: &str) -> Pid {
+    let limit = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(sandbox.path(name)).unwrap_or_default();
+        if let Ok(pid) = text.trim().parse::<i32>() {
+            return Pid::from_raw(pid);
+        }
+        assert!(Instant::now() < limit, "{name} never written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Alive and not a zombie.
+fn running(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_script_dies_with_a_killed_bot_and_a_retry_runs_alone() {
+    let (sandbox, port) = Sandbox::new(LINGERING_SCRIPT);
+    let mut bot = Bot::start(&sandbox, port, "first").await;
+    let id = deploying(&bot, "1.0.0").await;
+    let leader = pid_in(&sandbox, &format!("leader-{id}.pid"));
+    let grandchild = pid_in(&sandbox, &format!("grandchild-{id}.pid"));
+    assert!(running(leader) && running(grandchild));
+
+    bot.crash();
+    drop(bot);
+    assert!(
+        poll(Duration::from_secs(5), || !running(leader)),
+        "the script outlived the SIGKILLed bot"
+    );
+
+    let bot = Bot::start(&sandbox, port, "second").await;
+    assert!(
+        !running(grandchild),
+        "the script's grandchild outlived the restart:\n{}",
+        bot.log()
+    );
+    assert_eq!(bot.promotion(id).await["state"], "interrupted");
+
+    let (status, retry) = bot
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/promotions/{id}/retry"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 202, "{retry}");
+    let retry_id = retry["id"].as_i64().expect("retry id");
+    bot.wait_for_state(retry_id, "deploying").await;
+    let ledger = std::fs::read_to_string(sandbox.path("ledger.txt")).expect("ledger");
+    assert_eq!(
+        ledger.lines().collect::<Vec<_>>(),
+        [id.to_string(), retry_id.to_string()],
+        "one run per promotion"
+    );
+    std::fs::write(sandbox.path(&format!("release-{retry_id}")), "").expect("open the gate");
+    bot.wait_for_state(retry_id, "succeeded").await;
 }

@@ -14,7 +14,9 @@ use shipmate::domain::identity::Identity;
 use shipmate::domain::promotion::{Promotion, PromotionState, Stage, StageColumns};
 use shipmate::domain::release::Release;
 use shipmate::domain::version::Version;
-use shipmate::store::{JobKind, NewPromotion, NewRelease, Store, StoreError, Tx};
+use shipmate::store::{
+    JobKind, JobLease, NewPromotion, NewRelease, ProcessRecord, Store, StoreError, Tx,
+};
 use sqlx::AnyPool;
 
 static CI: LazyLock<Identity> = LazyLock::new(|| Identity::new("api", "ci"));
@@ -172,6 +174,31 @@ async fn claim(
         .into_iter()
         .map(|job| (job.id, job.promotion_id, job.attempts))
         .collect()
+}
+
+/// Queues a deploy job for the promotion and claims it as `worker-log`: its lease.
+async fn leased(store: &Store, promotion_id: i64) -> JobLease {
+    enqueue(store, promotion_id, t(0)).await;
+    let jobs = store
+        .claim_jobs(JobKind::Deploy, "worker-log", t(0), LEASE, 100)
+        .await
+        .expect("claim");
+    let job = jobs
+        .iter()
+        .find(|job| job.promotion_id == promotion_id)
+        .expect("the job is claimed");
+    job.lease("worker-log")
+}
+
+/// Ends every lease on the promotion's jobs, as the database's clock passing them would.
+async fn expire_leases(url: &str, promotion_id: i64) {
+    let raw = raw_pool(url).await;
+    sqlx::query("UPDATE jobs SET lease_until = 0 WHERE promotion_id = $1")
+        .bind(promotion_id)
+        .execute(&raw)
+        .await
+        .expect("expire leases");
+    raw.close().await;
 }
 
 async fn audit(
@@ -633,7 +660,7 @@ async fn approvals_count_each_voter_once() {
 #[tokio::test]
 async fn jobs_are_claimed_with_leases() {
     let dir = tempfile::tempdir().expect("temp dir");
-    for Backend { label, store, .. } in backends(dir.path()).await {
+    for Backend { label, url, store } in backends(dir.path()).await {
         let mut promotions = Vec::new();
         for environment in ["dev", "staging", "production"] {
             let promotion =
@@ -662,8 +689,15 @@ async fn jobs_are_claimed_with_leases() {
             "{label}: second claim"
         );
 
-        let expired = t(0) + LEASE + chrono::Duration::seconds(1);
-        let stolen = claim(&store, "worker-c", expired, 1).await;
+        // Leases run on the database's clock: a replica whose clock is far ahead takes nothing.
+        let far_ahead = Utc::now() + chrono::Duration::days(365);
+        assert_eq!(
+            claim(&store, "worker-c", far_ahead, 10).await,
+            vec![],
+            "{label}: a skewed clock steals no lease"
+        );
+        expire_leases(&url, p1).await;
+        let stolen = claim(&store, "worker-c", t(0), 1).await;
         assert_eq!(
             stolen,
             vec![(first[0].0, p1, 2)],
@@ -706,16 +740,20 @@ async fn the_deploy_log_keeps_the_last_200_lines() {
     for Backend { label, url, store } in backends(dir.path()).await {
         let promotion = promote(&store, "api", "1.0.0", "staging", PromotionState::Deploying).await;
         let other = promote(&store, "web", "1.0.0", "staging", PromotionState::Deploying).await;
+        let [lease, other_lease] = [
+            leased(&store, promotion.id).await,
+            leased(&store, other.id).await,
+        ];
         let line = |n: usize| format!("line {n}");
         for (batch, range) in [0..100, 100..180, 180..250].into_iter().enumerate() {
             let lines: Vec<String> = range.map(line).collect();
             store
-                .append_deploy_log(promotion.id, &lines, t(batch as i64))
+                .append_deploy_log(&lease, promotion.id, &lines, t(batch as i64))
                 .await
                 .expect("append");
         }
         store
-            .append_deploy_log(other.id, &[line(0), line(1)], t(0))
+            .append_deploy_log(&other_lease, other.id, &[line(0), line(1)], t(0))
             .await
             .expect("append");
 
@@ -856,7 +894,7 @@ async fn status_current_and_history() {
 #[tokio::test]
 async fn orphaned_deploys_are_those_nobody_holds() {
     let dir = tempfile::tempdir().expect("temp dir");
-    for Backend { label, store, .. } in backends(dir.path()).await {
+    for Backend { label, url, store } in backends(dir.path()).await {
         let jobless = promote(&store, "api", "1.0.0", "dev", PromotionState::Deploying).await;
         let held = promote(&store, "api", "1.0.0", "staging", PromotionState::Verifying).await;
         promote(&store, "api", "1.0.0", "production", PromotionState::Queued).await;
@@ -868,26 +906,25 @@ async fn orphaned_deploys_are_those_nobody_holds() {
             "{label}: claim"
         );
 
-        let orphans = |now, worker, all| store.orphaned_deploys(now, worker, all);
-        let during = t(0) + chrono::Duration::seconds(30);
+        let orphans = |worker, all| store.orphaned_deploys(worker, all);
         assert_eq!(
-            orphans(during, "worker-a", false).await.expect("orphans"),
+            orphans("worker-a", false).await.expect("orphans"),
             vec![jobless.id],
             "{label}: lease held"
         );
         assert_eq!(
-            orphans(during, "worker-a", true).await.expect("orphans"),
+            orphans("worker-a", true).await.expect("orphans"),
             vec![jobless.id, held.id],
             "{label}: all"
         );
-        let after = t(0) + LEASE + chrono::Duration::seconds(1);
+        expire_leases(&url, held.id).await;
         assert_eq!(
-            orphans(after, "worker-a", false).await.expect("orphans"),
+            orphans("worker-a", false).await.expect("orphans"),
             vec![jobless.id, held.id],
             "{label}: lease expired"
         );
         assert_eq!(
-            orphans(after, "worker-b", false).await.expect("orphans"),
+            orphans("worker-b", false).await.expect("orphans"),
             vec![jobless.id],
             "{label}: own lease"
         );
@@ -1240,6 +1277,167 @@ async fn upgrading_keeps_the_deploy_job_a_worker_holds_and_drops_the_duplicates(
         .await
         .expect("the index holds after the cleanup");
         raw.close().await;
+        store.close().await;
+    }
+}
+
+/// A worker that lost its lease (run out on the database's clock, then claimed by another)
+/// can neither renew it nor write for the job: its log lines and its end are refused, while
+/// the new holder's go through.
+#[tokio::test]
+async fn a_lost_lease_refuses_every_late_write() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, url, store } in backends(dir.path()).await {
+        let promotion = promote(&store, "api", "1.0.0", "staging", PromotionState::Queued).await;
+        enqueue(&store, promotion.id, t(0)).await;
+        let first = store
+            .claim_jobs(JobKind::Deploy, "worker-a", t(0), LEASE, 1)
+            .await
+            .expect("claim");
+        let first = first[0].lease("worker-a");
+        assert!(
+            store.renew_lease(&first, LEASE).await.expect("renew"),
+            "{label}: renew"
+        );
+        let line = vec!["early".to_string()];
+        store
+            .append_deploy_log(&first, promotion.id, &line, t(1))
+            .await
+            .expect("append while held");
+
+        expire_leases(&url, promotion.id).await;
+        assert!(
+            !store.renew_lease(&first, LEASE).await.expect("renew"),
+            "{label}: an expired lease is not renewed"
+        );
+        let second = store
+            .claim_jobs(JobKind::Deploy, "worker-b", t(0), LEASE, 1)
+            .await
+            .expect("claim");
+        assert_eq!(second.len(), 1, "{label}: the job is claimed again");
+        assert_eq!(
+            second[0].attempts,
+            first.attempt + 1,
+            "{label}: fencing token"
+        );
+        let second = second[0].lease("worker-b");
+
+        // Even a worker of the same name keeps out: the attempt number tells the claims apart.
+        let same_name = JobLease {
+            worker: "worker-b".to_string(),
+            ..first.clone()
+        };
+        for late in [&first, &same_name] {
+            assert!(
+                !store.renew_lease(late, LEASE).await.expect("renew"),
+                "{label}: renewal of a taken lease"
+            );
+            let refused = store
+                .append_deploy_log(late, promotion.id, &["late".to_string()], t(2))
+                .await;
+            assert!(
+                matches!(refused, Err(StoreError::LeaseLost)),
+                "{label}: late log line: {refused:?}"
+            );
+            let mut tx = store.begin().await.expect("begin");
+            let fenced = tx.hold_lease(late).await;
+            assert!(
+                matches!(fenced, Err(StoreError::LeaseLost)),
+                "{label}: late end: {fenced:?}"
+            );
+        }
+        assert!(
+            store.renew_lease(&second, LEASE).await.expect("renew"),
+            "{label}"
+        );
+        store
+            .append_deploy_log(&second, promotion.id, &["second".to_string()], t(3))
+            .await
+            .expect("the new holder writes");
+        let mut tx = store.begin().await.expect("begin");
+        tx.hold_lease(&second)
+            .await
+            .expect("the new holder's fence");
+        tx.commit().await.expect("commit");
+        assert_eq!(
+            store.deploy_log(promotion.id).await.expect("log"),
+            ["early", "second"],
+            "{label}: only the lease holders' lines"
+        );
+        store.close().await;
+    }
+}
+
+/// Deploy script groups are recorded only under a held lease; a group counts as stale (its bot
+/// gone) once no lease covers its job, and other promotions of the environment see it.
+#[tokio::test]
+async fn deploy_process_groups_are_recorded_under_the_lease() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for Backend { label, url, store } in backends(dir.path()).await {
+        let promotion = promote(&store, "api", "1.0.0", "staging", PromotionState::Queued).await;
+        let lease = leased(&store, promotion.id).await;
+        let record = ProcessRecord {
+            promotion_id: promotion.id,
+            host: "host-a/boot".to_string(),
+            pgid: 4242,
+            started: 77,
+        };
+        store
+            .record_process(&lease, &record, t(0))
+            .await
+            .expect("record");
+        let stale = |worker: &'static str| store.stale_processes("host-a/boot", worker);
+        assert_eq!(
+            stale("worker-x").await.expect("stale"),
+            [],
+            "{label}: leased"
+        );
+        expire_leases(&url, promotion.id).await;
+        assert_eq!(
+            stale("worker-log").await.expect("stale"),
+            [],
+            "{label}: still the owner's"
+        );
+        assert_eq!(
+            stale("worker-x").await.expect("stale"),
+            std::slice::from_ref(&record),
+            "{label}: lease ran out"
+        );
+        assert!(
+            store
+                .stale_processes("host-b/boot", "worker-x")
+                .await
+                .expect("stale")
+                .is_empty(),
+            "{label}: another host's groups are not ours"
+        );
+        let refused = store.record_process(&lease, &record, t(1)).await;
+        assert!(
+            matches!(refused, Err(StoreError::LeaseLost)),
+            "{label}: {refused:?}"
+        );
+
+        let mut tx = store.begin().await.expect("begin");
+        let others = tx
+            .environment_processes("api", "staging", promotion.id + 1)
+            .await
+            .expect("others");
+        assert_eq!(
+            others,
+            std::slice::from_ref(&record),
+            "{label}: seen by the next promotion"
+        );
+        assert!(tx
+            .environment_processes("api", "staging", promotion.id)
+            .await
+            .expect("own")
+            .is_empty());
+        tx.forget_process(&record).await.expect("forget");
+        tx.commit().await.expect("commit");
+        assert!(
+            stale("worker-x").await.expect("stale").is_empty(),
+            "{label}: forgotten"
+        );
         store.close().await;
     }
 }

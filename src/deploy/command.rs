@@ -1,7 +1,8 @@
 //! The `command` backend (SPEC §5): runs the team's deploy program as its own process group,
 //! streams its output as progress and kills the whole group on timeout, cancel or drop.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{Backend, DeployOutcome, DeployRequest};
+use super::{process, Backend, DeployOutcome, DeployRequest};
 use crate::domain::duration::format_duration;
 
 /// How many trailing output lines a failure reason quotes.
@@ -34,21 +35,41 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// Lines buffered between the pipe readers and the forwarding loop.
 const LINE_BUFFER: usize = 256;
 
-/// Runs `run` (argv, no shell) in `working_dir`, with the promotion described in `SHIPMATE_*`
-/// environment variables.
+/// Variables a script inherits from the bot's environment; everything else (the bot's tokens,
+/// signing secret, database URL, whatever `bot.toml` reads with `${VAR}`) stays behind. A
+/// script that needs more says so with the backend's `env` table.
+const INHERITED: [&str; 8] = [
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+];
+/// Locale categories (`LC_ALL`, `LC_TIME`, …) are inherited too.
+const INHERITED_PREFIX: &str = "LC_";
+
+/// Runs `run` (argv, no shell) in `working_dir`, with a cleared environment: the [`INHERITED`]
+/// variables, the configured `env`, then the promotion described in `SHIPMATE_*` variables.
 #[derive(Debug, Clone)]
 pub struct CommandBackend {
     pub run: Vec<String>,
     pub timeout: Duration,
     pub working_dir: PathBuf,
+    /// The backend's `env` table (values already substituted from `${VAR}`).
+    pub env: BTreeMap<String, String>,
+    /// The allowlisted part of the bot's environment, taken once at start.
+    inherited: Vec<(OsString, OsString)>,
 }
 
 impl CommandBackend {
-    pub fn new(run: Vec<String>, timeout: Duration, working_dir: PathBuf) -> Self {
+    pub fn new(
+        run: Vec<String>,
+        timeout: Duration,
+        working_dir: PathBuf,
+        env: BTreeMap<String, String>,
+    ) -> Self {
         Self {
             run,
             timeout,
             working_dir,
+            env,
+            inherited: inherited_environment(std::env::vars_os()),
         }
     }
 
@@ -79,6 +100,9 @@ impl CommandBackend {
         command
             .args(args)
             .current_dir(self.dir())
+            .env_clear()
+            .envs(self.inherited.iter().map(|(name, value)| (name, value)))
+            .envs(&self.env)
             .envs(environment(request))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -106,13 +130,25 @@ impl Backend for CommandBackend {
         progress: mpsc::Sender<String>,
         cancel: CancellationToken,
     ) -> DeployOutcome {
+        let (groups, _) = mpsc::unbounded_channel();
+        self.deploy_recording(request, progress, cancel, groups)
+            .await
+    }
+
+    async fn deploy_recording(
+        &self,
+        request: DeployRequest,
+        progress: mpsc::Sender<String>,
+        cancel: CancellationToken,
+        groups: mpsc::UnboundedSender<process::LocalGroup>,
+    ) -> DeployOutcome {
         if cancel.is_cancelled() {
             return DeployOutcome::Cancelled;
         }
         let Some((program, args)) = self.run.split_first() else {
             return failed("no command configured to run".to_string());
         };
-        let mut child = match self.command(program, args, &request).spawn() {
+        let mut child = match process::spawn(self.command(program, args, &request)).await {
             Ok(child) => child,
             Err(err) => {
                 let dir = self.dir().display();
@@ -129,6 +165,10 @@ impl Backend for CommandBackend {
             pgid = group.pgid.as_raw(),
             "deploy command started"
         );
+        if let Some(record) = child.id().and_then(process::describe) {
+            // Nobody listening (a plain `deploy` call) is fine: then nothing records it.
+            let _ = groups.send(record);
+        }
         let mut readers = JoinSet::new();
         let mut lines = spawn_readers(&mut child, &mut readers);
         let mut transcript = Transcript::new(progress);
@@ -155,6 +195,18 @@ impl Backend for CommandBackend {
         );
         outcome
     }
+}
+
+/// The allowlisted variables among `vars` (the bot's environment).
+fn inherited_environment(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Vec<(OsString, OsString)> {
+    vars.into_iter()
+        .filter(|(name, _)| {
+            name.to_str()
+                .is_some_and(|name| INHERITED.contains(&name) || name.starts_with(INHERITED_PREFIX))
+        })
+        .collect()
 }
 
 /// The `SHIPMATE_*` variables of SPEC §5; absent optional values are empty strings.
@@ -396,7 +448,7 @@ mod tests {
 
     fn backend(dir: &Path, run: &[&str], timeout: Duration) -> CommandBackend {
         let run = run.iter().map(|arg| arg.to_string()).collect();
-        CommandBackend::new(run, timeout, dir.to_path_buf())
+        CommandBackend::new(run, timeout, dir.to_path_buf(), BTreeMap::new())
     }
 
     fn request() -> DeployRequest {
@@ -511,6 +563,56 @@ echo "to stderr" >&2"#,
             ]
         );
         assert!(lines.iter().any(|line| line == "to stderr"), "{lines:?}");
+    }
+
+    /// The bot's own secrets stay out of the script's environment; only the allowlist, the
+    /// configured `env` table and the `SHIPMATE_*` variables reach it.
+    #[tokio::test]
+    async fn the_script_gets_a_cleared_environment_plus_its_env_table() {
+        let dir = TempDir::new().unwrap();
+        script(dir.path(), "env.sh", "env");
+        let mut backend = backend(dir.path(), &["./env.sh"], LIMIT);
+        backend.inherited = inherited_environment(
+            [
+                ("PATH", "/usr/bin:/bin"),
+                ("LANG", "C.UTF-8"),
+                ("LC_TIME", "en_GB.UTF-8"),
+                ("SLACK_BOT_TOKEN", "xoxb-secret-token"),
+                ("SHIPMATE_DATABASE_URL", "postgres://u:db-password@db/x"),
+                ("DISCORD_TOKEN", "discord-secret"),
+            ]
+            .map(|(name, value)| (name.into(), value.into())),
+        );
+        backend.env = [
+            ("REGISTRY", "ghcr.io/acme"),
+            ("PATH", "/opt/deploy/bin:/usr/bin:/bin"),
+        ]
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .into_iter()
+        .collect();
+
+        let (outcome, lines) = deploy(&backend).await;
+
+        assert_eq!(outcome, DeployOutcome::Succeeded);
+        let text = lines.join("\n");
+        for secret in ["xoxb-secret-token", "db-password", "discord-secret"] {
+            assert!(
+                !text.contains(secret),
+                "{secret} reached the script:\n{text}"
+            );
+        }
+        for expected in [
+            "REGISTRY=ghcr.io/acme",
+            "PATH=/opt/deploy/bin:/usr/bin:/bin",
+            "LANG=C.UTF-8",
+            "LC_TIME=en_GB.UTF-8",
+            "SHIPMATE_SERVICE=api",
+        ] {
+            assert!(
+                lines.iter().any(|l| l == expected),
+                "{expected} missing:\n{text}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! Deployment backends: one trait, one module per backend.
 
 pub mod command;
+pub mod process;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -43,4 +44,18 @@ pub trait Backend: Send + Sync {
         progress: mpsc::Sender<String>,
         cancel: CancellationToken,
     ) -> DeployOutcome;
+
+    /// [`Backend::deploy`], also telling `groups` about each local process group it starts, so
+    /// the bot can record it and kill it should the bot die before the group. Backends that run
+    /// no local process keep this default.
+    async fn deploy_recording(
+        &self,
+        request: DeployRequest,
+        progress: mpsc::Sender<String>,
+        cancel: CancellationToken,
+        groups: mpsc::UnboundedSender<process::LocalGroup>,
+    ) -> DeployOutcome {
+        drop(groups);
+        self.deploy(request, progress, cancel).await
+    }
 }

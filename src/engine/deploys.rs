@@ -8,21 +8,28 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::deploy::process;
 use crate::deploy::{DeployOutcome, DeployRequest};
 use crate::domain::promotion::{Promotion, PromotionEvent, PromotionState};
 use crate::metrics::{EnvironmentLabels, Metrics, OutcomeLabels};
-use crate::store::{ClaimedJob, JobKind, Store, Tx};
+use crate::store::{ClaimedJob, JobKind, JobLease, ProcessRecord, Store, StoreError, Tx};
 
 use super::calendar::Calendar;
 use super::clock::Time;
 use super::ledger::Ledger;
 use super::outbox::logged;
-use super::{bot_identity, Backends, EngineError};
+use super::{bot_identity, Backends, EngineError, ErrorKind};
 
-/// A deploy job is ours for this long, renewed by heartbeats. Leases, like all job due times, are
-/// real time: they are about processes being alive, whatever the rules clock says.
+/// A deploy job is ours for this long, renewed by heartbeats. Leases are measured on the
+/// database's clock (the one all replicas share); they are about processes being alive, whatever
+/// the rules clock says.
 const LEASE: Duration = Duration::from_secs(60);
-const HEARTBEAT: Duration = Duration::from_secs(20);
+/// Unit tests renew often so a lost lease shows within a test's patience.
+const HEARTBEAT: Duration = if cfg!(test) {
+    Duration::from_millis(100)
+} else {
+    Duration::from_secs(20)
+};
 pub(super) const MAX_CONCURRENT_DEPLOYS: usize = 16;
 const LOG_BATCH: usize = 100;
 
@@ -44,11 +51,11 @@ impl DeployWorker {
         self.interrupt_orphans(sole_process).await
     }
 
+    /// Marks deploys nobody runs any more as interrupted, after killing what is left of their
+    /// scripts on this host, so a retry cannot start beside them.
     pub async fn interrupt_orphans(&self, all: bool) -> Result<usize, EngineError> {
-        let orphans = self
-            .store
-            .orphaned_deploys(self.time.real_now(), &self.worker_id, all)
-            .await?;
+        self.kill_stale_groups().await?;
+        let orphans = self.store.orphaned_deploys(&self.worker_id, all).await?;
         for id in &orphans {
             let mut tx = self.store.begin().await?;
             let running = tx.lock_promotion(*id).await?.filter(|p| {
@@ -92,21 +99,35 @@ impl DeployWorker {
         logged(claimed, "deploy jobs")
     }
 
+    /// Runs one claimed deploy job. Every write for it is fenced by its lease: once the lease is
+    /// lost (taken by another claim or run out) the backend is cancelled and nothing more is
+    /// written for this job; the promotion is left to whoever holds the job now, or to the
+    /// orphan sweep.
     pub async fn run_deploy_job(&self, job: ClaimedJob, cancel: CancellationToken) {
+        let lease = job.lease(&self.worker_id);
         let result = async {
-            let Some((promotion, commit)) = self.begin_deploy(&job).await? else {
+            let Some((promotion, commit)) = self.begin_deploy(&job, &lease).await? else {
                 return Ok(());
             };
             // A duration, not a time of day: the monotonic clock, immune to clock jumps.
             let started = Instant::now();
             let request = deploy_request(&promotion, commit);
-            let outcome = self.deploy_with_heartbeat(&job, request, cancel).await;
-            self.end_deploy(&promotion, outcome, started.elapsed())
+            let outcome = self.deploy_with_heartbeat(&lease, request, cancel).await;
+            self.end_deploy(&lease, &promotion, outcome, started.elapsed())
                 .await
         }
         .await;
-        if let Err(e) = result {
-            tracing::error!(promotion = job.promotion_id, error = %e, "deploy job failed");
+        match result {
+            Ok(()) => {}
+            Err(e) if e.kind == ErrorKind::Conflict => tracing::warn!(
+                promotion = job.promotion_id,
+                attempt = job.attempts,
+                error = %e,
+                "deploy job stopped"
+            ),
+            Err(e) => {
+                tracing::error!(promotion = job.promotion_id, error = %e, "deploy job failed")
+            }
         }
     }
 
@@ -115,8 +136,10 @@ impl DeployWorker {
     async fn begin_deploy(
         &self,
         job: &ClaimedJob,
+        lease: &JobLease,
     ) -> Result<Option<(Promotion, Option<String>)>, EngineError> {
         let mut tx = self.store.begin().await?;
+        fence(&mut tx, lease).await?;
         let promotion = tx.promotion(job.promotion_id).await?;
         let startable = promotion
             .as_ref()
@@ -158,13 +181,18 @@ impl DeployWorker {
         Ok(Some((deploying, release.and_then(|r| r.commit))))
     }
 
-    /// Sends a promotion whose gate closed back to `queued` (or refreshes why it waits); `true`
-    /// when it must wait.
+    /// Sends a promotion whose gate closed, or whose environment still runs an older deploy,
+    /// back to `queued` (or refreshes why it waits); `true` when it must wait.
     async fn hold_back(&self, tx: &mut Tx, promotion: &Promotion) -> Result<bool, EngineError> {
         let now = self.time.now();
         let adhoc = tx.active_freezes(now).await?;
-        let Some(reason) = self.calendar.must_wait(promotion, &adhoc, now) else {
-            return Ok(false);
+        let gate = self.calendar.must_wait(promotion, &adhoc, now);
+        let reason = match gate {
+            Some(reason) => reason,
+            None => match older_deploy_running(tx, promotion).await? {
+                Some(reason) => reason,
+                None => return Ok(false),
+            },
         };
         if promotion.state() == PromotionState::Approved {
             self.ledger
@@ -185,7 +213,7 @@ impl DeployWorker {
 
     async fn deploy_with_heartbeat(
         &self,
-        job: &ClaimedJob,
+        lease: &JobLease,
         request: DeployRequest,
         cancel: CancellationToken,
     ) -> DeployOutcome {
@@ -199,21 +227,33 @@ impl DeployWorker {
         };
         let promotion_id = request.promotion_id;
         let (progress, lines) = mpsc::channel(1024);
+        let (groups, mut started) = mpsc::unbounded_channel();
+        let mut recorded = Vec::new();
         let writer = ProgressWriter {
             store: self.store.clone(),
             ledger: self.ledger.clone(),
             time: self.time.clone(),
+            lease: lease.clone(),
         };
         let log_writer = tokio::spawn(writer.run(promotion_id, lines));
-        let deploy = backend.deploy(request, progress, cancel);
+        // Our own token: losing the lease stops this deploy, not the others.
+        let cancel = cancel.child_token();
+        let deploy = backend.deploy_recording(request, progress, cancel.clone(), groups);
         tokio::pin!(deploy);
+        let mut renewed_at = Instant::now();
         let outcome = loop {
             tokio::select! {
                 outcome = &mut deploy => break outcome,
-                _ = tokio::time::sleep(HEARTBEAT) => {
-                    let until = self.time.real_now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
-                    if let Err(e) = self.store.renew_lease(job.id, &self.worker_id, until).await {
-                        tracing::warn!(error = %e, "could not renew deploy lease");
+                Some(group) = started.recv() => {
+                    let record = process_record(promotion_id, &group);
+                    if !self.record_group(lease, &record).await {
+                        cancel.cancel();
+                    }
+                    recorded.push(record);
+                }
+                _ = tokio::time::sleep(HEARTBEAT), if !cancel.is_cancelled() => {
+                    if !self.heartbeat(lease, &mut renewed_at).await {
+                        cancel.cancel();
                     }
                 }
             }
@@ -221,11 +261,80 @@ impl DeployWorker {
         if log_writer.await.is_err() {
             tracing::error!(promotion = promotion_id, "deploy log writer stopped");
         }
+        // A backend returns with its groups dead (the trait's promise): forget them.
+        for record in &recorded {
+            if let Err(e) = self.store.forget_process(record).await {
+                tracing::warn!(promotion = promotion_id, error = %e, "could not forget a deploy process group; the next sweep will");
+            }
+        }
         outcome
+    }
+
+    /// Records a started process group with the job; `false` when the lease is lost (stop).
+    async fn record_group(&self, lease: &JobLease, record: &ProcessRecord) -> bool {
+        match self
+            .store
+            .record_process(lease, record, self.time.real_now())
+            .await
+        {
+            Ok(()) => true,
+            Err(StoreError::LeaseLost) => false,
+            Err(e) => {
+                // Not fatal: the parent-death signal still reaches the group's leader.
+                tracing::warn!(error = %e, pgid = record.pgid, "could not record a deploy process group");
+                true
+            }
+        }
+    }
+
+    /// Kills the recorded groups of this host whose deploy nobody runs any more (the bot that
+    /// started them died) and forgets them once they are gone.
+    async fn kill_stale_groups(&self) -> Result<(), EngineError> {
+        let host = process::host_identity();
+        for record in self.store.stale_processes(&host, &self.worker_id).await? {
+            let group = local_group(&record);
+            if process::kill_if_alive(&group) {
+                tracing::warn!(
+                    promotion = record.promotion_id,
+                    pgid = record.pgid,
+                    "killed the deploy script a stopped bot left running"
+                );
+            }
+            if wait_gone(&group).await {
+                self.store.forget_process(&record).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Renews the lease; `false` when the deploy must stop: the lease was taken or ran out, or
+    /// renewals kept failing until the next one would come too late.
+    async fn heartbeat(&self, lease: &JobLease, renewed_at: &mut Instant) -> bool {
+        match self.store.renew_lease(lease, LEASE).await {
+            Ok(true) => {
+                *renewed_at = Instant::now();
+                true
+            }
+            Ok(false) => {
+                tracing::warn!(
+                    job = lease.job_id,
+                    attempt = lease.attempt,
+                    "deploy lease lost (taken or run out); stopping the deploy"
+                );
+                false
+            }
+            Err(e) => {
+                // A passing database hiccup is tolerated while the lease surely still runs.
+                let in_time = renewed_at.elapsed() + HEARTBEAT < LEASE;
+                tracing::warn!(error = %e, in_time, "could not renew deploy lease");
+                in_time
+            }
+        }
     }
 
     async fn end_deploy(
         &self,
+        lease: &JobLease,
         promotion: &Promotion,
         outcome: DeployOutcome,
         took: Duration,
@@ -244,6 +353,7 @@ impl DeployWorker {
             DeployOutcome::Cancelled => return Ok(()),
         };
         let mut tx = self.store.begin().await?;
+        fence(&mut tx, lease).await?;
         let replaced = tx
             .current(&promotion.service, &promotion.environment)
             .await?;
@@ -299,6 +409,85 @@ impl DeployWorker {
     }
 }
 
+/// Why the promotion must not start yet because an older deploy of its environment may still
+/// run: another promotion's job still leased, or a recorded script group still alive (or on
+/// another host, where only the bot there can see and kill it). Dead local groups are forgotten.
+async fn older_deploy_running(
+    tx: &mut Tx,
+    promotion: &Promotion,
+) -> Result<Option<String>, EngineError> {
+    let (service, environment) = (&promotion.service, &promotion.environment);
+    if let Some(other) = tx
+        .other_leased_deploy(service, environment, promotion.id)
+        .await?
+    {
+        return Ok(Some(format!(
+            "waiting for the deploy of #{other} to stop; it starts by itself then"
+        )));
+    }
+    let host = process::host_identity();
+    for record in tx
+        .environment_processes(service, environment, promotion.id)
+        .await?
+    {
+        if record.host != host {
+            return Ok(Some(format!(
+                "waiting for the deploy script of #{} to stop on {}; restarting shipmate there stops it",
+                record.promotion_id, record.host
+            )));
+        }
+        if process::is_alive(&local_group(&record)) {
+            return Ok(Some(format!(
+                "waiting for the deploy script of #{} (process group {}) to stop; it starts by itself then",
+                record.promotion_id, record.pgid
+            )));
+        }
+        tx.forget_process(&record).await?;
+    }
+    Ok(None)
+}
+
+/// Waits briefly for a killed group's members to be gone; whether they are.
+async fn wait_gone(group: &process::LocalGroup) -> bool {
+    for _ in 0..100 {
+        if !process::is_alive(group) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+fn process_record(promotion_id: i64, group: &process::LocalGroup) -> ProcessRecord {
+    ProcessRecord {
+        promotion_id,
+        host: group.host.clone(),
+        pgid: i64::from(group.pgid),
+        started: group.started,
+    }
+}
+
+fn local_group(record: &ProcessRecord) -> process::LocalGroup {
+    process::LocalGroup {
+        host: record.host.clone(),
+        // A pgid that does not fit is no group of this host.
+        pgid: i32::try_from(record.pgid).unwrap_or(0),
+        started: record.started,
+    }
+}
+
+/// The lease check that opens every write transaction for a deploy job.
+async fn fence(tx: &mut Tx, lease: &JobLease) -> Result<(), EngineError> {
+    match tx.hold_lease(lease).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::LeaseLost) => Err(EngineError::conflict(format!(
+            "the lease on deploy job {} (attempt {}) was lost; this worker writes nothing more for it",
+            lease.job_id, lease.attempt
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn deploy_request(promotion: &Promotion, commit: Option<String>) -> DeployRequest {
     DeployRequest {
         promotion_id: promotion.id,
@@ -317,6 +506,7 @@ struct ProgressWriter {
     store: Store,
     ledger: Ledger,
     time: Time,
+    lease: JobLease,
 }
 
 impl ProgressWriter {
@@ -333,15 +523,294 @@ impl ProgressWriter {
             }
             match self
                 .store
-                .append_deploy_log(promotion_id, &batch, self.time.now())
+                .append_deploy_log(&self.lease, promotion_id, &batch, self.time.now())
                 .await
             {
                 Ok(()) => self.ledger.progress_changed(promotion_id).await,
+                // The job is someone else's now: its output is no longer ours to write.
+                Err(StoreError::LeaseLost) => {
+                    tracing::warn!(
+                        promotion = promotion_id,
+                        "deploy lease lost; output dropped"
+                    );
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(promotion = promotion_id, error = %e, "could not store deploy output")
                 }
             }
             batch.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::domain::identity::Identity;
+    use crate::domain::promotion::Stage;
+    use crate::domain::version::Version;
+    use crate::engine::clock::Time;
+    use crate::store::NewPromotion;
+    use async_trait::async_trait;
+    use tokio::sync::Notify;
+
+    const CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+[database]
+url = "sqlite://unused.db"
+[roles]
+deployers = ["*"]
+[[service]]
+name = "api"
+  [[service.environment]]
+  name = "staging"
+  backend = { kind = "command", run = ["./deploy.sh"] }
+"#;
+
+    /// Says a line, reports that it started, waits for `release` (not for cancel: it plays a
+    /// backend slow to stop), says a late line and succeeds. Records whether it was cancelled.
+    struct Stubborn {
+        started: Notify,
+        release: Notify,
+        cancelled: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl crate::deploy::Backend for Stubborn {
+        async fn deploy(
+            &self,
+            _: DeployRequest,
+            progress: mpsc::Sender<String>,
+            cancel: CancellationToken,
+        ) -> DeployOutcome {
+            let _ = progress.send("early".to_string()).await;
+            self.started.notify_one();
+            let wait_cancel = async {
+                cancel.cancelled().await;
+                self.cancelled
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                std::future::pending::<()>().await;
+            };
+            tokio::select! {
+                () = self.release.notified() => {}
+                () = wait_cancel => {}
+            }
+            let _ = progress.send("late".to_string()).await;
+            DeployOutcome::Succeeded
+        }
+    }
+
+    async fn deploy_worker(dir: &std::path::Path, backend: Arc<Stubborn>) -> DeployWorker {
+        let url = format!("sqlite://{}", dir.join("bot.db").display());
+        let store = Store::connect(&url).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let config: Config =
+            crate::config::parse(CONFIG, dir, &|_: &str| None).expect("test config");
+        let config = Arc::new(config);
+        let time = Time::system();
+        let metrics = Arc::new(Metrics::new());
+        let ledger = Ledger::new(
+            store.clone(),
+            time.clone(),
+            metrics.clone(),
+            false,
+            Arc::new(Notify::new()),
+        );
+        let backends = Backends::uniform(&config, backend);
+        DeployWorker {
+            store,
+            time,
+            metrics,
+            ledger,
+            calendar: Arc::new(Calendar::new(config)),
+            backends,
+            worker_id: "worker-a".to_string(),
+        }
+    }
+
+    async fn approved(store: &Store) -> i64 {
+        let version: Version = "1.0.0".parse().expect("version");
+        let who = Identity::new("api", "ci");
+        let now = Time::system().real_now();
+        let mut tx = store.begin().await.expect("begin");
+        let promotion = tx
+            .insert_promotion(NewPromotion {
+                service: "api",
+                version: &version,
+                environment: "staging",
+                stage: Stage::Approved,
+                requested_by: &who,
+                rollback: false,
+                previous_version: None,
+                required_approvals: 0,
+                force_reason: None,
+                retry_of: None,
+                expires_at: None,
+                at: now,
+            })
+            .await
+            .expect("insert");
+        tx.enqueue_deploy(promotion.id, now).await.expect("enqueue");
+        tx.commit().await.expect("commit");
+        promotion.id
+    }
+
+    /// Another replica takes the job after our lease ran out on the database's clock: our
+    /// heartbeat finds it taken and cancels the backend; the backend's late line and success
+    /// are refused; the promotion is not ended by us.
+    #[tokio::test]
+    async fn a_lost_lease_cancels_the_deploy_and_its_late_writes_are_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend = Arc::new(Stubborn {
+            started: Notify::new(),
+            release: Notify::new(),
+            cancelled: Default::default(),
+        });
+        let worker = Arc::new(deploy_worker(dir.path(), backend.clone()).await);
+        let id = approved(&worker.store).await;
+        let jobs = worker.claim_deploys(1).await;
+        assert_eq!(jobs.len(), 1);
+        let running = tokio::spawn({
+            let worker = worker.clone();
+            let job = jobs[0].clone();
+            async move { worker.run_deploy_job(job, CancellationToken::new()).await }
+        });
+        tokio::time::timeout(Duration::from_secs(10), backend.started.notified())
+            .await
+            .expect("the deploy started");
+        let limit = Instant::now() + Duration::from_secs(10);
+        while worker.store.deploy_log(id).await.expect("log") != ["early"] {
+            assert!(Instant::now() < limit, "the early line was never stored");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        let url = format!("sqlite://{}", dir.path().join("bot.db").display());
+        let raw = sqlx::AnyPool::connect(&url).await.expect("raw pool");
+        sqlx::query("UPDATE jobs SET lease_until = 0")
+            .execute(&raw)
+            .await
+            .expect("expire the lease");
+        let stolen = worker
+            .store
+            .claim_jobs(
+                JobKind::Deploy,
+                "worker-b",
+                worker.time.real_now(),
+                LEASE,
+                1,
+            )
+            .await
+            .expect("claim");
+        assert_eq!(stolen.len(), 1, "another worker takes the job");
+
+        let limit = Instant::now() + Duration::from_secs(10);
+        while !backend.cancelled.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(
+                Instant::now() < limit,
+                "the lost lease did not cancel the deploy"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The backend finishes late anyway and reports success.
+        backend.release.notify_one();
+        tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .expect("the job ended")
+            .expect("no panic");
+
+        let promotion = worker
+            .store
+            .promotion(id)
+            .await
+            .expect("read")
+            .expect("row");
+        assert_eq!(
+            promotion.state(),
+            PromotionState::Deploying,
+            "not ended by the loser"
+        );
+        assert_eq!(worker.store.deploy_log(id).await.expect("log"), ["early"]);
+        let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE kind = 'deploy'")
+            .fetch_one(&raw)
+            .await
+            .expect("count");
+        assert_eq!(jobs, 1, "the new holder's job is left alone");
+
+        // The new holder finds the deploy already started elsewhere; once its job is gone the
+        // sweep ends the promotion, once.
+        let new_holder = DeployWorker {
+            worker_id: "worker-b".to_string(),
+            ..deploy_worker(dir.path(), backend.clone()).await
+        };
+        new_holder
+            .run_deploy_job(stolen[0].clone(), CancellationToken::new())
+            .await;
+        new_holder.interrupt_orphans(false).await.expect("sweep");
+        worker.interrupt_orphans(false).await.expect("sweep again");
+        let promotion = worker
+            .store
+            .promotion(id)
+            .await
+            .expect("read")
+            .expect("row");
+        assert_eq!(promotion.state(), PromotionState::Interrupted);
+        let ends = worker
+            .store
+            .events(id)
+            .await
+            .expect("events")
+            .iter()
+            .filter(|e| e.kind.as_str() == "interrupted" || e.kind.as_str() == "succeeded")
+            .count();
+        assert_eq!(ends, 1, "the promotion ends once");
+        raw.close().await;
+    }
+
+    /// An older deploy of the environment whose script may still run on another host holds a
+    /// new one back (a retry never runs beside it), and the card says why.
+    #[tokio::test]
+    async fn a_deploy_waits_while_an_older_script_of_its_environment_may_still_run() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend = Arc::new(Stubborn {
+            started: Notify::new(),
+            release: Notify::new(),
+            cancelled: Default::default(),
+        });
+        let worker = deploy_worker(dir.path(), backend).await;
+        let old = approved(&worker.store).await;
+        let url = format!("sqlite://{}", dir.path().join("bot.db").display());
+        let raw = sqlx::AnyPool::connect(&url).await.expect("raw pool");
+        for sql in [
+            "DELETE FROM jobs",
+            "UPDATE promotions SET state = 'interrupted', reason = 'bot stopped', started_at = 0, finished_at = 0",
+            "INSERT INTO deploy_processes (promotion_id, host, pgid, started, recorded_at) \
+             SELECT id, 'elsewhere/boot', 4242, 1, 0 FROM promotions",
+        ] {
+            sqlx::query(sql).execute(&raw).await.expect(sql);
+        }
+        let retry = approved(&worker.store).await;
+        assert_ne!(old, retry);
+
+        let jobs = worker.claim_deploys(1).await;
+        worker
+            .run_deploy_job(jobs[0].clone(), CancellationToken::new())
+            .await;
+
+        let held = worker
+            .store
+            .promotion(retry)
+            .await
+            .expect("read")
+            .expect("row");
+        assert_eq!(held.state(), PromotionState::Queued);
+        let reason = held.reason().unwrap_or_default();
+        assert!(
+            reason.contains(&format!("#{old}")) && reason.contains("elsewhere/boot"),
+            "{reason}"
+        );
+        raw.close().await;
     }
 }

@@ -28,7 +28,8 @@ use crate::domain::version::Version;
 
 pub use delivery::DeliveryMark;
 pub use queries::{
-    active_states_sql, ChatCardRecord, ClaimedJob, JobKind, NewPromotion, NewRelease, StatusRow,
+    active_states_sql, ChatCardRecord, ClaimedJob, JobKind, JobLease, NewPromotion, NewRelease,
+    ProcessRecord, StatusRow,
 };
 pub use schedule::{ClaimedAnnouncement, FreezeRecord};
 
@@ -49,6 +50,10 @@ pub enum StoreError {
     Concurrent,
     #[error("inconsistent data in the database: {0}")]
     Corrupt(String),
+    /// A write for a leased job whose lease is no longer ours (taken by another claim, or run
+    /// out): the write was refused, and the holder must stop working on the job.
+    #[error("the job's lease was lost (another worker may hold it now); nothing was written")]
+    LeaseLost,
 }
 
 /// The few places where SQLite and PostgreSQL need different SQL; nobody outside the store sees it.
@@ -63,6 +68,15 @@ impl Dialect {
         match self {
             Dialect::Sqlite => &SQLITE_MIGRATIONS,
             Dialect::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// The database's clock in Unix milliseconds, as SQL: leases are measured on it, the one
+    /// clock every replica shares. (Times are stored as integer milliseconds, not text.)
+    fn now_millis(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Dialect::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
         }
     }
 
@@ -304,11 +318,10 @@ impl Store {
     /// another worker, has run out.
     pub async fn orphaned_deploys(
         &self,
-        now: DateTime<Utc>,
         own_worker: &str,
         all: bool,
     ) -> Result<Vec<i64>, StoreError> {
-        queries::orphaned_deploys(&self.read, now, own_worker, all).await
+        queries::orphaned_deploys(&self.read, self.dialect.now_millis(), own_worker, all).await
     }
 
     // ---- outbox, deploy log, inbound dedupe ----
@@ -351,28 +364,71 @@ impl Store {
             lease,
             limit,
         };
-        queries::claim(&self.write, self.dialect.skip_locked(), claim).await
+        let dialect = self.dialect;
+        queries::claim(
+            &self.write,
+            dialect.now_millis(),
+            dialect.skip_locked(),
+            claim,
+        )
+        .await
     }
 
+    /// Extends a lease for `duration` from the database's now; `false` when it was taken or had
+    /// run out (stop working on the job).
     pub async fn renew_lease(
         &self,
-        job_id: i64,
-        worker: &str,
-        until: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        queries::renew_lease(&self.write, job_id, worker, until).await
+        lease: &JobLease,
+        duration: Duration,
+    ) -> Result<bool, StoreError> {
+        queries::renew_lease(&self.write, self.dialect.now_millis(), lease, duration).await
     }
 
+    /// Appends a running deploy's output, if `lease` still holds its job
+    /// ([`StoreError::LeaseLost`] otherwise, and nothing is written).
     pub async fn append_deploy_log(
         &self,
+        lease: &JobLease,
         promotion_id: i64,
         lines: &[String],
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.write.begin().await?;
+        queries::hold_lease(&mut *tx, self.dialect.now_millis(), lease).await?;
         queries::append_deploy_log(&mut tx, promotion_id, lines, at).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    // ---- deploy process groups ----
+
+    /// Records a running script's process group, if `lease` still holds its job.
+    pub async fn record_process(
+        &self,
+        lease: &JobLease,
+        record: &ProcessRecord,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        queries::hold_lease(&mut *tx, self.dialect.now_millis(), lease).await?;
+        queries::record_process(&mut *tx, record, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forgets a group once it is known dead.
+    pub async fn forget_process(&self, record: &ProcessRecord) -> Result<(), StoreError> {
+        queries::forget_process(&self.write, record).await
+    }
+
+    /// Groups recorded on `host` whose deploy nobody runs any more (see the query).
+    pub async fn stale_processes(
+        &self,
+        host: &str,
+        own_worker: &str,
+    ) -> Result<Vec<ProcessRecord>, StoreError> {
+        let now = self.dialect.now_millis();
+        queries::stale_processes(&self.write, now, host, own_worker).await
     }
 
     // ---- chat cards ----
@@ -501,6 +557,13 @@ impl Tx {
 
     pub async fn promotion(&mut self, id: i64) -> Result<Option<Promotion>, StoreError> {
         queries::promotion(&mut *self.tx, id).await
+    }
+
+    /// The fence for writes about a leased job: call it first; [`StoreError::LeaseLost`] when
+    /// the lease was taken or ran out (drop the transaction). Until commit no claim can take the
+    /// job from us.
+    pub async fn hold_lease(&mut self, lease: &JobLease) -> Result<(), StoreError> {
+        queries::hold_lease(&mut *self.tx, self.dialect.now_millis(), lease).await
     }
 
     /// Reads a promotion and holds its row until commit, so concurrent votes are counted one
@@ -656,6 +719,31 @@ impl Tx {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         queries::touch_cards(&mut *self.tx, promotion_id, now).await
+    }
+
+    /// Process groups recorded for other promotions of the environment.
+    pub async fn environment_processes(
+        &mut self,
+        service: &str,
+        environment: &str,
+        except: i64,
+    ) -> Result<Vec<ProcessRecord>, StoreError> {
+        queries::environment_processes(&mut *self.tx, service, environment, except).await
+    }
+
+    /// Another promotion of the environment whose deploy job is still leased.
+    pub async fn other_leased_deploy(
+        &mut self,
+        service: &str,
+        environment: &str,
+        except: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let now = self.dialect.now_millis();
+        queries::other_leased_deploy(&mut *self.tx, now, service, environment, except).await
+    }
+
+    pub async fn forget_process(&mut self, record: &ProcessRecord) -> Result<(), StoreError> {
+        queries::forget_process(&mut *self.tx, record).await
     }
 
     pub async fn set_current(&mut self, promotion: &Promotion) -> Result<(), StoreError> {

@@ -75,6 +75,17 @@ pub struct ClaimedJob {
     pub attempts: i64,
 }
 
+impl ClaimedJob {
+    /// The lease `worker` holds on this job by this claim.
+    pub fn lease(&self, worker: &str) -> JobLease {
+        JobLease {
+            job_id: self.id,
+            worker: worker.to_string(),
+            attempt: self.attempts,
+        }
+    }
+}
+
 pub struct NewRelease<'a> {
     pub service: &'a str,
     pub version: &'a Version,
@@ -470,31 +481,46 @@ pub struct LeasedRow {
 pub struct Claim<'a> {
     pub kind: &'a str,
     pub worker: &'a str,
+    /// Jobs due by then (due times are the bot's real clock).
     pub now: DateTime<Utc>,
     pub lease: Duration,
     pub limit: u32,
 }
 
-/// The one lease claim: due jobs of a kind whose lease is free or ran out become `worker`'s until
-/// `now + lease`, oldest first. `skip_locked` lets replicas pass each other's rows.
+/// A claimed job as its holder knows it: the fencing token is `attempt`, the `attempts` value
+/// its claim left on the row. Any later claim increments it, so a holder whose lease was taken
+/// finds its writes refused even if its own clock says the lease still runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobLease {
+    pub job_id: i64,
+    pub worker: String,
+    pub attempt: i64,
+}
+
+fn lease_millis(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+/// The one lease claim: due jobs of a kind whose lease is free or ran out become `worker`'s for
+/// `lease`, oldest first. Leases are measured on the database's clock (`db_now`, an SQL
+/// expression in Unix milliseconds), so replicas whose clocks disagree still agree on who
+/// holds a job. `skip_locked` lets replicas pass each other's rows.
 pub async fn claim<'e, E: Executor<'e, Database = Any>>(
     db: E,
+    db_now: &str,
     skip_locked: &str,
     claim: Claim<'_>,
 ) -> Result<Vec<LeasedRow>, StoreError> {
-    let until = chrono::Duration::from_std(claim.lease)
-        .ok()
-        .and_then(|lease| claim.now.checked_add_signed(lease))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC);
     let sql = format!(
-        "UPDATE jobs SET lease_owner = $1, lease_until = $2, attempts = attempts + 1, dirty = 0 \
+        "UPDATE jobs SET lease_owner = $1, lease_until = {db_now} + $2, attempts = attempts + 1, \
+         dirty = 0 \
          WHERE id IN (SELECT id FROM jobs WHERE kind = $3 AND run_at <= $4 \
-             AND (lease_until IS NULL OR lease_until < $4) ORDER BY id LIMIT $5 {skip_locked}) \
+             AND (lease_until IS NULL OR lease_until < {db_now}) ORDER BY id LIMIT $5 {skip_locked}) \
          RETURNING id, promotion_id, payload, attempts"
     );
     let rows: Vec<(i64, Option<i64>, String, i64)> = sqlx::query_as(&sql)
         .bind(claim.worker)
-        .bind(millis(until))
+        .bind(lease_millis(claim.lease))
         .bind(claim.kind)
         .bind(millis(claim.now))
         .bind(i64::from(claim.limit))
@@ -513,19 +539,51 @@ pub async fn claim<'e, E: Executor<'e, Database = Any>>(
     Ok(leased)
 }
 
+/// Extends a lease that is still ours and still running; `false` when it was taken or ran out
+/// (the holder must stop: someone else may own the job now).
 pub async fn renew_lease<'e, E: Executor<'e, Database = Any>>(
     db: E,
-    job_id: i64,
-    worker: &str,
-    until: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE jobs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3")
-        .bind(millis(until))
-        .bind(job_id)
-        .bind(worker)
+    db_now: &str,
+    lease: &JobLease,
+    duration: Duration,
+) -> Result<bool, StoreError> {
+    let sql = format!(
+        "UPDATE jobs SET lease_until = {db_now} + $1 \
+         WHERE id = $2 AND lease_owner = $3 AND attempts = $4 AND lease_until >= {db_now}"
+    );
+    let renewed = sqlx::query(&sql)
+        .bind(lease_millis(duration))
+        .bind(lease.job_id)
+        .bind(&lease.worker)
+        .bind(lease.attempt)
         .execute(db)
         .await?;
-    Ok(())
+    Ok(renewed.rows_affected() == 1)
+}
+
+/// The fence every write for a leased job goes through, first in its transaction: succeeds only
+/// while the lease is ours and running. The no-op UPDATE takes the row's write lock, so no claim
+/// can take the job between this check and the commit.
+pub async fn hold_lease<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    db_now: &str,
+    lease: &JobLease,
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "UPDATE jobs SET lease_owner = lease_owner \
+         WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND lease_until >= {db_now}"
+    );
+    let held = sqlx::query(&sql)
+        .bind(lease.job_id)
+        .bind(&lease.worker)
+        .bind(lease.attempt)
+        .execute(db)
+        .await?;
+    if held.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::LeaseLost)
+    }
 }
 
 pub async fn append_deploy_log(
@@ -649,20 +707,20 @@ pub async fn expired_approvals<'e, E: Executor<'e, Database = Any>>(
 
 pub async fn orphaned_deploys<'e, E: Executor<'e, Database = Any>>(
     db: E,
-    now: DateTime<Utc>,
+    db_now: &str,
     own_worker: &str,
     all: bool,
 ) -> Result<Vec<i64>, StoreError> {
-    Ok(sqlx::query_scalar(
+    let sql = format!(
         "SELECT p.id FROM promotions p WHERE p.state IN ('deploying', 'verifying') AND ($1 = 1 \
          OR NOT EXISTS (SELECT 1 FROM jobs j WHERE j.promotion_id = p.id AND j.kind = 'deploy' \
-             AND (j.lease_owner = $2 OR j.lease_until >= $3))) ORDER BY p.id",
-    )
-    .bind(i64::from(all))
-    .bind(own_worker)
-    .bind(millis(now))
-    .fetch_all(db)
-    .await?)
+             AND (j.lease_owner = $2 OR j.lease_until >= {db_now}))) ORDER BY p.id"
+    );
+    Ok(sqlx::query_scalar(&sql)
+        .bind(i64::from(all))
+        .bind(own_worker)
+        .fetch_all(db)
+        .await?)
 }
 
 pub async fn record_inbound<'e, E: Executor<'e, Database = Any>>(
@@ -862,6 +920,131 @@ pub async fn retry_job<'e, E: Executor<'e, Database = Any>>(
     .execute(db)
     .await?;
     Ok(())
+}
+
+// ---- deploy process groups ----
+
+/// A deploy script's process group as recorded while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessRecord {
+    pub promotion_id: i64,
+    /// hostname/boot id of the machine it runs on.
+    pub host: String,
+    pub pgid: i64,
+    /// The leader's start time in clock ticks since boot.
+    pub started: i64,
+}
+
+const PROCESS_COLUMNS: &str = "d.promotion_id, d.host, d.pgid, d.started";
+
+fn process_records(rows: Vec<(i64, String, i64, i64)>) -> Vec<ProcessRecord> {
+    rows.into_iter()
+        .map(|(promotion_id, host, pgid, started)| ProcessRecord {
+            promotion_id,
+            host,
+            pgid,
+            started,
+        })
+        .collect()
+}
+
+pub async fn record_process<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    record: &ProcessRecord,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO deploy_processes (promotion_id, host, pgid, started, recorded_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (promotion_id) DO UPDATE SET host = excluded.host, \
+         pgid = excluded.pgid, started = excluded.started, recorded_at = excluded.recorded_at",
+    )
+    .bind(record.promotion_id)
+    .bind(&record.host)
+    .bind(record.pgid)
+    .bind(record.started)
+    .bind(millis(at))
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn forget_process<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    record: &ProcessRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "DELETE FROM deploy_processes WHERE promotion_id = $1 AND host = $2 AND pgid = $3 \
+         AND started = $4",
+    )
+    .bind(record.promotion_id)
+    .bind(&record.host)
+    .bind(record.pgid)
+    .bind(record.started)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Groups recorded on `host` whose deploy nobody runs any more: no deploy job of theirs is
+/// leased (live on the database's clock) or held by `own_worker`.
+pub async fn stale_processes<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    db_now: &str,
+    host: &str,
+    own_worker: &str,
+) -> Result<Vec<ProcessRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {PROCESS_COLUMNS} FROM deploy_processes d WHERE d.host = $1 AND NOT EXISTS \
+         (SELECT 1 FROM jobs j WHERE j.promotion_id = d.promotion_id AND j.kind = 'deploy' \
+             AND (j.lease_owner = $2 OR j.lease_until >= {db_now})) ORDER BY d.promotion_id"
+    );
+    let rows = sqlx::query_as(&sql)
+        .bind(host)
+        .bind(own_worker)
+        .fetch_all(db)
+        .await?;
+    Ok(process_records(rows))
+}
+
+/// Groups recorded for other promotions of the environment: older deploys that may still run.
+pub async fn environment_processes<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    service: &str,
+    environment: &str,
+    except: i64,
+) -> Result<Vec<ProcessRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {PROCESS_COLUMNS} FROM deploy_processes d JOIN promotions p ON p.id = d.promotion_id \
+         WHERE p.service = $1 AND p.environment = $2 AND p.id <> $3 ORDER BY d.promotion_id"
+    );
+    let rows = sqlx::query_as(&sql)
+        .bind(service)
+        .bind(environment)
+        .bind(except)
+        .fetch_all(db)
+        .await?;
+    Ok(process_records(rows))
+}
+
+/// Another promotion of the environment whose deploy job is still leased (its worker runs it).
+pub async fn other_leased_deploy<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    db_now: &str,
+    service: &str,
+    environment: &str,
+    except: i64,
+) -> Result<Option<i64>, StoreError> {
+    let sql = format!(
+        "SELECT p.id FROM jobs j JOIN promotions p ON p.id = j.promotion_id \
+         WHERE j.kind = 'deploy' AND p.service = $1 AND p.environment = $2 AND p.id <> $3 \
+             AND j.lease_until >= {db_now} ORDER BY p.id LIMIT 1"
+    );
+    Ok(sqlx::query_scalar(&sql)
+        .bind(service)
+        .bind(environment)
+        .bind(except)
+        .fetch_optional(db)
+        .await?)
 }
 
 #[cfg(test)]
