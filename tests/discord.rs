@@ -680,3 +680,76 @@ async fn a_hung_interaction_callback_does_not_hold_the_handler() {
         .expect("the handler returned although Discord never answered");
     assert_eq!(fake.held_calls(Route::Callback), 1);
 }
+
+/// How many reactions the bot has handled (`shipmate_chat_events_total`, any outcome).
+async fn reactions_handled(bot: &TestBot) -> u64 {
+    let (_, metrics) = bot
+        .request(reqwest::Method::GET, "/metrics", None, None)
+        .await;
+    metrics
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| {
+            line.starts_with("shipmate_chat_events_total{")
+                && line.contains(r#"platform="discord""#)
+                && line.contains(r#"kind="reaction""#)
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+async fn until_reactions_handled(bot: &TestBot, n: u64) {
+    let handled = wait_until(WAIT, || async { reactions_handled(bot).await >= n }).await;
+    assert!(
+        handled,
+        "{} of {n} reactions handled",
+        reactions_handled(bot).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// A quick ✔️ and its removal, delivered the other way round: the approval does not come back.
+async fn reaction_events_out_of_order_leave_the_vote_as_the_card_shows_it() {
+    let bot = discord_bot().await;
+    let fake = bot.fake_discord();
+    let (id, card) = awaiting_production(&bot).await;
+    let roles = [DISCORD_LEADS_ROLE];
+    let add = fake.reaction_add(DISCORD_LEAD2, &roles, CHANNEL_ID, GUILD_ID, card.id, "✔️");
+    let remove = fake.reaction_remove(DISCORD_LEAD2, CHANNEL_ID, GUILD_ID, card.id, "✔️");
+    // On Discord the reaction is already gone; its two events come late and swapped.
+    fake.set_user_reaction(card.id, "✔️", DISCORD_LEAD2, false);
+    for (name, event) in [
+        ("MESSAGE_REACTION_REMOVE", remove),
+        ("MESSAGE_REACTION_ADD", add),
+    ] {
+        fake.try_dispatch(name, event, WAIT)
+            .await
+            .unwrap_or_else(|why| panic!("{why}"));
+    }
+    until_reactions_handled(&bot, 2).await;
+    assert_eq!(bot.promotion(id).await["approvals"], json!([]));
+    assert!(
+        fake.messages(card.id).is_empty(),
+        "nobody is told anything: {:?}",
+        fake.messages(card.id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_one_of_two_approve_reactions_keeps_the_approval() {
+    let bot = discord_bot().await;
+    let fake = bot.fake_discord();
+    let (id, card) = awaiting_production(&bot).await;
+    let roles = [DISCORD_LEADS_ROLE];
+    for emoji in ["✅", "✔️"] {
+        let add = fake.reaction_add(DISCORD_LEAD2, &roles, CHANNEL_ID, GUILD_ID, card.id, emoji);
+        fake.dispatch("MESSAGE_REACTION_ADD", add).await;
+    }
+    until_reactions_handled(&bot, 2).await;
+    let remove = fake.reaction_remove(DISCORD_LEAD2, CHANNEL_ID, GUILD_ID, card.id, "✔️");
+    fake.dispatch("MESSAGE_REACTION_REMOVE", remove).await;
+    until_reactions_handled(&bot, 3).await;
+    let approvals = bot.promotion(id).await["approvals"].clone();
+    assert_eq!(approvals.as_array().map(Vec::len), Some(1), "{approvals}");
+}

@@ -31,6 +31,14 @@ impl Promotions {
             ReactionVote::Reject => VoteKind::Reject(None),
             ReactionVote::Withdraw => VoteKind::Withdraw,
         };
+        // Taking away a reaction that never counted needs no answer (an ineligible person's
+        // reaction was answered when it was added; a replayed removal has nothing left to do).
+        if matches!(kind, VoteKind::Withdraw) {
+            let approvals = self.store.approvals(id).await?;
+            if !approvals.iter().any(|a| a.by == actor.identity) {
+                return Ok(Reply::Nothing);
+            }
+        }
         self.vote(actor, id, kind).await
     }
 

@@ -94,6 +94,8 @@ pub enum Route {
     CreateReaction,
     /// `DELETE /channels/{c}/messages/{m}/reactions/{emoji}/@me`
     DeleteReaction,
+    /// `GET /channels/{c}/messages/{m}/reactions/{emoji}?after=&limit=`: who reacted
+    GetReactionUsers,
     /// `PUT /applications/{app}/commands` and `/applications/{app}/guilds/{g}/commands`
     BulkOverwriteCommands,
     /// `POST /applications/{app}/commands` and `/applications/{app}/guilds/{g}/commands`
@@ -278,6 +280,8 @@ struct FakeState {
     channels: HashMap<u64, Channel>,
     /// Every message, in post order.
     messages: Vec<Message>,
+    /// People's reactions: (message id, emoji) → user ids, as Discord holds them.
+    user_reactions: HashMap<(u64, String), std::collections::BTreeSet<u64>>,
     calls: HashMap<Route, usize>,
     requests: HashMap<Route, Vec<Value>>,
     unknown: Vec<String>,
@@ -696,12 +700,44 @@ impl FakeDiscord {
     /// Sends an op 0 dispatch `event_name` with `data` to the ready session, waiting up to 20 s
     /// for one; returns its sequence number. Panics if no session gets ready.
     pub async fn dispatch(&self, event_name: &str, data: Value) -> u64 {
+        // A reaction event reports a change Discord has already made to the message.
+        let added = match event_name {
+            "MESSAGE_REACTION_ADD" => Some(true),
+            "MESSAGE_REACTION_REMOVE" => Some(false),
+            _ => None,
+        };
+        if let Some(added) = added {
+            let snowflake = |key: &str| data[key].as_str().and_then(|v| v.parse::<u64>().ok());
+            let emoji = data["emoji"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if let (Some(message), Some(user)) = (snowflake("message_id"), snowflake("user_id")) {
+                self.set_user_reaction(message, &emoji, user, added);
+            }
+        }
         match self
             .try_dispatch(event_name, data, Duration::from_secs(20))
             .await
         {
             Ok(seq) => seq,
             Err(why) => panic!("cannot dispatch {event_name}: {why}"),
+        }
+    }
+
+    /// Whether `user` has reacted with `emoji` on `message`, as `GET …/reactions/{emoji}` answers.
+    /// [`Self::dispatch`] keeps it in step with the reaction events it sends; tests that deliver
+    /// events out of order set it themselves and send with [`Self::try_dispatch`].
+    pub fn set_user_reaction(&self, message: u64, emoji: &str, user: u64, present: bool) {
+        let mut state = self.state();
+        let users = state
+            .user_reactions
+            .entry((message, emoji.to_string()))
+            .or_default();
+        if present {
+            users.insert(user);
+        } else {
+            users.remove(&user);
         }
     }
 
@@ -1318,6 +1354,7 @@ fn route_of(method: &Method, segments: &[&str]) -> Option<Route> {
         ("POST", ["channels", _, "messages", _, "threads"]) => CreateThread,
         ("PUT", ["channels", _, "messages", _, "reactions", _, "@me"]) => CreateReaction,
         ("DELETE", ["channels", _, "messages", _, "reactions", _, "@me"]) => DeleteReaction,
+        ("GET", ["channels", _, "messages", _, "reactions", _]) => GetReactionUsers,
         ("PUT", ["applications", _, "commands"])
         | ("PUT", ["applications", _, "guilds", _, "commands"]) => BulkOverwriteCommands,
         ("POST", ["applications", _, "commands"])
@@ -1476,6 +1513,29 @@ async fn handle(State(state): State<Shared>, request: Request) -> Response {
                 message.reactions.retain(|e| *e != emoji);
             }
             no_content()
+        }
+        Route::GetReactionUsers => {
+            let Some(m) = id(3) else {
+                return unknown_message();
+            };
+            let query = parts.uri.query().unwrap_or("");
+            let param = |name: &str| {
+                query
+                    .split('&')
+                    .find_map(|pair| pair.strip_prefix(&format!("{name}=")))
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            let (after, limit) = (param("after").unwrap_or(0), param("limit").unwrap_or(25));
+            let users: Vec<Value> = state
+                .user_reactions
+                .get(&(m, segments[5].to_string()))
+                .into_iter()
+                .flatten()
+                .filter(|user| **user > after)
+                .take(usize::try_from(limit).unwrap_or(25))
+                .map(|user| user_json(*user))
+                .collect();
+            json_response(StatusCode::OK, json!(users))
         }
         Route::BulkOverwriteCommands | Route::CreateCommand => {
             if id(1) != Some(state.application_id) {

@@ -24,6 +24,7 @@ use serenity::all::{
 use serenity::interactions_endpoint::Verifier;
 
 use super::commands::command_text;
+use super::reactions::{still_approves, ReactionTurns};
 use super::render::{self, MAX_CONTENT};
 use super::Discord;
 use crate::domain::identity::{Actor, Identity};
@@ -42,11 +43,16 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_millis(1_000);
 pub struct Inbound {
     engine: Engine,
     discord: Arc<Discord>,
+    reaction_turns: ReactionTurns,
 }
 
 impl Inbound {
     pub fn new(engine: Engine, discord: Arc<Discord>) -> Arc<Inbound> {
-        Arc::new(Inbound { engine, discord })
+        Arc::new(Inbound {
+            engine,
+            discord,
+            reaction_turns: ReactionTurns::default(),
+        })
     }
 
     pub(crate) fn discord(&self) -> &Arc<Discord> {
@@ -186,6 +192,25 @@ impl Inbound {
         );
         let Some(vote) = vote else {
             return;
+        };
+        let _turn = self.reaction_turns.turn(reaction.message_id, user).await;
+        let vote = match vote {
+            ReactionVote::Reject => vote,
+            ReactionVote::Approve | ReactionVote::Withdraw => {
+                let held = still_approves(
+                    self.discord.http(),
+                    reaction.channel_id,
+                    reaction.message_id,
+                    user,
+                    &config.approve_reactions,
+                )
+                .await;
+                match held {
+                    Some(true) => ReactionVote::Approve,
+                    Some(false) => ReactionVote::Withdraw,
+                    None => vote,
+                }
+            }
         };
         let request = Request {
             actor: actor(user, reaction.member.as_ref()),

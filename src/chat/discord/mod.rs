@@ -5,6 +5,7 @@
 pub mod commands;
 pub mod gateway;
 pub mod inbound;
+mod reactions;
 pub mod render;
 
 use std::num::NonZeroU64;
