@@ -1441,3 +1441,49 @@ async fn deploy_process_groups_are_recorded_under_the_lease() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn old_delivery_and_occurrence_records_are_pruned_and_recent_ones_kept() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for backend in backends(dir.path()).await {
+        let store = &backend.store;
+        let day = |d: u32| Utc.with_ymd_and_hms(2026, 11, d, 12, 0, 0).unwrap();
+        assert!(store
+            .record_inbound("slack:event", "Ev0OLD", day(1))
+            .await
+            .expect("old"));
+        assert!(store
+            .record_inbound("slack:event", "Ev0NEW", day(10))
+            .await
+            .expect("new"));
+        let mut tx = store.begin().await.expect("tx");
+        assert!(tx
+            .record_occurrence("schedule:a", "run", day(1), day(1))
+            .await
+            .expect("old"));
+        assert!(tx
+            .record_occurrence("schedule:a", "run", day(10), day(10))
+            .await
+            .expect("new"));
+        tx.commit().await.expect("commit");
+
+        let pruned = store.prune_before(day(3)).await.expect("prune");
+        assert_eq!(pruned, 2, "{}", backend.label);
+        assert!(!store
+            .seen_inbound("slack:event", "Ev0OLD")
+            .await
+            .expect("read"));
+        assert!(store
+            .seen_inbound("slack:event", "Ev0NEW")
+            .await
+            .expect("read"));
+        let mut tx = store.begin().await.expect("tx");
+        assert!(
+            !tx.record_occurrence("schedule:a", "run", day(10), day(10))
+                .await
+                .expect("kept"),
+            "{}: the recent occurrence was pruned",
+            backend.label
+        );
+    }
+}

@@ -200,6 +200,9 @@ impl Shared {
             },
             commands,
             ledger: self.ledger.clone(),
+            store: self.store.clone(),
+            time: self.time.clone(),
+            last_prune: Mutex::new(None),
         }
     }
 }

@@ -3,17 +3,25 @@
 //! and sends due cards and announcements; on shutdown lets running deploys finish for the grace
 //! period.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::clock::Time;
 use super::commands::Commands;
 use super::deploys::{DeployWorker, MAX_CONCURRENT_DEPLOYS};
 use super::ledger::Ledger;
 use super::outbox::Outbox;
 use super::scheduler::Scheduler;
+use crate::store::Store;
+
+/// Platform delivery ids and fired occurrences are kept this long: far past any platform retry
+/// and the scheduler's five-minute look-back.
+pub const RECORD_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Sweeps and claims also run this often when nothing wakes the workers.
 const POLL: Duration = Duration::from_millis(500);
@@ -26,6 +34,10 @@ pub(super) struct Workers {
     /// For the approval expiry sweep.
     pub commands: Arc<Commands>,
     pub ledger: Ledger,
+    /// For pruning old records.
+    pub store: Store,
+    pub time: Time,
+    pub last_prune: Mutex<Option<DateTime<Utc>>>,
 }
 
 impl Workers {
@@ -100,6 +112,34 @@ impl Workers {
         }
         if let Err(e) = self.deploys.interrupt_orphans(false).await {
             tracing::error!(error = %e, "orphaned deploy sweep failed");
+        }
+        self.prune_now_and_then().await;
+    }
+
+    /// Whether an hour passed since the last pruning (then it is now).
+    fn prune_due(&self, now: DateTime<Utc>) -> bool {
+        let mut last = self
+            .last_prune
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if last.is_some_and(|at| now - at < chrono::Duration::hours(1)) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
+    /// Once an hour: delivery ids and fired occurrences older than [`RECORD_RETENTION`] go.
+    async fn prune_now_and_then(&self) {
+        let now = self.time.now();
+        if !self.prune_due(now) {
+            return;
+        }
+        let cutoff = now - chrono::Duration::from_std(RECORD_RETENTION).unwrap_or_default();
+        match self.store.prune_before(cutoff).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "pruned old delivery and occurrence records"),
+            Err(e) => tracing::error!(error = %e, "pruning old records failed"),
         }
     }
 }

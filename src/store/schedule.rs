@@ -76,6 +76,24 @@ async fn queued_promotions<'e, E: Executor<'e, Database = Any>>(
 
 impl Store {
     /// Ad-hoc freezes in force at `at` (not lifted, not over).
+    /// Forgets platform deliveries (and told-once notices) received, and occurrences fired,
+    /// before `cutoff`: past their retry windows they only grow the database. Answers how many
+    /// rows went.
+    pub async fn prune_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut pruned = 0;
+        for sql in [
+            "DELETE FROM inbound_events WHERE received_at < $1",
+            "DELETE FROM schedule_occurrences WHERE fired_at < $1",
+        ] {
+            let result = sqlx::query(sql)
+                .bind(millis(cutoff))
+                .execute(&self.write)
+                .await?;
+            pruned += result.rows_affected();
+        }
+        Ok(pruned)
+    }
+
     /// Gives back an occurrence whose work failed, so a later tick fires it again.
     pub async fn forget_occurrence(
         &self,
