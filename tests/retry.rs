@@ -32,6 +32,14 @@ fn approvers(body: &Value) -> Vec<&str> {
         .collect()
 }
 
+async fn bot() -> TestBot {
+    TestBot::builder()
+        .script(PRODUCTION_FAILS_SCRIPT)
+        .start()
+        .await
+        .expect("sqlite")
+}
+
 /// api 1.4.2 approved by both leads, failed in production.
 async fn failed_in_production(bot: &TestBot) -> i64 {
     std::fs::write(bot.path("fail-production"), "").expect("arm the failure");
@@ -50,11 +58,7 @@ async fn failed_in_production(bot: &TestBot) -> i64 {
 
 #[tokio::test]
 async fn a_retry_with_fresh_approvals_from_others_starts_at_once() {
-    let bot = TestBot::builder()
-        .script(PRODUCTION_FAILS_SCRIPT)
-        .start()
-        .await
-        .expect("sqlite");
+    let bot = bot().await;
     let failed = failed_in_production(&bot).await;
 
     let (status, retry) = bot.act(failed, "retry", CI_TOKEN).await;
@@ -65,11 +69,7 @@ async fn a_retry_with_fresh_approvals_from_others_starts_at_once() {
 
 #[tokio::test]
 async fn a_retry_after_the_approvals_expired_awaits_approval_again() {
-    let bot = TestBot::builder()
-        .script(PRODUCTION_FAILS_SCRIPT)
-        .start()
-        .await
-        .expect("sqlite");
+    let bot = bot().await;
     let failed = failed_in_production(&bot).await;
     bot.clock.advance(Duration::from_secs(25 * 3600));
 
@@ -84,11 +84,7 @@ async fn a_retry_after_the_approvals_expired_awaits_approval_again() {
 
 #[tokio::test]
 async fn an_approver_who_retries_does_not_approve_their_own_retry() {
-    let bot = TestBot::builder()
-        .script(PRODUCTION_FAILS_SCRIPT)
-        .start()
-        .await
-        .expect("sqlite");
+    let bot = bot().await;
     let failed = failed_in_production(&bot).await;
 
     let (status, retry) = bot.act(failed, "retry", LEAD_TOKEN).await;
@@ -108,11 +104,7 @@ async fn an_approver_who_retries_does_not_approve_their_own_retry() {
 
 #[tokio::test]
 async fn a_retry_is_refused_when_the_version_no_longer_stands_in_the_previous_environment() {
-    let bot = TestBot::builder()
-        .script(PRODUCTION_FAILS_SCRIPT)
-        .start()
-        .await
-        .expect("sqlite");
+    let bot = bot().await;
     bot.reach("web", "1.0.0", &["staging"]).await;
     std::fs::write(bot.path("fail-production"), "").expect("arm the failure");
     bot.reach("web", "1.1.0", &["staging"]).await;
