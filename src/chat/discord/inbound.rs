@@ -322,6 +322,11 @@ impl Endpoint {
     }
 }
 
+/// Decodes an interactions-endpoint request body (fuzzed in `fuzz/`).
+pub fn decode_interaction(body: &[u8]) -> Result<Interaction, serde_json::Error> {
+    serde_json::from_slice(body)
+}
+
 async fn endpoint(
     State(endpoint): State<Arc<Endpoint>>,
     headers: HeaderMap,
@@ -331,7 +336,7 @@ async fn endpoint(
         tracing::warn!(problem, "rejected a Discord interactions request");
         return rejected(StatusCode::UNAUTHORIZED, problem);
     }
-    let interaction: Interaction = match serde_json::from_slice(&body) {
+    let interaction = match decode_interaction(&body) {
         Ok(interaction) => interaction,
         Err(e) => {
             return rejected(
