@@ -135,8 +135,13 @@ impl Inbound {
 
 // ---- slash commands ----
 
+/// Decodes a slash command's form body (the step before anything acts on it; fuzzed in `fuzz/`).
+pub fn decode_slash_command(body: &str) -> Result<SlashCommand, serde_urlencoded::de::Error> {
+    serde_urlencoded::from_str(body)
+}
+
 async fn commands(State(inbound): State<Arc<Inbound>>, Signed(body): Signed) -> Response {
-    let event: SlashCommand = match serde_urlencoded::from_str(&body) {
+    let event = match decode_slash_command(&body) {
         Ok(event) => event,
         Err(e) => {
             return rejected(
@@ -152,7 +157,7 @@ async fn commands(State(inbound): State<Arc<Inbound>>, Signed(body): Signed) -> 
 /// The fields of a slash command the bot uses. Decoding only these (not slack-morphism's whole
 /// `SlackCommandEvent`, which parses `response_url` as a URL) is a tenth of a command's CPU.
 #[derive(Debug, Deserialize)]
-pub(crate) struct SlashCommand {
+pub struct SlashCommand {
     pub user_id: String,
     pub channel_id: String,
     #[serde(default)]
@@ -189,13 +194,18 @@ struct InteractionForm {
     payload: String,
 }
 
-async fn interactions(State(inbound): State<Arc<Inbound>>, Signed(body): Signed) -> Response {
-    let event = serde_urlencoded::from_str::<InteractionForm>(&body)
+/// Decodes an interactivity request: a form whose `payload` field is the JSON event (fuzzed in
+/// `fuzz/`).
+pub fn decode_interaction(body: &str) -> Result<SlackInteractionEvent, String> {
+    serde_urlencoded::from_str::<InteractionForm>(body)
         .map_err(|e| e.to_string())
         .and_then(|form| {
             serde_json::from_str::<SlackInteractionEvent>(&form.payload).map_err(|e| e.to_string())
-        });
-    match event {
+        })
+}
+
+async fn interactions(State(inbound): State<Arc<Inbound>>, Signed(body): Signed) -> Response {
+    match decode_interaction(&body) {
         Ok(event) => {
             inbound.interaction(event).await;
             StatusCode::OK.into_response()
@@ -249,8 +259,13 @@ async fn block_actions(inbound: &Inbound, event: SlackInteractionBlockActionsEve
 
 // ---- events: reactions ----
 
+/// Decodes an Events API delivery (fuzzed in `fuzz/`).
+pub fn decode_event(body: &str) -> Result<SlackPushEvent, serde_json::Error> {
+    serde_json::from_str(body)
+}
+
 async fn events(State(inbound): State<Arc<Inbound>>, Signed(body): Signed) -> Response {
-    let event: SlackPushEvent = match serde_json::from_str(&body) {
+    let event = match decode_event(&body) {
         Ok(event) => event,
         Err(e) => return rejected(StatusCode::BAD_REQUEST, &format!("malformed event: {e}")),
     };
