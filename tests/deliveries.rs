@@ -6,7 +6,6 @@ mod support;
 
 use std::time::Duration;
 
-use sqlx::{AnyConnection, Connection};
 use support::fake_slack::reaction_event_body;
 use support::*;
 
@@ -16,28 +15,10 @@ const DEV_CHAT: &str = "C0DEVCHAT";
 const BREAK_VOTES: &str = "CREATE TRIGGER break_votes BEFORE INSERT ON approvals \
                            BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END";
 
-async fn sql(bot: &TestBot, statement: &str) {
-    sqlx::any::install_default_drivers();
-    let mut db = AnyConnection::connect(&bot.database_url)
-        .await
-        .expect("open the bot's database");
-    sqlx::query(statement)
-        .execute(&mut db)
-        .await
-        .unwrap_or_else(|e| panic!("{statement}: {e}"));
-}
-
 async fn awaiting_production(bot: &TestBot) -> (i64, String) {
     bot.reach("api", "1.4.2", &["dev", "staging"]).await;
     let reply = bot.slash(SLACK_DEV, DEV_CHAT, "promote api 1.4.2").await;
-    let id = reply
-        .split('#')
-        .nth(1)
-        .and_then(|rest| {
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse().ok()
-        })
-        .unwrap_or_else(|| panic!("no #id in {reply}"));
+    let id = promotion_id(&reply);
     let card = bot
         .card_in_state(RELEASES_CHANNEL, id, "awaiting_approval")
         .await;
@@ -59,7 +40,7 @@ async fn an_event_that_fails_on_the_database_is_answered_non_2xx_and_its_redeliv
         )
     };
 
-    sql(&bot, BREAK_VOTES).await;
+    bot.sql(BREAK_VOTES).await;
     let (status, body) = bot.slack_event(approve()).await;
     assert!(
         (500..600).contains(&status),
@@ -67,7 +48,7 @@ async fn an_event_that_fails_on_the_database_is_answered_non_2xx_and_its_redeliv
     );
     assert_eq!(bot.promotion(id).await["approvals"], serde_json::json!([]));
 
-    sql(&bot, "DROP TRIGGER break_votes").await;
+    bot.sql("DROP TRIGGER break_votes").await;
     // Slack's retry carries the same event id.
     let (status, _) = bot.slack_event(approve()).await;
     assert_eq!(status, 200);
@@ -87,7 +68,7 @@ async fn a_click_that_fails_on_the_database_tells_the_clicker_and_a_second_click
     let bot = TestBot::builder().slack().start().await.expect("sqlite");
     let (id, ts) = awaiting_production(&bot).await;
 
-    sql(&bot, BREAK_VOTES).await;
+    bot.sql(BREAK_VOTES).await;
     bot.click(SLACK_LEAD, RELEASES_CHANNEL, &ts, "approve", id)
         .await;
     let slack = bot.fake_slack();
@@ -104,7 +85,7 @@ async fn a_click_that_fails_on_the_database_tells_the_clicker_and_a_second_click
     assert!(told[0].text.contains("nothing was changed"), "{told:#?}");
     assert_eq!(bot.promotion(id).await["approvals"], serde_json::json!([]));
 
-    sql(&bot, "DROP TRIGGER break_votes").await;
+    bot.sql("DROP TRIGGER break_votes").await;
     bot.click(SLACK_LEAD, RELEASES_CHANNEL, &ts, "approve", id)
         .await;
     let counted = wait_until(Duration::from_secs(10), || async {

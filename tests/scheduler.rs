@@ -7,35 +7,14 @@ mod support;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use sqlx::{AnyConnection, Connection};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn sql(bot: &TestBot, statement: &str) -> i64 {
-    sqlx::any::install_default_drivers();
-    let mut db = AnyConnection::connect(&bot.database_url)
-        .await
-        .expect("open the bot's database");
-    if statement.starts_with("SELECT") {
-        sqlx::query_scalar(statement)
-            .fetch_one(&mut db)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"))
-    } else {
-        sqlx::query(statement)
-            .execute(&mut db)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-        0
-    }
-}
-
 async fn runs(bot: &TestBot, schedule: &str) -> i64 {
-    sql(
-        bot,
-        &format!("SELECT COUNT(*) FROM schedule_occurrences WHERE name = 'schedule:{schedule}'"),
-    )
+    bot.sql_count(&format!(
+        "SELECT COUNT(*) FROM schedule_occurrences WHERE name = 'schedule:{schedule}'"
+    ))
     .await
 }
 
@@ -49,12 +28,20 @@ async fn until_runs(bot: &TestBot, schedule: &str, n: i64) {
     );
 }
 
+/// A bot with these `[[schedule]]` tables, on the manual clock.
+async fn bot_with(schedules: &str) -> TestBot {
+    TestBot::builder()
+        .config(schedules)
+        .start()
+        .await
+        .expect("sqlite")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_at_a_repeated_fall_back_hour_runs_once() {
     // Berlin falls back at 03:00 CEST on 2026-10-25: 02:30 local is 00:30 UTC and again 01:30 UTC.
-    let bot = TestBot::builder()
-        .config(
-            r#"
+    let bot = bot_with(
+        r#"
 [[schedule]]
 name = "night"
 cron = "0 30 2 * * *"
@@ -67,10 +54,8 @@ cron = "0 32 1 * * *"
 timezone = "UTC"
 command = "status"
 "#,
-        )
-        .start()
-        .await
-        .expect("sqlite");
+    )
+    .await;
     let utc = |h, m| Utc.with_ymd_and_hms(2026, 10, 25, h, m, 0).unwrap();
     bot.clock.set(utc(0, 31));
     until_runs(&bot, "night", 1).await;
@@ -83,9 +68,8 @@ command = "status"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_that_fails_on_the_database_is_retried_and_does_not_hold_up_the_others() {
-    let bot = TestBot::builder()
-        .config(
-            r#"
+    let bot = bot_with(
+        r#"
 [[schedule]]
 name = "train"
 cron = "0 0 10 * * *"
@@ -99,13 +83,10 @@ cron = "0 0 10 * * *"
 timezone = "UTC"
 command = "status"
 "#,
-        )
-        .start()
-        .await
-        .expect("sqlite");
+    )
+    .await;
     bot.reach("api", "1.4.2", &["dev"]).await;
-    sql(
-        &bot,
+    bot.sql(
         "CREATE TRIGGER break_promotions BEFORE INSERT ON promotions \
          BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END",
     )
@@ -120,7 +101,7 @@ command = "status"
         "a failed run is not recorded as run"
     );
 
-    sql(&bot, "DROP TRIGGER break_promotions").await;
+    bot.sql("DROP TRIGGER break_promotions").await;
     bot.clock.set(ten + chrono::Duration::minutes(2));
     until_runs(&bot, "train", 1).await;
     let staged = wait_until(WAIT, || async {
@@ -135,9 +116,8 @@ command = "status"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_more_than_five_minutes_overdue_is_not_made_up() {
-    let bot = TestBot::builder()
-        .config(
-            r#"
+    let bot = bot_with(
+        r#"
 [[schedule]]
 name = "train"
 cron = "0 0 10 * * *"
@@ -150,10 +130,8 @@ cron = "0 7 10 * * *"
 timezone = "UTC"
 command = "status"
 "#,
-        )
-        .start()
-        .await
-        .expect("sqlite");
+    )
+    .await;
     let ten = Utc.with_ymd_and_hms(2026, 11, 17, 10, 0, 0).unwrap();
     // The bot was away until 10:08, 8 minutes after the train was due.
     bot.clock.set(ten + chrono::Duration::minutes(8));

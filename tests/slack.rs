@@ -14,17 +14,6 @@ use support::*;
 
 const DEV_CHAT: &str = "C0DEVCHAT";
 
-fn promotion_id(reply: &str) -> i64 {
-    let after = reply
-        .split('#')
-        .nth(1)
-        .unwrap_or_else(|| panic!("no #id in {reply}"));
-    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
-    digits
-        .parse()
-        .unwrap_or_else(|_| panic!("no #id in {reply}"))
-}
-
 fn buttons(message: &support::fake_slack::Message) -> Vec<String> {
     let mut ids = Vec::new();
     for block in message.blocks.as_array().into_iter().flatten() {

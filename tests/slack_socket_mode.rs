@@ -173,19 +173,6 @@ fn reply(ack: &Value) -> String {
         .to_string()
 }
 
-fn promotion_id(reply: &str) -> i64 {
-    let digits: String = reply
-        .split('#')
-        .nth(1)
-        .unwrap_or_else(|| panic!("no #id in {reply}"))
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits
-        .parse()
-        .unwrap_or_else(|_| panic!("no #id in {reply}"))
-}
-
 #[tokio::test]
 async fn slash_commands_are_answered_in_the_ack_with_an_ephemeral_reply() {
     let mut bot = SocketBot::start().await;

@@ -628,6 +628,48 @@ pub async fn send_json(
     (status, value)
 }
 
+/// The promotion id a reply names (`requested: #42 api …`).
+pub fn promotion_id(reply: &str) -> i64 {
+    let digits: String = reply
+        .split('#')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no #id in {reply}"))
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no #id in {reply}"))
+}
+
+impl TestBot {
+    /// Runs one SQL statement on the bot's database, to break it (a failing trigger) or mend it.
+    pub async fn sql(&self, statement: &str) {
+        let mut db = self.raw_connection().await;
+        sqlx::query(statement)
+            .execute(&mut db)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+
+    /// The number a `SELECT COUNT(*) …` on the bot's database answers.
+    pub async fn sql_count(&self, query: &str) -> i64 {
+        let mut db = self.raw_connection().await;
+        sqlx::query_scalar(query)
+            .fetch_one(&mut db)
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e}"))
+    }
+
+    async fn raw_connection(&self) -> sqlx::AnyConnection {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        sqlx::AnyConnection::connect(&self.database_url)
+            .await
+            .expect("open the bot's database")
+    }
+}
+
 /// Polls `condition` until it holds or `timeout` passes; returns whether it held.
 pub async fn wait_until<F, Fut>(timeout: Duration, mut condition: F) -> bool
 where
