@@ -499,7 +499,9 @@ impl Promotions {
         self.refuse_if_active(&mut tx, &original.service, &original.environment)
             .await?;
         let current = self.check_retry_target(&mut tx, &original).await?;
-        let approvals = self.approvals_for_retry(&mut tx, actor, &original).await?;
+        let approvals = self
+            .approvals_for_retry(&mut tx, actor, &original, environment)
+            .await?;
         let promotion = self
             .open_promotion(
                 &mut tx,
@@ -535,8 +537,7 @@ impl Promotions {
         let (service, environment) = (&original.service, &original.environment);
         let current = tx.current(service, environment).await?.map(|p| p.version);
         if original.rollback {
-            let mut ran_before = tx.succeeded_versions(service, environment).await?;
-            ran_before.retain(|v| Some(v) != current.as_ref());
+            let ran_before = ran_before(tx, service, environment, current.as_ref()).await?;
             pipeline::rollback_target(
                 service,
                 environment,
@@ -565,9 +566,8 @@ impl Promotions {
         tx: &mut Tx,
         actor: &Actor,
         original: &Promotion,
+        environment: &EnvironmentConfig,
     ) -> Result<ApprovalSource, EngineError> {
-        let service = self.service(&original.service)?;
-        let environment = environment_of(service, &original.environment)?;
         let Some(policy) = environment.approvals.as_ref() else {
             return Ok(ApprovalSource::Policy);
         };
@@ -592,12 +592,9 @@ impl Promotions {
         self.authorize(actor, Action::Rollback)?;
         let mut tx = self.store.begin().await?;
         self.refuse_if_active(&mut tx, service, environment).await?;
-        let current = tx.current(service, environment).await?;
-        let mut ran_before = tx.succeeded_versions(service, environment).await?;
-        if let Some(current) = &current {
-            ran_before.retain(|v| v != &current.version);
-        }
-        let current_version = current.map(|p| p.version);
+        let current_version = tx.current(service, environment).await?.map(|p| p.version);
+        let ran_before =
+            ran_before(&mut tx, service, environment, current_version.as_ref()).await?;
         let version = pipeline::rollback_target(
             service,
             environment,
@@ -677,4 +674,17 @@ impl Promotions {
             .await?;
         Ok(promotion)
     }
+}
+
+/// The versions that succeeded in an environment before the one it runs now, most recent first:
+/// what a rollback may go to.
+async fn ran_before(
+    tx: &mut Tx,
+    service: &str,
+    environment: &str,
+    current: Option<&Version>,
+) -> Result<Vec<Version>, EngineError> {
+    let mut versions = tx.succeeded_versions(service, environment).await?;
+    versions.retain(|v| Some(v) != current);
+    Ok(versions)
 }

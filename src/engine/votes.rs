@@ -31,14 +31,6 @@ impl Promotions {
             ReactionVote::Reject => VoteKind::Reject(None),
             ReactionVote::Withdraw => VoteKind::Withdraw,
         };
-        // Taking away a reaction that never counted needs no answer (an ineligible person's
-        // reaction was answered when it was added; a replayed removal has nothing left to do).
-        if matches!(kind, VoteKind::Withdraw) {
-            let approvals = self.store.approvals(id).await?;
-            if !approvals.iter().any(|a| a.by == actor.identity) {
-                return Ok(Reply::Nothing);
-            }
-        }
         self.vote(actor, id, kind).await
     }
 
@@ -54,6 +46,11 @@ impl Promotions {
             drop(tx);
             let view = view_of(&self.store, promotion).await?;
             return Ok(Reply::promotion(view, "your approval was already counted"));
+        }
+        // Taking away a reaction that never counted needs no answer (an ineligible person's
+        // reaction was answered when it was added; a replayed removal has nothing left to do).
+        if matches!(kind, VoteKind::Withdraw) && !already_approved {
+            return Ok(Reply::Nothing);
         }
         let (vote, event) = match &kind {
             VoteKind::Approve => (Vote::Approve, PromotionEvent::EnoughApprovals),
