@@ -648,7 +648,10 @@ async fn a_thread_refused_for_good_is_dropped_and_the_card_still_ends_right() {
     card_in_state(&bot, id, "succeeded").await;
     assert!(fake.thread(card.id).is_empty());
     let tries = fake.calls(Route::CreateThread) - threads_before;
-    assert!(tries <= 3, "each batch tried once, not retried: {tries}");
+    assert!(
+        (1..=3).contains(&tries),
+        "each batch tried once, not retried: {tries}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -730,9 +733,9 @@ async fn reaction_events_out_of_order_leave_the_vote_as_the_card_shows_it() {
     until_reactions_handled(&bot, 2).await;
     assert_eq!(bot.promotion(id).await["approvals"], json!([]));
     assert!(
-        fake.messages(card.id).is_empty(),
-        "nobody is told anything: {:?}",
-        fake.messages(card.id)
+        fake.thread(card.id).is_empty(),
+        "nobody is told anything in the card's thread: {:?}",
+        fake.thread(card.id)
     );
 }
 

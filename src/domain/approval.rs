@@ -83,6 +83,18 @@ impl ReactionVote {
         }
     }
 
+    /// An approve reaction's add or removal, judged by what the card holds now: `still_approves`
+    /// is whether the person still has an approve emoji on it (`None`: unknown, go by the
+    /// event). Events may arrive late, twice or swapped; the card's state is the truth. A reject
+    /// stands as it came.
+    pub fn reconcile(self, still_approves: Option<bool>) -> Self {
+        match (self, still_approves) {
+            (ReactionVote::Reject, _) | (_, None) => self,
+            (_, Some(true)) => ReactionVote::Approve,
+            (_, Some(false)) => ReactionVote::Withdraw,
+        }
+    }
+
     pub fn vote(self) -> Vote {
         match self {
             ReactionVote::Approve => Vote::Approve,
@@ -164,6 +176,23 @@ pub fn approval_deadline(policy: &ApprovalPolicy, requested_at: DateTime<Utc>) -
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_reaction_counts_as_the_card_holds_it_now() {
+        use ReactionVote::*;
+        for (event, held, counted) in [
+            (Approve, Some(false), Withdraw),
+            (Withdraw, Some(true), Approve),
+            (Approve, Some(true), Approve),
+            (Withdraw, Some(false), Withdraw),
+            (Approve, None, Approve),
+            (Withdraw, None, Withdraw),
+            (Reject, Some(false), Reject),
+            (Reject, Some(true), Reject),
+        ] {
+            assert_eq!(event.reconcile(held), counted, "{event:?} {held:?}");
+        }
+    }
 
     #[test]
     fn a_retry_carries_only_unexpired_approvals_of_others() {

@@ -572,6 +572,7 @@ name = "api"
 
     /// Says a line, reports that it started, waits for `release` (not for cancel: it plays a
     /// backend slow to stop), says a late line and succeeds. Records whether it was cancelled.
+    #[derive(Default)]
     struct Stubborn {
         started: Notify,
         release: Notify,
@@ -664,11 +665,7 @@ name = "api"
     #[tokio::test]
     async fn a_lost_lease_cancels_the_deploy_and_its_late_writes_are_refused() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let backend = Arc::new(Stubborn {
-            started: Notify::new(),
-            release: Notify::new(),
-            cancelled: Default::default(),
-        });
+        let backend = Arc::new(Stubborn::default());
         let worker = Arc::new(deploy_worker(dir.path(), backend.clone()).await);
         let id = approved(&worker.store).await;
         let jobs = worker.claim_deploys(1).await;
@@ -774,11 +771,7 @@ name = "api"
     #[tokio::test]
     async fn a_deploy_waits_while_an_older_script_of_its_environment_may_still_run() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let backend = Arc::new(Stubborn {
-            started: Notify::new(),
-            release: Notify::new(),
-            cancelled: Default::default(),
-        });
+        let backend = Arc::new(Stubborn::default());
         let worker = deploy_worker(dir.path(), backend).await;
         let old = approved(&worker.store).await;
         let url = format!("sqlite://{}", dir.path().join("bot.db").display());

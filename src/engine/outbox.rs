@@ -108,7 +108,7 @@ impl Outbox {
             Ok(Sent::TooSoon(due)) => self.store.retry_job(job.id, due, "paced").await,
             Err(failure) if failure.is_permanent() => {
                 tracing::error!(%platform, promotion = job.promotion_id, error = %failure,
-                    "the platform refused this card for good; giving up on it (the next change of the promotion is sent again)");
+                    "the platform refused this card for good; giving up on it (the next change of the promotion is sent again). Check that the bot is in the channel and may post there");
                 let next = self.time.real_now() + chrono_of(MIN_EDIT_INTERVAL);
                 self.store.finish_card_job(job.id, next).await
             }

@@ -194,24 +194,20 @@ impl Inbound {
             return;
         };
         let _turn = self.reaction_turns.turn(reaction.message_id, user).await;
-        let vote = match vote {
-            ReactionVote::Reject => vote,
+        let held = match vote {
+            ReactionVote::Reject => None,
             ReactionVote::Approve | ReactionVote::Withdraw => {
-                let held = still_approves(
+                still_approves(
                     self.discord.http(),
                     reaction.channel_id,
                     reaction.message_id,
                     user,
                     &config.approve_reactions,
                 )
-                .await;
-                match held {
-                    Some(true) => ReactionVote::Approve,
-                    Some(false) => ReactionVote::Withdraw,
-                    None => vote,
-                }
+                .await
             }
         };
+        let vote = vote.reconcile(held);
         let request = Request {
             actor: actor(user, reaction.member.as_ref()),
             origin: Some(origin(reaction.channel_id)),
