@@ -28,7 +28,7 @@ pub struct Bot {
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// The database named in `database.url` (shown without its password) could not be opened.
-    #[error("could not open the database at {url}: {source}")]
+    #[error("could not open the database at {url}: {source}; check `database.url` in bot.toml and that the database is up")]
     Connect { url: String, source: StoreError },
     #[error(transparent)]
     Store(#[from] StoreError),

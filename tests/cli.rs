@@ -605,15 +605,18 @@ echo "gate opened"
 "#;
 
 fn pid_in(sandbox: &Sandbox, name: &str) -> Pid {
-    let limit = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(sandbox.path(name)).unwrap_or_default();
-        if let Ok(pid) = text.trim().parse::<i32>() {
-            return Pid::from_raw(pid);
-        }
-        assert!(Instant::now() < limit, "{name} never written");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let read = || {
+        std::fs::read_to_string(sandbox.path(name))
+            .unwrap_or_default()
+            .trim()
+            .parse::<i32>()
+            .ok()
+    };
+    assert!(
+        poll(Duration::from_secs(10), || read().is_some()),
+        "{name} never written"
+    );
+    Pid::from_raw(read().unwrap_or_default())
 }
 
 /// Alive and not a zombie.
@@ -658,6 +661,8 @@ async fn a_script_dies_with_a_killed_bot_and_a_retry_runs_alone() {
     assert_eq!(status, 202, "{retry}");
     let retry_id = retry["id"].as_i64().expect("retry id");
     bot.wait_for_state(retry_id, "deploying").await;
+    // The script writes its ledger line before its pid file.
+    pid_in(&sandbox, &format!("leader-{retry_id}.pid"));
     let ledger = std::fs::read_to_string(sandbox.path("ledger.txt")).expect("ledger");
     assert_eq!(
         ledger.lines().collect::<Vec<_>>(),

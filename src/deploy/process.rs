@@ -136,9 +136,9 @@ pub async fn spawn(mut command: Command) -> io::Result<Child> {
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| io::Error::other("deploy scripts are started from the tokio runtime"))?;
     let (reply, answer) = oneshot::channel();
-    spawner()
-        .send((command, runtime, reply))
-        .map_err(|_| io::Error::other("the deploy spawner thread is gone"))?;
+    spawner().send((command, runtime, reply)).map_err(|_| {
+        io::Error::other("the deploy spawner thread is gone; restart shipmate (see its log)")
+    })?;
     answer
         .await
         .map_err(|_| io::Error::other("the deploy spawner thread dropped the request"))?

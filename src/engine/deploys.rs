@@ -422,7 +422,7 @@ async fn older_deploy_running(
         .await?
     {
         return Ok(Some(format!(
-            "waiting for the deploy of #{other} to stop; it starts by itself then"
+            "waiting for the deploy of #{other} to stop; it starts by itself then (cancel or wait for #{other} to go sooner)"
         )));
     }
     let host = process::host_identity();
@@ -438,8 +438,8 @@ async fn older_deploy_running(
         }
         if process::is_alive(&local_group(&record)) {
             return Ok(Some(format!(
-                "waiting for the deploy script of #{} (process group {}) to stop; it starts by itself then",
-                record.promotion_id, record.pgid
+                "waiting for the deploy script of #{} (process group {}) to stop; it starts by itself then, or stop it with `kill -- -{}`",
+                record.promotion_id, record.pgid, record.pgid
             )));
         }
         tx.forget_process(&record).await?;

@@ -200,8 +200,6 @@ impl Shared {
             },
             commands,
             ledger: self.ledger.clone(),
-            store: self.store.clone(),
-            time: self.time.clone(),
             last_prune: Mutex::new(None),
         }
     }

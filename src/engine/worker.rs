@@ -11,17 +11,15 @@ use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::clock::Time;
 use super::commands::Commands;
 use super::deploys::{DeployWorker, MAX_CONCURRENT_DEPLOYS};
 use super::ledger::Ledger;
 use super::outbox::Outbox;
 use super::scheduler::Scheduler;
-use crate::store::Store;
 
 /// Platform delivery ids and fired occurrences are kept this long: far past any platform retry
 /// and the scheduler's five-minute look-back.
-pub const RECORD_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+const RECORD_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Sweeps and claims also run this often when nothing wakes the workers.
 const POLL: Duration = Duration::from_millis(500);
@@ -34,9 +32,7 @@ pub(super) struct Workers {
     /// For the approval expiry sweep.
     pub commands: Arc<Commands>,
     pub ledger: Ledger,
-    /// For pruning old records.
-    pub store: Store,
-    pub time: Time,
+    /// When old records were last pruned (through the deploy worker's store and clock).
     pub last_prune: Mutex<Option<DateTime<Utc>>>,
 }
 
@@ -131,12 +127,12 @@ impl Workers {
 
     /// Once an hour: delivery ids and fired occurrences older than [`RECORD_RETENTION`] go.
     async fn prune_now_and_then(&self) {
-        let now = self.time.now();
+        let now = self.deploys.time.now();
         if !self.prune_due(now) {
             return;
         }
         let cutoff = now - chrono::Duration::from_std(RECORD_RETENTION).unwrap_or_default();
-        match self.store.prune_before(cutoff).await {
+        match self.deploys.store.prune_before(cutoff).await {
             Ok(0) => {}
             Ok(rows) => tracing::info!(rows, "pruned old delivery and occurrence records"),
             Err(e) => tracing::error!(error = %e, "pruning old records failed"),

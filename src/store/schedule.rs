@@ -75,7 +75,6 @@ async fn queued_promotions<'e, E: Executor<'e, Database = Any>>(
 }
 
 impl Store {
-    /// Ad-hoc freezes in force at `at` (not lifted, not over).
     /// Forgets platform deliveries (and told-once notices) received, and occurrences fired,
     /// before `cutoff`: past their retry windows they only grow the database. Answers how many
     /// rows went.
@@ -110,6 +109,7 @@ impl Store {
         Ok(())
     }
 
+    /// Ad-hoc freezes in force at `at` (not lifted, not over).
     pub async fn active_freezes(&self, at: DateTime<Utc>) -> Result<Vec<FreezeRecord>, StoreError> {
         active_freezes(&self.read, at).await
     }
