@@ -18,6 +18,8 @@ use crate::domain::command::{self, Command};
 use crate::domain::duration::parse_duration;
 use crate::domain::identity::{Identity, Roles, DEPLOYERS};
 use crate::domain::window::{Freeze, FreezeSource, Window};
+use crate::domain::rollout::{OnFailure, Strategy};
+use crate::domain::verification::CheckSpec;
 
 /// A secret string: usable, never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -140,6 +142,10 @@ pub struct EnvironmentConfig {
     pub backend: BackendConfig,
     pub approvals: Option<ApprovalPolicy>,
     pub windows: Vec<String>,
+    /// `verify = [ … ]` (SPEC §5.1), in the order written.
+    pub verify: Vec<CheckSpec>,
+    pub on_failure: OnFailure,
+    pub strategy: Strategy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1107,6 +1113,9 @@ impl Validator<'_> {
                 .map(|approvals| self.approvals(&format!("{key}.approvals"), approvals, roles)),
             windows: raw.windows,
             name: raw.name,
+            verify: Vec::new(),
+            on_failure: OnFailure::Fail,
+            strategy: Strategy::Direct,
         }
     }
 

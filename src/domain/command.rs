@@ -68,6 +68,22 @@ pub enum Command {
     Unfreeze {
         target: FreezeTarget,
     },
+    /// Hold a canary or blue-green rollout before its next step (checks keep running).
+    Pause {
+        id: PromotionId,
+    },
+    Resume {
+        id: PromotionId,
+    },
+    /// End the current pause now: the next step starts.
+    Advance {
+        id: PromotionId,
+    },
+    /// Stop the running deploy (cancel the backend) and roll back.
+    Abort {
+        id: PromotionId,
+        reason: Option<String>,
+    },
 }
 
 impl Command {
@@ -87,6 +103,10 @@ impl Command {
             Command::Windows { .. } => "windows",
             Command::Freeze { .. } => "freeze",
             Command::Unfreeze { .. } => "unfreeze",
+            Command::Pause { .. } => "pause",
+            Command::Resume { .. } => "resume",
+            Command::Advance { .. } => "advance",
+            Command::Abort { .. } => "abort",
         }
     }
 }

@@ -11,5 +11,7 @@ pub mod pipeline;
 pub mod platform;
 pub mod promotion;
 pub mod release;
+pub mod rollout;
+pub mod verification;
 pub mod version;
 pub mod window;

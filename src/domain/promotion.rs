@@ -554,15 +554,23 @@ pub enum CardAction {
     Cancel,
     Retry,
     Rollback,
+    /// Hold a rollout before its next step.
+    Pause,
+    Resume,
+    /// Stop the running deploy and roll back.
+    Abort,
 }
 
 impl CardAction {
-    pub const ALL: [CardAction; 5] = [
+    pub const ALL: [CardAction; 8] = [
         CardAction::Approve,
         CardAction::Reject,
         CardAction::Cancel,
         CardAction::Retry,
         CardAction::Rollback,
+        CardAction::Pause,
+        CardAction::Resume,
+        CardAction::Abort,
     ];
 
     /// Stable id carried by buttons (`action_id`, `custom_id`).
@@ -573,6 +581,9 @@ impl CardAction {
             CardAction::Cancel => "cancel",
             CardAction::Retry => "retry",
             CardAction::Rollback => "rollback",
+            CardAction::Pause => "pause",
+            CardAction::Resume => "resume",
+            CardAction::Abort => "abort",
         }
     }
 
@@ -583,6 +594,9 @@ impl CardAction {
             CardAction::Cancel => "Cancel",
             CardAction::Retry => "Retry",
             CardAction::Rollback => "Roll back",
+            CardAction::Pause => "Pause",
+            CardAction::Resume => "Resume",
+            CardAction::Abort => "Abort",
         }
     }
 
@@ -892,6 +906,9 @@ mod tests {
                     CardAction::Reject => transition(state, E::Reject).is_ok(),
                     CardAction::Cancel => transition(state, E::Cancel).is_ok(),
                     CardAction::Retry | CardAction::Rollback => state.is_retryable(),
+                    CardAction::Pause | CardAction::Resume | CardAction::Abort => {
+                        matches!(state, S::Deploying | S::Verifying)
+                    }
                 };
                 assert!(allowed, "{state} offers {action:?}");
             }

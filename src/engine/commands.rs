@@ -5,6 +5,7 @@ use crate::domain::identity::Actor;
 use crate::domain::promotion::CardAction;
 
 use super::chat::ChatOrigin;
+use super::controls::{Control, Controls};
 use super::freezes::Freezes;
 use super::promotions::Promotions;
 use super::reply::Reply;
@@ -16,6 +17,7 @@ pub(super) struct Commands {
     pub promotions: Promotions,
     pub freezes: Freezes,
     pub reads: Reads,
+    pub controls: Controls,
 }
 
 impl Commands {
@@ -80,6 +82,12 @@ impl Commands {
                 .rollback(actor, &service, &environment, to.as_ref(), origin)
                 .await
                 .map(|view| Reply::promotion(view, "rollback requested")),
+            Command::Pause { id } => self.controls.control(actor, id, Control::Pause).await,
+            Command::Resume { id } => self.controls.control(actor, id, Control::Resume).await,
+            Command::Advance { id } => self.controls.control(actor, id, Control::Advance).await,
+            Command::Abort { id, reason } => {
+                self.controls.control(actor, id, Control::Abort { reason }).await
+            }
             other => self.execute_report(actor, other).await,
         }
     }
@@ -135,6 +143,9 @@ impl Commands {
             CardAction::Reject => Command::Reject { id, reason: None },
             CardAction::Cancel => Command::Cancel { id },
             CardAction::Retry => Command::Retry { id },
+            CardAction::Pause => Command::Pause { id },
+            CardAction::Resume => Command::Resume { id },
+            CardAction::Abort => Command::Abort { id, reason: None },
             CardAction::Rollback => {
                 let promotion = self.reads.promotion_view(id).await?.promotion;
                 Command::Rollback {

@@ -19,6 +19,7 @@ pub mod card;
 pub mod chat;
 pub mod clock;
 mod commands;
+mod controls;
 mod deploys;
 pub mod error;
 mod freezes;
@@ -159,6 +160,12 @@ impl Shared {
                 config: self.config.clone(),
                 store: store.clone(),
                 metrics: self.metrics.clone(),
+            },
+            controls: controls::Controls {
+                config: self.config.clone(),
+                store: store.clone(),
+                time: self.time.clone(),
+                ledger: self.ledger.clone(),
             },
         }
     }

@@ -217,8 +217,8 @@ fn button_style(action: CardAction) -> ButtonStyle {
     match action {
         CardAction::Approve => ButtonStyle::Success,
         CardAction::Retry => ButtonStyle::Primary,
-        CardAction::Reject | CardAction::Rollback => ButtonStyle::Danger,
-        CardAction::Cancel => ButtonStyle::Secondary,
+        CardAction::Reject | CardAction::Rollback | CardAction::Abort => ButtonStyle::Danger,
+        CardAction::Cancel | CardAction::Pause | CardAction::Resume => ButtonStyle::Secondary,
     }
 }
 
