@@ -210,7 +210,7 @@ fn inherited_environment(
 }
 
 /// The `SHIPMATE_*` variables of SPEC §5; absent optional values are empty strings.
-fn environment(request: &DeployRequest) -> [(&'static str, String); 8] {
+fn environment(request: &DeployRequest) -> [(&'static str, String); 13] {
     [
         ("SHIPMATE_SERVICE", request.service.clone()),
         ("SHIPMATE_VERSION", request.version.clone()),
@@ -226,6 +226,12 @@ fn environment(request: &DeployRequest) -> [(&'static str, String); 8] {
             "SHIPMATE_COMMIT",
             request.commit.clone().unwrap_or_default(),
         ),
+        // Digests arrive with release governance (§10); the variable is there from now on.
+        ("SHIPMATE_DIGEST", String::new()),
+        ("SHIPMATE_STEP", request.step.number.to_string()),
+        ("SHIPMATE_STEPS", request.step.of.to_string()),
+        ("SHIPMATE_WEIGHT", request.step.weight.to_string()),
+        ("SHIPMATE_PHASE", request.step.phase.as_str().to_string()),
     ]
 }
 
@@ -461,6 +467,7 @@ mod tests {
             requested_by: "slack:U0LEAD1".to_string(),
             rollback: false,
             commit: Some("abc1234".to_string()),
+            step: crate::domain::rollout::Step::FULL,
         }
     }
 

@@ -4,6 +4,8 @@ pub mod command;
 pub mod process;
 
 use async_trait::async_trait;
+
+use crate::domain::rollout::Step;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +21,8 @@ pub struct DeployRequest {
     pub requested_by: String,
     pub rollback: bool,
     pub commit: Option<String>,
+    /// The step of the rollout this call is (§5.2): number, count, weight and phase.
+    pub step: Step,
 }
 
 /// How a deployment ended. `reason` is what a person reads on the card.

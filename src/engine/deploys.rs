@@ -498,6 +498,7 @@ fn deploy_request(promotion: &Promotion, commit: Option<String>) -> DeployReques
         requested_by: promotion.requested_by.to_string(),
         rollback: promotion.rollback,
         commit,
+        step: crate::domain::rollout::Step::FULL,
     }
 }
 
