@@ -17,9 +17,9 @@ use crate::domain::approval::{ApprovalPolicy, DEFAULT_APPROVAL_TTL};
 use crate::domain::command::{self, Command};
 use crate::domain::duration::parse_duration;
 use crate::domain::identity::{Identity, Roles, DEPLOYERS};
-use crate::domain::window::{Freeze, FreezeSource, Window};
 use crate::domain::rollout::{OnFailure, Strategy};
 use crate::domain::verification::CheckSpec;
+use crate::domain::window::{Freeze, FreezeSource, Window};
 
 /// A secret string: usable, never printed.
 #[derive(Clone, PartialEq, Eq)]

@@ -35,6 +35,24 @@ pub struct EnvironmentLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub service: String,
+    pub environment: String,
+    /// `prometheus check 2`.
+    pub check: String,
+    /// `passed`, `failed` or `stopped` (the gate ended otherwise: abort, advance, another check).
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RollbackLabels {
+    pub service: String,
+    pub environment: String,
+    /// `true` when shipmate started it (a failure with on_failure = "rollback", or an abort).
+    pub automatic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChatLabels {
     pub platform: String,
     pub kind: String,
@@ -64,6 +82,8 @@ pub struct Metrics {
     pub promotion_lead: HistogramFamily<EnvironmentLabels>,
     pub chat_events: Family<ChatLabels, Counter>,
     pub http_requests: Family<HttpLabels, Counter>,
+    pub verifications: Family<CheckLabels, Counter>,
+    pub rollbacks: Family<RollbackLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -84,6 +104,8 @@ impl Metrics {
             promotion_lead: Family::new_with_constructor(seconds_histogram),
             chat_events: Family::default(),
             http_requests: Family::default(),
+            verifications: Family::default(),
+            rollbacks: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -125,6 +147,16 @@ impl Metrics {
             "http_requests",
             "HTTP requests by route template and status",
             metrics.http_requests.clone(),
+        );
+        registry.register(
+            "verifications",
+            "Verification checks by outcome, one per check and gate",
+            metrics.verifications.clone(),
+        );
+        registry.register(
+            "rollbacks",
+            "Rollbacks started, by whether shipmate started them",
+            metrics.rollbacks.clone(),
         );
         Metrics {
             registry,

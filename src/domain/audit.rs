@@ -18,6 +18,14 @@ pub enum AuditKind {
     ApprovalWithdrawn,
     Freeze,
     Unfreeze,
+    /// A rollout step began (a backend call of a canary or blue-green strategy).
+    Step,
+    /// A verification gate ended: its checks passed.
+    ChecksPassed,
+    Paused,
+    Resumed,
+    Advanced,
+    AbortRequested,
     /// The promotion entered this state.
     Entered(PromotionState),
 }
@@ -39,6 +47,12 @@ impl AuditKind {
             AuditKind::ApprovalWithdrawn => "approval_withdrawn",
             AuditKind::Freeze => "freeze",
             AuditKind::Unfreeze => "unfreeze",
+            AuditKind::Step => "step",
+            AuditKind::ChecksPassed => "checks_passed",
+            AuditKind::Paused => "paused",
+            AuditKind::Resumed => "resumed",
+            AuditKind::Advanced => "advanced",
+            AuditKind::AbortRequested => "abort_requested",
             AuditKind::Entered(state) => state.as_str(),
         }
     }
@@ -51,6 +65,12 @@ impl AuditKind {
             AuditKind::ApprovalWithdrawn,
             AuditKind::Freeze,
             AuditKind::Unfreeze,
+            AuditKind::Step,
+            AuditKind::ChecksPassed,
+            AuditKind::Paused,
+            AuditKind::Resumed,
+            AuditKind::Advanced,
+            AuditKind::AbortRequested,
         ]
         .into_iter()
         .chain(

@@ -21,6 +21,12 @@ pub enum Action<'a> {
     Rollback,
     Freeze,
     Unfreeze,
+    /// Pause, resume, advance or abort a running rollout (SPEC §5.2): the deployer who
+    /// requested it, the environment's approvers (`approvers` is their role), admins.
+    SteerRollout {
+        requested_by: &'a Identity,
+        approvers: Option<&'a str>,
+    },
 }
 
 /// The role an action needs, and what to do instead; its text is the refusal.
@@ -30,6 +36,8 @@ pub enum Denied {
     NotDeployer { what: &'static str, who: Identity },
     #[error("only `{ADMINS}` may {what}")]
     NotAdmin { what: &'static str },
+    #[error("only the deployer who requested it, {approvers}or `{ADMINS}` may pause, resume, advance or abort a rollout; ask one of them")]
+    NotSteerer { approvers: String },
 }
 
 enum Needs {
@@ -50,11 +58,39 @@ fn needs(action: Action<'_>, actor: &Actor) -> Needs {
         Action::Rollback => Needs::Deployer("roll back"),
         Action::Freeze => Needs::Admin("freeze environments; ask one of them"),
         Action::Unfreeze => Needs::Admin("lift freezes; ask one of them"),
+        Action::SteerRollout { .. } => Needs::Admin("steer a rollout"),
     }
+}
+
+/// Whether `actor` may steer a rollout requested by `requested_by`.
+fn may_steer(
+    roles: &Roles,
+    actor: &Actor,
+    requested_by: &Identity,
+    approvers: Option<&str>,
+) -> bool {
+    let own = *requested_by == actor.identity && roles.may_deploy(actor);
+    let approver = approvers.is_some_and(|role| roles.holds(actor, role));
+    own || approver || roles.holds(actor, ADMINS)
 }
 
 /// Whether `actor` may do `action`, given the configured roles. Admins hold deployers' rights.
 pub fn authorize(roles: &Roles, actor: &Actor, action: Action<'_>) -> Result<(), Denied> {
+    if let Action::SteerRollout {
+        requested_by,
+        approvers,
+    } = action
+    {
+        return if may_steer(roles, actor, requested_by, approvers) {
+            Ok(())
+        } else {
+            Err(Denied::NotSteerer {
+                approvers: approvers
+                    .map(|role| format!("the environment's approvers (`{role}`) "))
+                    .unwrap_or_default(),
+            })
+        };
+    }
     match needs(action, actor) {
         Needs::Nothing => Ok(()),
         Needs::Deployer(_) if roles.may_deploy(actor) => Ok(()),
@@ -146,6 +182,48 @@ mod tests {
                 .to_string(),
             "only `admins` may freeze environments; ask one of them"
         );
+    }
+
+    #[test]
+    fn a_rollout_is_steered_by_its_deploying_requester_the_approvers_and_admins() {
+        let mut members = BTreeMap::from([
+            (
+                DEPLOYERS.to_string(),
+                vec!["slack:UDEPLOY".to_string(), "slack:UOTHERDEP".to_string()],
+            ),
+            (ADMINS.to_string(), vec!["slack:UADMIN".to_string()]),
+        ]);
+        members.insert("leads".to_string(), vec!["slack:ULEAD".to_string()]);
+        let roles = Roles::new(members);
+        let requester = Identity::new("slack", "UDEPLOY");
+        let steer = Action::SteerRollout {
+            requested_by: &requester,
+            approvers: Some("leads"),
+        };
+        for (who, allowed) in [
+            ("UDEPLOY", true),
+            ("ULEAD", true),
+            ("UADMIN", true),
+            ("UOTHERDEP", false),
+            ("USTRANGER", false),
+        ] {
+            assert_eq!(
+                authorize(&roles, &actor(who), steer).is_ok(),
+                allowed,
+                "{who}"
+            );
+        }
+        let refusal = authorize(&roles, &actor("USTRANGER"), steer)
+            .unwrap_err()
+            .to_string();
+        assert!(refusal.contains("approvers (`leads`)"), "{refusal}");
+        // A requester who lost the deployers role may no longer steer.
+        let stranger = Identity::new("slack", "USTRANGER");
+        let own = Action::SteerRollout {
+            requested_by: &stranger,
+            approvers: None,
+        };
+        assert!(authorize(&roles, &actor("USTRANGER"), own).is_err());
     }
 
     #[test]

@@ -606,6 +606,16 @@ impl CardAction {
 
     /// The buttons a card shows in `state` (SPEC §3): Approve / Reject while awaiting approval,
     /// Cancel while queued, Retry / Roll back after a failure or interruption.
+    /// The buttons of a rollout that deploys or verifies: Pause (or Resume when paused) while a
+    /// step is left to hold before, and Abort.
+    pub fn offered_while_rolling(pausable: bool, paused: bool) -> &'static [CardAction] {
+        match (pausable, paused) {
+            (_, true) => &[CardAction::Resume, CardAction::Abort],
+            (true, false) => &[CardAction::Pause, CardAction::Abort],
+            (false, false) => &[CardAction::Abort],
+        }
+    }
+
     pub fn offered(state: PromotionState) -> &'static [CardAction] {
         match state {
             PromotionState::AwaitingApproval => &[CardAction::Approve, CardAction::Reject],

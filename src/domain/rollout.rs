@@ -379,7 +379,10 @@ mod tests {
         assert_eq!(plan.actions.len(), 3);
         assert!(plan.discards_at(0), "deploy phase failed");
         assert!(plan.discards_at(1), "verification before the switch failed");
-        assert!(!plan.discards_at(2), "the switch itself failed: traffic may have moved");
+        assert!(
+            !plan.discards_at(2),
+            "the switch itself failed: traffic may have moved"
+        );
         assert_eq!(plan.verifying_from(), Some(1));
         assert!(!Plan::new(&canary(), true, false).discards_at(0));
     }

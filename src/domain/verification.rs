@@ -72,7 +72,10 @@ pub enum Reading {
     /// A query that returned no sample.
     NoData,
     /// A script's exit: `Ok` for 0, else what it said last.
-    Exit { code: Option<i32>, last_line: String },
+    Exit {
+        code: Option<i32>,
+        last_line: String,
+    },
     /// The probe could not be made or answered with a transient error; for Prometheus this is
     /// inconclusive, for HTTP a failure (the endpoint must answer).
     Unreachable(String),
@@ -276,7 +279,10 @@ mod tests {
             Verdict::Fail("HTTP 503, expected 200".to_string())
         );
         assert!(matches!(
-            judge(&kind, &Reading::Unreachable("connection refused".to_string())),
+            judge(
+                &kind,
+                &Reading::Unreachable("connection refused".to_string())
+            ),
             Verdict::Fail(_)
         ));
     }

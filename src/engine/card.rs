@@ -8,6 +8,94 @@ use chrono::{DateTime, Utc};
 use super::view::PromotionView;
 use crate::domain::identity::Identity;
 use crate::domain::promotion::{CardAction, PromotionState};
+use crate::domain::rollout::{gate_line, Action, GateLength, Phase, Plan, Step};
+use crate::domain::verification::CheckSpec;
+use crate::store::RolloutRecord;
+
+/// Where a running rollout stands, for its card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutStand {
+    pub line: Option<String>,
+    /// A step is left to hold before.
+    pub pausable: bool,
+    pub paused: bool,
+}
+
+impl RolloutStand {
+    /// The stand of a promotion at `row` of `plan`, with the checks of its environment, at `now`
+    /// (rules clock).
+    pub fn of(
+        plan: &Plan,
+        row: &RolloutRecord,
+        checks: &[CheckSpec],
+        now: DateTime<Utc>,
+    ) -> RolloutStand {
+        let pausable = plan.has_next_step(row.position) && row.abort_by.is_none();
+        RolloutStand {
+            line: stand_line(plan, row, checks, now),
+            pausable,
+            paused: row.paused_by.is_some(),
+        }
+    }
+}
+
+fn stand_line(
+    plan: &Plan,
+    row: &RolloutRecord,
+    checks: &[CheckSpec],
+    now: DateTime<Utc>,
+) -> Option<String> {
+    if let Some(by) = &row.abort_by {
+        return Some(format!("aborting (asked by {by}): stopping the deploy"));
+    }
+    let action = plan.action(row.position)?;
+    match action {
+        Action::Call(step) => call_line(plan.strategy_kind, step),
+        Action::Gate { length, .. } => {
+            let length = match length {
+                GateLength::Pause(pause) => pause,
+                GateLength::ChecksOwn => checks
+                    .iter()
+                    .filter(|c| c.kind.repeats())
+                    .map(|c| c.duration)
+                    .max()
+                    .unwrap_or_default(),
+            };
+            let started = row.gate_started_at.unwrap_or(now);
+            let elapsed = (now - started).to_std().unwrap_or_default();
+            let due = started + chrono::Duration::from_std(length).unwrap_or_default();
+            let clock = format!("{} UTC", due.format("%H:%M"));
+            Some(gate_line(
+                plan.strategy_kind,
+                action,
+                elapsed,
+                length,
+                row.paused_by.as_deref(),
+                &clock,
+            ))
+        }
+    }
+}
+
+/// `canary 2/3 · 50% · deploying`; nothing for a one-step deploy (its state says it all).
+fn call_line(strategy_kind: &str, step: Step) -> Option<String> {
+    match (strategy_kind, step.phase) {
+        ("canary", _) => Some(format!(
+            "canary {}/{} · {}% · deploying",
+            step.number, step.of, step.weight
+        )),
+        ("blue_green", Phase::Deploy) => {
+            Some("blue-green · deploying the new version beside the old".to_string())
+        }
+        ("blue_green", Phase::Switch) => {
+            Some("blue-green · switching traffic to the new version".to_string())
+        }
+        ("blue_green", Phase::Discard) => {
+            Some("blue-green · discarding the new version".to_string())
+        }
+        _ => None,
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Card {
@@ -26,6 +114,9 @@ pub struct Card {
     pub state: PromotionState,
     /// Why it stopped short (failed, rejected, …).
     pub reason: Option<String>,
+    /// Where a canary or blue-green rollout stands, or how long verification has run:
+    /// `canary 2/3 · 50% · next step at 14:05 UTC (in 4m)`.
+    pub rollout: Option<String>,
     /// The newest deploy output line.
     pub progress: Option<String>,
     /// How long the deploy ran (or has been running).
@@ -62,11 +153,22 @@ impl Card {
             required_approvals: p.required_approvals,
             state: p.state(),
             reason: p.reason().map(str::to_string),
+            rollout: None,
             progress,
             duration,
             link: public_url.map(|url| format!("{url}/api/v1/promotions/{}", p.id)),
             actions: CardAction::offered(p.state()),
         }
+    }
+
+    /// The card of a promotion whose rollout stands at `stand`: its line, and Pause/Resume and
+    /// Abort instead of the state's buttons.
+    pub fn with_rollout(mut self, stand: Option<RolloutStand>) -> Card {
+        if let Some(stand) = stand {
+            self.rollout = stand.line;
+            self.actions = CardAction::offered_while_rolling(stand.pausable, stand.paused);
+        }
+        self
     }
 
     /// `#42 api 1.4.2 → production` (with `rollback` when it is one).

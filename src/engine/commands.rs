@@ -86,7 +86,9 @@ impl Commands {
             Command::Resume { id } => self.controls.control(actor, id, Control::Resume).await,
             Command::Advance { id } => self.controls.control(actor, id, Control::Advance).await,
             Command::Abort { id, reason } => {
-                self.controls.control(actor, id, Control::Abort { reason }).await
+                self.controls
+                    .control(actor, id, Control::Abort { reason })
+                    .await
             }
             other => self.execute_report(actor, other).await,
         }

@@ -18,14 +18,19 @@ use super::calendar::Calendar;
 use super::clock::Time;
 use super::ledger::Ledger;
 use super::outbox::logged;
+use super::promotions::Promotions;
+use super::rollout::{Rollout, Stops};
 use super::{bot_identity, Backends, EngineError, ErrorKind};
+use crate::config::Config;
+use crate::domain::rollout::Plan;
+use tokio::sync::Notify;
 
 /// A deploy job is ours for this long, renewed by heartbeats. Leases are measured on the
 /// database's clock (the one all replicas share); they are about processes being alive, whatever
 /// the rules clock says.
 const LEASE: Duration = Duration::from_secs(60);
 /// Unit tests renew often so a lost lease shows within a test's patience.
-const HEARTBEAT: Duration = if cfg!(test) {
+pub(super) const HEARTBEAT: Duration = if cfg!(test) {
     Duration::from_millis(100)
 } else {
     Duration::from_secs(20)
@@ -41,6 +46,11 @@ pub(super) struct DeployWorker {
     pub calendar: Arc<Calendar>,
     pub backends: Backends,
     pub worker_id: String,
+    pub config: Arc<Config>,
+    /// Woken when someone pauses, resumes, advances or aborts a rollout in this process.
+    pub controls_changed: Arc<Notify>,
+    /// Opens the rollbacks a failure or an abort starts.
+    pub rollbacks: Arc<Promotions>,
 }
 
 impl DeployWorker {
@@ -99,22 +109,60 @@ impl DeployWorker {
         logged(claimed, "deploy jobs")
     }
 
-    /// Runs one claimed deploy job. Every write for it is fenced by its lease: once the lease is
-    /// lost (taken by another claim or run out) the backend is cancelled and nothing more is
-    /// written for this job; the promotion is left to whoever holds the job now, or to the
-    /// orphan sweep.
-    pub async fn run_deploy_job(&self, job: ClaimedJob, cancel: CancellationToken) {
+    /// Runs one claimed deploy job: starts its promotion's rollout, or resumes one that waits
+    /// in a gate. Every write for it is fenced by its lease: once the lease is lost (taken by
+    /// another claim or run out) the backend is cancelled and nothing more is written for this
+    /// job; the promotion is left to whoever holds the job now, or to the orphan sweep.
+    pub async fn run_deploy_job(&self, job: ClaimedJob, stops: Stops) {
         let lease = job.lease(&self.worker_id);
         let result = async {
-            let Some((promotion, commit)) = self.begin_deploy(&job, &lease).await? else {
+            let Some((promotion, commit, position)) = self.begin_deploy(&job, &lease).await? else {
                 return Ok(());
             };
-            // A duration, not a time of day: the monotonic clock, immune to clock jumps.
-            let started = Instant::now();
-            let request = deploy_request(&promotion, commit);
-            let outcome = self.deploy_with_heartbeat(&lease, request, cancel).await;
-            self.end_deploy(&lease, &promotion, outcome, started.elapsed())
-                .await
+            let Some(environment) = self
+                .config
+                .service(&promotion.service)
+                .and_then(|s| s.environment(&promotion.environment))
+                .cloned()
+            else {
+                let reason = format!(
+                    "{} {} is no longer in bot.toml; nothing was deployed",
+                    promotion.service, promotion.environment
+                );
+                let mut tx = self.store.begin().await?;
+                fence(&mut tx, &lease).await?;
+                let ended = self
+                    .ledger
+                    .apply(
+                        &mut tx,
+                        &promotion,
+                        PromotionEvent::Fail,
+                        &bot_identity(),
+                        &reason,
+                    )
+                    .await?;
+                return self.end_job(tx, &ended, "failed").await;
+            };
+            let plan = Plan::new(
+                &environment.strategy,
+                !environment.verify.is_empty(),
+                promotion.rollback,
+            );
+            let prober = self
+                .backends
+                .prober(&promotion.service, &promotion.environment);
+            Rollout {
+                worker: self,
+                lease: lease.clone(),
+                request: deploy_request(&promotion, commit),
+                environment,
+                plan,
+                promotion,
+                stops,
+                prober,
+            }
+            .run(position)
+            .await
         }
         .await;
         match result {
@@ -131,16 +179,39 @@ impl DeployWorker {
         }
     }
 
-    /// approved/queued → deploying, or drops the job when the promotion went elsewhere (cancelled).
-    /// Returns the promotion and its release's commit.
+    /// approved/queued → deploying, or a rollout waiting in a gate resumed, or drops the job
+    /// when the promotion went elsewhere (cancelled). Returns the promotion, its release's commit
+    /// and the plan position to run from.
     async fn begin_deploy(
         &self,
         job: &ClaimedJob,
         lease: &JobLease,
-    ) -> Result<Option<(Promotion, Option<String>)>, EngineError> {
+    ) -> Result<Option<(Promotion, Option<String>, usize)>, EngineError> {
         let mut tx = self.store.begin().await?;
         fence(&mut tx, lease).await?;
         let promotion = tx.promotion(job.promotion_id).await?;
+        if let Some(resumed) = promotion.as_ref().filter(|p| {
+            matches!(
+                p.state(),
+                PromotionState::Deploying | PromotionState::Verifying
+            )
+        }) {
+            let position = tx.rollout(resumed.id).await?.filter(|r| !r.calling);
+            if let Some(row) = position {
+                let release = tx.release(&resumed.service, &resumed.version).await?;
+                tx.commit().await?;
+                tracing::info!(
+                    promotion = resumed.id,
+                    position = row.position,
+                    "resuming a rollout"
+                );
+                return Ok(Some((
+                    resumed.clone(),
+                    release.and_then(|r| r.commit),
+                    row.position,
+                )));
+            }
+        }
         let startable = promotion
             .as_ref()
             .filter(|p| matches!(p.state(), PromotionState::Approved | PromotionState::Queued));
@@ -170,6 +241,7 @@ impl DeployWorker {
             )
             .await?;
         let release = tx.release(&deploying.service, &deploying.version).await?;
+        tx.move_rollout(deploying.id, 0, false, None).await?;
         tx.commit().await?;
         self.metrics
             .deploys_started
@@ -178,7 +250,7 @@ impl DeployWorker {
                 environment: deploying.environment.clone(),
             })
             .inc();
-        Ok(Some((deploying, release.and_then(|r| r.commit))))
+        Ok(Some((deploying, release.and_then(|r| r.commit), 0)))
     }
 
     /// Sends a promotion whose gate closed, or whose environment still runs an older deploy,
@@ -211,7 +283,7 @@ impl DeployWorker {
         Ok(true)
     }
 
-    async fn deploy_with_heartbeat(
+    pub(super) async fn deploy_with_heartbeat(
         &self,
         lease: &JobLease,
         request: DeployRequest,
@@ -309,7 +381,7 @@ impl DeployWorker {
 
     /// Renews the lease; `false` when the deploy must stop: the lease was taken or ran out, or
     /// renewals kept failing until the next one would come too late.
-    async fn heartbeat(&self, lease: &JobLease, renewed_at: &mut Instant) -> bool {
+    pub(super) async fn heartbeat(&self, lease: &JobLease, renewed_at: &mut Instant) -> bool {
         match self.store.renew_lease(lease, LEASE).await {
             Ok(true) => {
                 *renewed_at = Instant::now();
@@ -332,26 +404,18 @@ impl DeployWorker {
         }
     }
 
-    async fn end_deploy(
+    /// The rollout reached its end: the promotion succeeded and runs in its environment now;
+    /// a rollback marks the promotion it replaced as rolled back.
+    pub(super) async fn finish_success(
         &self,
         lease: &JobLease,
         promotion: &Promotion,
-        outcome: DeployOutcome,
-        took: Duration,
+        event: PromotionEvent,
     ) -> Result<(), EngineError> {
-        let (event, detail, label) = match outcome {
-            DeployOutcome::Succeeded => (
-                PromotionEvent::DeploySucceeded { verify: false },
-                format!(
-                    "{} {} runs in {}",
-                    promotion.service, promotion.version, promotion.environment
-                ),
-                "succeeded",
-            ),
-            DeployOutcome::Failed { reason } => (PromotionEvent::Fail, reason, "failed"),
-            // Shutdown past the grace period: the next start marks it interrupted.
-            DeployOutcome::Cancelled => return Ok(()),
-        };
+        let detail = format!(
+            "{} {} runs in {}",
+            promotion.service, promotion.version, promotion.environment
+        );
         let mut tx = self.store.begin().await?;
         fence(&mut tx, lease).await?;
         let replaced = tx
@@ -361,32 +425,47 @@ impl DeployWorker {
             .ledger
             .apply(&mut tx, promotion, event, &bot_identity(), &detail)
             .await?;
-        if ended.state() == PromotionState::Succeeded {
-            tx.set_current(&ended).await?;
-            if let Some(replaced) =
-                replaced.filter(|r| promotion.rollback && r.state() == PromotionState::Succeeded)
-            {
-                let note = format!("replaced by rollback #{}", promotion.id);
-                self.ledger
-                    .apply(
-                        &mut tx,
-                        &replaced,
-                        PromotionEvent::ReplacedByRollback,
-                        &bot_identity(),
-                        &note,
-                    )
-                    .await?;
-            }
+        tx.set_current(&ended).await?;
+        if let Some(replaced) =
+            replaced.filter(|r| promotion.rollback && r.state() == PromotionState::Succeeded)
+        {
+            let note = format!("replaced by rollback #{}", promotion.id);
+            self.ledger
+                .apply(
+                    &mut tx,
+                    &replaced,
+                    PromotionEvent::ReplacedByRollback,
+                    &bot_identity(),
+                    &note,
+                )
+                .await?;
         }
-        tx.delete_jobs(JobKind::Deploy, promotion.id).await?;
-        tx.commit().await?;
-        self.observe_deploy(&ended, label, took);
+        self.end_job(tx, &ended, "succeeded").await?;
+        self.observe_lead(&ended);
         Ok(())
     }
 
-    fn observe_deploy(&self, promotion: &Promotion, outcome: &str, took: Duration) {
-        let metrics = &self.metrics;
-        metrics
+    /// The last write of a deploy job: its job goes, in the transaction that ended the promotion.
+    pub(super) async fn end_job(
+        &self,
+        mut tx: Tx,
+        ended: &Promotion,
+        outcome: &str,
+    ) -> Result<(), EngineError> {
+        tx.delete_jobs(JobKind::Deploy, ended.id).await?;
+        tx.commit().await?;
+        self.ledger.wake_workers();
+        self.observe_deploy(ended, outcome);
+        Ok(())
+    }
+
+    /// The deploy's duration, from its start to its end, by outcome.
+    fn observe_deploy(&self, promotion: &Promotion, outcome: &str) {
+        let took = match (promotion.started_at(), promotion.finished_at()) {
+            (Some(start), Some(end)) => (end - start).to_std().unwrap_or_default(),
+            _ => Duration::ZERO,
+        };
+        self.metrics
             .deploy_duration
             .get_or_create(&OutcomeLabels {
                 service: promotion.service.clone(),
@@ -394,18 +473,19 @@ impl DeployWorker {
                 outcome: outcome.to_string(),
             })
             .observe(took.as_secs_f64());
-        if promotion.state() == PromotionState::Succeeded {
-            let lead = (promotion.updated_at - promotion.created_at)
-                .to_std()
-                .unwrap_or_default();
-            metrics
-                .promotion_lead
-                .get_or_create(&EnvironmentLabels {
-                    service: promotion.service.clone(),
-                    environment: promotion.environment.clone(),
-                })
-                .observe(lead.as_secs_f64());
-        }
+    }
+
+    fn observe_lead(&self, promotion: &Promotion) {
+        let lead = (promotion.updated_at - promotion.created_at)
+            .to_std()
+            .unwrap_or_default();
+        self.metrics
+            .promotion_lead
+            .get_or_create(&EnvironmentLabels {
+                service: promotion.service.clone(),
+                environment: promotion.environment.clone(),
+            })
+            .observe(lead.as_secs_f64());
     }
 }
 
@@ -477,7 +557,7 @@ fn local_group(record: &ProcessRecord) -> process::LocalGroup {
 }
 
 /// The lease check that opens every write transaction for a deploy job.
-async fn fence(tx: &mut Tx, lease: &JobLease) -> Result<(), EngineError> {
+pub(super) async fn fence(tx: &mut Tx, lease: &JobLease) -> Result<(), EngineError> {
     match tx.hold_lease(lease).await {
         Ok(()) => Ok(()),
         Err(StoreError::LeaseLost) => Err(EngineError::conflict(format!(
@@ -622,14 +702,34 @@ name = "api"
             Arc::new(Notify::new()),
         );
         let backends = Backends::uniform(&config, backend);
+        let calendar = Arc::new(Calendar::new(config.clone()));
+        let rollbacks = Arc::new(Promotions {
+            config: config.clone(),
+            store: store.clone(),
+            time: time.clone(),
+            metrics: metrics.clone(),
+            ledger: ledger.clone(),
+            calendar: calendar.clone(),
+            platforms: Arc::default(),
+        });
         DeployWorker {
             store,
             time,
             metrics,
             ledger,
-            calendar: Arc::new(Calendar::new(config)),
+            calendar,
             backends,
             worker_id: "worker-a".to_string(),
+            config,
+            controls_changed: Arc::new(Notify::new()),
+            rollbacks,
+        }
+    }
+
+    fn stops() -> Stops {
+        Stops {
+            shutdown: CancellationToken::new(),
+            cancel: CancellationToken::new(),
         }
     }
 
@@ -674,7 +774,7 @@ name = "api"
         let running = tokio::spawn({
             let worker = worker.clone();
             let job = jobs[0].clone();
-            async move { worker.run_deploy_job(job, CancellationToken::new()).await }
+            async move { worker.run_deploy_job(job, stops()).await }
         });
         tokio::time::timeout(Duration::from_secs(10), backend.started.notified())
             .await
@@ -743,9 +843,7 @@ name = "api"
             worker_id: "worker-b".to_string(),
             ..deploy_worker(dir.path(), backend.clone()).await
         };
-        new_holder
-            .run_deploy_job(stolen[0].clone(), CancellationToken::new())
-            .await;
+        new_holder.run_deploy_job(stolen[0].clone(), stops()).await;
         new_holder.interrupt_orphans(false).await.expect("sweep");
         worker.interrupt_orphans(false).await.expect("sweep again");
         let promotion = worker
@@ -789,9 +887,7 @@ name = "api"
         assert_ne!(old, retry);
 
         let jobs = worker.claim_deploys(1).await;
-        worker
-            .run_deploy_job(jobs[0].clone(), CancellationToken::new())
-            .await;
+        worker.run_deploy_job(jobs[0].clone(), stops()).await;
 
         let held = worker
             .store

@@ -28,6 +28,7 @@ mod outbox;
 mod promotions;
 pub mod reply;
 pub mod request;
+mod rollout;
 mod scheduler;
 pub mod view;
 mod votes;
@@ -46,6 +47,7 @@ use crate::domain::command;
 use crate::domain::identity::Identity;
 use crate::metrics::Metrics;
 use crate::store::{DeliveryMark, Store};
+use crate::verify::Prober;
 
 pub use crate::domain::approval::ReactionVote;
 pub use chat::{ChatError, ChatOrigin, ChatPlatform, ChatPort};
@@ -59,9 +61,13 @@ use commands::Commands;
 use request::Deliveries;
 use view::Reads;
 
-/// Deploy backends by (service, environment). `app` builds them from the configuration.
+/// Deploy backends and verification probers by (service, environment). `app` builds them from
+/// the configuration.
 #[derive(Clone, Default)]
-pub struct Backends(HashMap<(String, String), Arc<dyn Backend>>);
+pub struct Backends {
+    deploy: HashMap<(String, String), Arc<dyn Backend>>,
+    probers: HashMap<(String, String), Arc<dyn Prober>>,
+}
 
 impl Backends {
     /// One backend for every environment of every service (benchmarks, tests of the layer above).
@@ -76,12 +82,24 @@ impl Backends {
     }
 
     pub fn insert(&mut self, service: &str, environment: &str, backend: Arc<dyn Backend>) {
-        self.0
+        self.deploy
             .insert((service.to_string(), environment.to_string()), backend);
     }
 
+    /// The prober of an environment's `verify` checks.
+    pub fn insert_prober(&mut self, service: &str, environment: &str, prober: Arc<dyn Prober>) {
+        self.probers
+            .insert((service.to_string(), environment.to_string()), prober);
+    }
+
     fn get(&self, service: &str, environment: &str) -> Option<Arc<dyn Backend>> {
-        self.0
+        self.deploy
+            .get(&(service.to_string(), environment.to_string()))
+            .cloned()
+    }
+
+    fn prober(&self, service: &str, environment: &str) -> Option<Arc<dyn Prober>> {
+        self.probers
             .get(&(service.to_string(), environment.to_string()))
             .cloned()
     }
@@ -125,6 +143,8 @@ struct Shared {
     calendar: Arc<calendar::Calendar>,
     announcer: announcer::Announcer,
     platforms: Arc<HashSet<ChatPlatform>>,
+    /// Woken when a rollout control is stored, so the rollout sees it at once.
+    controls_changed: Arc<Notify>,
 }
 
 impl Shared {
@@ -137,17 +157,21 @@ impl Shared {
         self.commands_on(self.store.recording(mark))
     }
 
+    fn promotions_on(&self, store: Store) -> promotions::Promotions {
+        promotions::Promotions {
+            config: self.config.clone(),
+            store,
+            time: self.time.clone(),
+            metrics: self.metrics.clone(),
+            ledger: self.ledger.clone(),
+            calendar: self.calendar.clone(),
+            platforms: self.platforms.clone(),
+        }
+    }
+
     fn commands_on(&self, store: Store) -> Commands {
         Commands {
-            promotions: promotions::Promotions {
-                config: self.config.clone(),
-                store: store.clone(),
-                time: self.time.clone(),
-                metrics: self.metrics.clone(),
-                ledger: self.ledger.clone(),
-                calendar: self.calendar.clone(),
-                platforms: self.platforms.clone(),
-            },
+            promotions: self.promotions_on(store.clone()),
             freezes: freezes::Freezes {
                 config: self.config.clone(),
                 store: store.clone(),
@@ -166,6 +190,7 @@ impl Shared {
                 store: store.clone(),
                 time: self.time.clone(),
                 ledger: self.ledger.clone(),
+                controls_changed: self.controls_changed.clone(),
             },
         }
     }
@@ -186,6 +211,9 @@ impl Shared {
                 calendar: self.calendar.clone(),
                 backends,
                 worker_id: worker_id.clone(),
+                config: self.config.clone(),
+                controls_changed: self.controls_changed.clone(),
+                rollbacks: Arc::new(self.promotions_on(self.store.clone())),
             }),
             outbox: Arc::new(outbox::Outbox {
                 config: self.config.clone(),
@@ -239,6 +267,7 @@ impl Engine {
             calendar: Arc::new(calendar::Calendar::new(config.clone())),
             announcer: announcer::Announcer::new(config.clone(), time.clone(), platforms.clone()),
             platforms,
+            controls_changed: Arc::new(Notify::new()),
             config,
             store,
             time,

@@ -13,12 +13,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::card::Card;
+use super::card::{Card, RolloutStand};
 use super::chat::{ChatError, ChatPlatform, ChatPort};
 use super::clock::Time;
 use super::view::view_of;
 use super::EngineError;
 use crate::config::Config;
+use crate::domain::promotion::{Promotion, PromotionState};
+use crate::domain::rollout::Plan;
 use crate::store::{ChatCardRecord, ClaimedAnnouncement, ClaimedJob, JobKind, Store, StoreError};
 
 /// Cards are edited at most this often (SPEC §3).
@@ -64,13 +66,42 @@ impl Outbox {
             });
         let progress = self.store.deploy_log(promotion_id).await?.pop();
         let public_url = self.config.server.public_url.as_deref();
-        Ok(Card::build(
-            &view,
-            from,
-            progress,
-            public_url,
+        let stand = self.rollout_stand(promotion).await?;
+        Ok(Card::build(&view, from, progress, public_url, self.time.now()).with_rollout(stand))
+    }
+
+    /// Where the promotion's rollout stands, while it deploys or verifies.
+    async fn rollout_stand(
+        &self,
+        promotion: &Promotion,
+    ) -> Result<Option<RolloutStand>, EngineError> {
+        if !matches!(
+            promotion.state(),
+            PromotionState::Deploying | PromotionState::Verifying
+        ) {
+            return Ok(None);
+        }
+        let Some(environment) = self
+            .config
+            .service(&promotion.service)
+            .and_then(|s| s.environment(&promotion.environment))
+        else {
+            return Ok(None);
+        };
+        let Some(row) = self.store.rollout(promotion.id).await? else {
+            return Ok(None);
+        };
+        let plan = Plan::new(
+            &environment.strategy,
+            !environment.verify.is_empty(),
+            promotion.rollback,
+        );
+        Ok(Some(RolloutStand::of(
+            &plan,
+            &row,
+            &environment.verify,
             self.time.now(),
-        ))
+        )))
     }
 
     pub fn chat_ports(&self) -> Vec<Arc<dyn ChatPort>> {

@@ -22,7 +22,7 @@ use crate::domain::platform::ChatPlatform;
 use crate::domain::promotion::{Promotion, PromotionEvent, PromotionState, Stage};
 use crate::domain::release::Release;
 use crate::domain::version::{Version, VersionSpec};
-use crate::metrics::{Metrics, ServiceLabels};
+use crate::metrics::{Metrics, RollbackLabels, ServiceLabels};
 use crate::store::{JobKind, NewPromotion, NewRelease, Store, StoreError, Tx};
 
 /// What the promotion commands need.
@@ -44,13 +44,15 @@ enum ApprovalSource {
     /// A retry keeps those approvals of the promotion it retries that still count
     /// (`approval::carried_approvals`); it awaits more when they are not enough today.
     Carried { from: i64, approvals: Vec<Approval> },
+    /// None: shipmate rolls back a failed or aborted deploy at once (the failed version is live).
+    Automatic,
 }
 
 impl ApprovalSource {
     /// Whether a promotion under `policy` opened with these approvals must wait for (more) votes.
     fn needs_approval(&self, policy: Option<&ApprovalPolicy>) -> bool {
         match (policy, self) {
-            (None, _) => false,
+            (None, _) | (_, ApprovalSource::Automatic) => false,
             (Some(_), ApprovalSource::Policy) => true,
             (Some(policy), ApprovalSource::Carried { approvals, .. }) => {
                 approvals.len() < policy.required as usize
@@ -312,7 +314,10 @@ impl Promotions {
                 requested_by: &actor.identity,
                 rollback: request.rollback,
                 previous_version: request.previous_version,
-                required_approvals: policy.map_or(0, |p| p.required),
+                required_approvals: match request.approvals {
+                    ApprovalSource::Automatic => 0,
+                    _ => policy.map_or(0, |p| p.required),
+                },
                 force_reason: request.force_reason,
                 retry_of: request.retry_of,
                 expires_at: policy
@@ -403,6 +408,11 @@ impl Promotions {
                     now,
                 )
                 .await?;
+            }
+            ApprovalSource::Automatic => {
+                let note = request.force_reason.unwrap_or("automatic rollback");
+                tx.audit(Some(promotion.id), &actor.identity, approved, note, now)
+                    .await?;
             }
             ApprovalSource::Policy => {}
         }
@@ -619,7 +629,59 @@ impl Promotions {
                 },
             )
             .await?;
+        self.count_rollback(&promotion, false);
         self.finish(tx, promotion).await
+    }
+
+    /// Opens the rollback of `failed` (its environment back to the version it replaced), inside
+    /// the caller's transaction: requested by shipmate, needing no approval, past windows and
+    /// freezes (`why` is its override reason). `None` when there is nothing to roll back to (a
+    /// first deploy) or the failed promotion was a rollback itself.
+    pub(super) async fn open_automatic_rollback(
+        &self,
+        tx: &mut Tx,
+        failed: &Promotion,
+        why: &str,
+    ) -> Result<Option<Promotion>, EngineError> {
+        let Some(target) = failed
+            .previous_version
+            .as_ref()
+            .filter(|_| !failed.rollback)
+        else {
+            return Ok(None);
+        };
+        let service_config = self.service(&failed.service)?;
+        let environment_config = environment_of(service_config, &failed.environment)?;
+        let promotion = self
+            .open_promotion(
+                tx,
+                &Actor::new(bot_identity()),
+                Opening {
+                    service: &failed.service,
+                    version: target,
+                    environment: environment_config,
+                    rollback: true,
+                    previous_version: Some(&failed.version),
+                    force_reason: Some(why),
+                    retry_of: None,
+                    approvals: ApprovalSource::Automatic,
+                    origin: None,
+                },
+            )
+            .await?;
+        self.count_rollback(&promotion, true);
+        Ok(Some(promotion))
+    }
+
+    fn count_rollback(&self, promotion: &Promotion, automatic: bool) {
+        self.metrics
+            .rollbacks
+            .get_or_create(&RollbackLabels {
+                service: promotion.service.clone(),
+                environment: promotion.environment.clone(),
+                automatic: automatic.to_string(),
+            })
+            .inc();
     }
 
     /// Expires awaiting-approval promotions whose deadline passed.

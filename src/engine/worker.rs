@@ -15,6 +15,7 @@ use super::commands::Commands;
 use super::deploys::{DeployWorker, MAX_CONCURRENT_DEPLOYS};
 use super::ledger::Ledger;
 use super::outbox::Outbox;
+use super::rollout::Stops;
 use super::scheduler::Scheduler;
 
 /// Platform delivery ids and fired occurrences are kept this long: far past any platform retry
@@ -62,8 +63,11 @@ impl Workers {
             let capacity = MAX_CONCURRENT_DEPLOYS.saturating_sub(running.len());
             for job in self.deploys.claim_deploys(capacity).await {
                 let deploys = self.deploys.clone();
-                let cancel = abort_deploys.child_token();
-                running.spawn(async move { deploys.run_deploy_job(job, cancel).await });
+                let stops = Stops {
+                    shutdown: shutdown.clone(),
+                    cancel: abort_deploys.child_token(),
+                };
+                running.spawn(async move { deploys.run_deploy_job(job, stops).await });
             }
             self.send_cards(&mut sends).await;
             self.send_announcements(&mut sends).await;

@@ -7,6 +7,7 @@
 mod delivery;
 mod queries;
 pub mod records;
+mod rollouts;
 mod schedule;
 mod status_cache;
 
@@ -31,6 +32,7 @@ pub use queries::{
     active_states_sql, ChatCardRecord, ClaimedJob, JobKind, JobLease, NewPromotion, NewRelease,
     ProcessRecord, StatusRow,
 };
+pub use rollouts::RolloutRecord;
 pub use schedule::{ClaimedAnnouncement, FreezeRecord};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -315,7 +317,8 @@ impl Store {
 
     /// Promotions left deploying or verifying by a process that is gone. With `all`, every one
     /// (a single-process SQLite bot at start-up); otherwise those whose deploy job lease, held by
-    /// another worker, has run out.
+    /// another worker, has run out. A rollout waiting in a pause or a verification (no backend
+    /// call running) whose job is still there is no orphan: whoever claims the job resumes it.
     pub async fn orphaned_deploys(
         &self,
         own_worker: &str,
@@ -372,6 +375,21 @@ impl Store {
             claim,
         )
         .await
+    }
+
+    /// Gives a job back before its lease runs out (a rollout stopped in a gate at shutdown), so
+    /// its next holder need not wait for the lease to run out.
+    pub async fn release_lease(&self, lease: &JobLease) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE jobs SET lease_owner = NULL, lease_until = NULL \
+             WHERE id = $1 AND lease_owner = $2 AND attempts = $3",
+        )
+        .bind(lease.job_id)
+        .bind(&lease.worker)
+        .bind(lease.attempt)
+        .execute(&self.write)
+        .await?;
+        Ok(())
     }
 
     /// Extends a lease for `duration` from the database's now; `false` when it was taken or had

@@ -186,6 +186,9 @@ fn fields(card: &Card) -> Vec<(&'static str, String, bool)> {
     if let Some(reason) = &card.reason {
         fields.push(("Why", reason.clone(), false));
     }
+    if let Some(rollout) = &card.rollout {
+        fields.push(("Rollout", rollout.clone(), false));
+    }
     if let Some(progress) = &card.progress {
         fields.push((
             "Progress",

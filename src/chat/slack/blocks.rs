@@ -169,6 +169,9 @@ fn context_lines(card: &Card) -> Vec<String> {
         let reason = cut_mapped(reason, room, &pointer(card), escape);
         lines.push(format!("{HEAD}{reason}"));
     }
+    if let Some(rollout) = &card.rollout {
+        lines.push(cut_mapped(rollout, MAX_CONTEXT_TEXT, "", escape));
+    }
     if let Some(progress) = &card.progress {
         let progress = cut_mapped(progress, MAX_CONTEXT_TEXT - 2, "", |piece| {
             escape(piece).replace('`', "'")

@@ -1,0 +1,592 @@
+//! Running one promotion's rollout (SPEC §5.1, §5.2): walks the plan of backend calls and check
+//! gates, storing where it is after every move so another holder of the job (after a restart or
+//! on another replica) resumes a gate where it was. Reads the controls people give it (pause,
+//! advance, abort) from the rollout row, woken at once in this process and polled across
+//! replicas.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::EnvironmentConfig;
+use crate::deploy::{DeployOutcome, DeployRequest};
+use crate::domain::audit::AuditKind;
+use crate::domain::duration::format_duration;
+use crate::domain::promotion::{Promotion, PromotionEvent, PromotionState};
+use crate::domain::rollout::{Action, GateLength, OnFailure, Plan, Step};
+use crate::domain::verification::{failure_reason, judge, CheckSpec, Reading, Tally};
+use crate::metrics::CheckLabels;
+use crate::store::{JobLease, RolloutRecord};
+use crate::verify::{ProbeTarget, Prober};
+
+use super::deploys::{fence, DeployWorker, HEARTBEAT};
+use super::{bot_identity, EngineError};
+
+/// How often a gate looks at its clock, its checks and its controls. Controls given in this
+/// process wake it at once; this bounds how late another replica's abort is seen.
+const TICK: Duration = if cfg!(test) {
+    Duration::from_millis(50)
+} else {
+    Duration::from_millis(250)
+};
+/// Cards of a rollout in a gate are refreshed this often for the countdown (the platforms' edit
+/// limits make a per-second countdown impossible anyway).
+const CARD_REFRESH: Duration = Duration::from_secs(30);
+
+/// What stops a rollout from our side.
+#[derive(Clone)]
+pub(super) struct Stops {
+    /// The bot is shutting down: gates stop at once (to resume at the next start); a running
+    /// backend call gets the grace period.
+    pub shutdown: CancellationToken,
+    /// Stop everything now (the grace period is over, or the lease was lost).
+    pub cancel: CancellationToken,
+}
+
+/// How a gate ended.
+enum GateEnd {
+    Passed,
+    Failed(String),
+    Aborted,
+    /// Shutdown or a lost lease: left for whoever holds the job next.
+    Stopped,
+}
+
+/// How a backend call ended.
+enum CallEnd {
+    Done,
+    Failed(String),
+    Aborted,
+    Stopped,
+}
+
+pub(super) struct Rollout<'a> {
+    pub worker: &'a DeployWorker,
+    pub lease: JobLease,
+    pub environment: EnvironmentConfig,
+    pub plan: Plan,
+    pub promotion: Promotion,
+    pub request: DeployRequest,
+    pub stops: Stops,
+    pub prober: Option<Arc<dyn Prober>>,
+}
+
+impl Rollout<'_> {
+    /// Runs from `position` to the end of the plan, or to a failure, an abort or a stop.
+    pub async fn run(mut self, mut position: usize) -> Result<(), EngineError> {
+        loop {
+            let Some(action) = self.plan.action(position) else {
+                return self.succeed().await;
+            };
+            let end = match action {
+                Action::Call(step) => match self.call(position, step).await? {
+                    CallEnd::Done => None,
+                    CallEnd::Failed(reason) => Some(Err(reason)),
+                    CallEnd::Aborted => Some(Ok(true)),
+                    CallEnd::Stopped => return Ok(()),
+                },
+                Action::Gate { .. } => match self.gate(position, action).await? {
+                    GateEnd::Passed => None,
+                    GateEnd::Failed(reason) => Some(Err(reason)),
+                    GateEnd::Aborted => Some(Ok(true)),
+                    GateEnd::Stopped => return Ok(()),
+                },
+            };
+            match end {
+                None => position = self.advance_to(position + 1).await?,
+                Some(Err(reason)) => return self.fail(position, reason, false).await,
+                Some(Ok(_aborted)) => {
+                    let reason = self.abort_reason().await?;
+                    return self.fail(position, reason, true).await;
+                }
+            }
+        }
+    }
+
+    fn is_multi_step(&self) -> bool {
+        self.plan
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::Call(_)))
+            .count()
+            > 1
+    }
+
+    /// One backend call, marked as running so a bot that dies meanwhile leaves it interrupted.
+    async fn call(&mut self, position: usize, step: Step) -> Result<CallEnd, EngineError> {
+        let mut tx = self.worker.store.begin().await?;
+        fence(&mut tx, &self.lease).await?;
+        tx.move_rollout(self.promotion.id, position, true, None)
+            .await?;
+        if self.is_multi_step() {
+            let detail = format!("{} {}", step.phase, step.describe());
+            tx.audit(
+                Some(self.promotion.id),
+                &bot_identity(),
+                AuditKind::Step,
+                &detail,
+                self.worker.time.now(),
+            )
+            .await?;
+            self.worker
+                .ledger
+                .touch_cards(&mut tx, self.promotion.id)
+                .await?;
+        }
+        tx.commit().await?;
+        let request = DeployRequest {
+            step,
+            ..self.request.clone()
+        };
+        let call_cancel = self.stops.cancel.child_token();
+        let watch = self.watch_abort(call_cancel.clone());
+        let outcome = self
+            .worker
+            .deploy_with_heartbeat(&self.lease, request, call_cancel)
+            .await;
+        let aborted = watch.stop().await;
+        Ok(match outcome {
+            DeployOutcome::Succeeded => CallEnd::Done,
+            DeployOutcome::Failed { .. } if aborted => CallEnd::Aborted,
+            DeployOutcome::Failed { reason } if self.is_multi_step() => {
+                CallEnd::Failed(format!("{}: {reason}", step.describe()))
+            }
+            DeployOutcome::Failed { reason } => CallEnd::Failed(reason),
+            DeployOutcome::Cancelled if aborted => CallEnd::Aborted,
+            DeployOutcome::Cancelled => CallEnd::Stopped,
+        })
+    }
+
+    /// Watches the rollout row while a backend call runs; cancels the call once an abort is asked.
+    fn watch_abort(&self, call: CancellationToken) -> AbortWatch {
+        let store = self.worker.store.clone();
+        let controls = self.worker.controls_changed.clone();
+        let id = self.promotion.id;
+        let done = CancellationToken::new();
+        let stop = done.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return false,
+                    () = controls.notified() => {}
+                    () = tokio::time::sleep(TICK) => {}
+                }
+                if let Ok(Some(row)) = store.rollout(id).await {
+                    if row.abort_by.is_some() {
+                        call.cancel();
+                        return true;
+                    }
+                }
+            }
+        });
+        AbortWatch { done, task }
+    }
+
+    /// Stores the move to `position`: a gate starts its clock; reaching the verification makes
+    /// the promotion `verifying`.
+    async fn advance_to(&mut self, position: usize) -> Result<usize, EngineError> {
+        let now = self.worker.time.now();
+        let gate_start = matches!(self.plan.action(position), Some(Action::Gate { .. }));
+        let mut tx = self.worker.store.begin().await?;
+        fence(&mut tx, &self.lease).await?;
+        tx.move_rollout(
+            self.promotion.id,
+            position,
+            false,
+            gate_start.then_some(now),
+        )
+        .await?;
+        if self.plan.verifying_from() == Some(position)
+            && self.promotion.state() == PromotionState::Deploying
+        {
+            let detail = format!("deployed; verifying: {}", self.checks_summary());
+            self.promotion = self
+                .worker
+                .ledger
+                .apply(
+                    &mut tx,
+                    &self.promotion,
+                    PromotionEvent::DeploySucceeded { verify: true },
+                    &bot_identity(),
+                    &detail,
+                )
+                .await?;
+        } else {
+            self.worker
+                .ledger
+                .touch_cards(&mut tx, self.promotion.id)
+                .await?;
+        }
+        tx.commit().await?;
+        self.worker.ledger.wake_workers();
+        Ok(position)
+    }
+
+    /// `http check 1 for 2m, command check 2`.
+    fn checks_summary(&self) -> String {
+        let checks: Vec<String> = self
+            .environment
+            .verify
+            .iter()
+            .map(|check| {
+                if check.kind.repeats() {
+                    format!("{} for {}", check.name, format_duration(check.duration))
+                } else {
+                    check.name.clone()
+                }
+            })
+            .collect();
+        checks.join(", ")
+    }
+
+    /// Runs the checks of the gate at `position` until it passes, a check fails, or it is
+    /// aborted or stopped.
+    async fn gate(&mut self, position: usize, action: Action) -> Result<GateEnd, EngineError> {
+        let Action::Gate {
+            after,
+            length,
+            before_next,
+        } = action
+        else {
+            return Ok(GateEnd::Passed);
+        };
+        let row = self.row().await?;
+        let started = match row.gate_started_at {
+            Some(at) => at,
+            None => self.start_gate_clock(position).await?,
+        };
+        let checks = self.environment.verify.clone();
+        let mut tallies = vec![Tally::default(); checks.len()];
+        for (index, tally) in self
+            .worker
+            .store
+            .tallies(self.promotion.id, position)
+            .await?
+        {
+            if let Some(slot) = tallies.get_mut(index) {
+                *slot = tally;
+            }
+        }
+        let mut probing = Probing::new(checks.len(), self.worker.time.now());
+        let mut renewed_at = Instant::now();
+        let mut refreshed_at = Instant::now();
+        loop {
+            let now = self.worker.time.now();
+            let row = self.row().await?;
+            if row.abort_by.is_some() {
+                self.count_checks(&checks, &tallies, "stopped");
+                return Ok(GateEnd::Aborted);
+            }
+            let elapsed = (now - started).to_std().unwrap_or_default();
+            if self.gate_done(&checks, &tallies, &row, length, before_next, elapsed) {
+                self.count_checks(&checks, &tallies, "passed");
+                self.checks_passed(position, after).await?;
+                return Ok(GateEnd::Passed);
+            }
+            probing.start_due(self, &checks, &tallies, now);
+            tokio::select! {
+                Some(Ok((index, reading))) = probing.running.join_next(), if !probing.running.is_empty() => {
+                    probing.in_flight[index] = false;
+                    let check = &checks[index];
+                    let failure = tallies[index].count(&check.kind, judge(&check.kind, &reading));
+                    self.save_tally(position, index, &tallies[index]).await?;
+                    if let Some(what) = failure {
+                        self.count_check(check, "failed");
+                        return Ok(GateEnd::Failed(failure_reason(check, &what, after, self.is_multi_step())));
+                    }
+                }
+                () = self.worker.controls_changed.notified() => {}
+                () = tokio::time::sleep(TICK) => {}
+                () = self.stops.shutdown.cancelled() => return self.leave_gate().await,
+                () = self.stops.cancel.cancelled() => return self.leave_gate().await,
+            }
+            if renewed_at.elapsed() >= HEARTBEAT
+                && !self.worker.heartbeat(&self.lease, &mut renewed_at).await
+            {
+                return Ok(GateEnd::Stopped);
+            }
+            if refreshed_at.elapsed() >= CARD_REFRESH {
+                refreshed_at = Instant::now();
+                self.worker.ledger.progress_changed(self.promotion.id).await;
+            }
+        }
+    }
+
+    /// Whether the gate is over: no check failed, and either its pause ran out (or was advanced)
+    /// and no hold keeps it, or (the verification) every check passed for its own time.
+    fn gate_done(
+        &self,
+        checks: &[CheckSpec],
+        tallies: &[Tally],
+        row: &RolloutRecord,
+        length: GateLength,
+        before_next: Option<Step>,
+        elapsed: Duration,
+    ) -> bool {
+        if before_next.is_some() && row.advance {
+            return true;
+        }
+        if before_next.is_some() && row.paused_by.is_some() {
+            return false;
+        }
+        checks.iter().zip(tallies).all(|(check, tally)| {
+            let wanted = match length {
+                GateLength::Pause(pause) => pause,
+                GateLength::ChecksOwn => check.duration,
+            };
+            tally.passed(&check.kind, elapsed, wanted)
+        }) && match length {
+            GateLength::Pause(pause) => elapsed >= pause,
+            GateLength::ChecksOwn => true,
+        }
+    }
+
+    async fn start_gate_clock(&self, position: usize) -> Result<DateTime<Utc>, EngineError> {
+        let now = self.worker.time.now();
+        let mut tx = self.worker.store.begin().await?;
+        fence(&mut tx, &self.lease).await?;
+        tx.move_rollout(self.promotion.id, position, false, Some(now))
+            .await?;
+        tx.commit().await?;
+        Ok(now)
+    }
+
+    /// A gate stopped from our side: its job is released so the next holder resumes it at once.
+    async fn leave_gate(&self) -> Result<GateEnd, EngineError> {
+        if let Err(e) = self.worker.store.release_lease(&self.lease).await {
+            tracing::warn!(promotion = self.promotion.id, error = %e, "could not release the rollout's job; it resumes once its lease runs out");
+        }
+        Ok(GateEnd::Stopped)
+    }
+
+    async fn checks_passed(&self, position: usize, after: Step) -> Result<(), EngineError> {
+        if self.environment.verify.is_empty() {
+            return Ok(());
+        }
+        let detail = if self.is_multi_step() {
+            format!("checks passed after {}", after.describe())
+        } else {
+            "checks passed".to_string()
+        };
+        let mut tx = self.worker.store.begin().await?;
+        fence(&mut tx, &self.lease).await?;
+        tx.audit(
+            Some(self.promotion.id),
+            &bot_identity(),
+            AuditKind::ChecksPassed,
+            &detail,
+            self.worker.time.now(),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(promotion = self.promotion.id, position, "{detail}");
+        Ok(())
+    }
+
+    async fn save_tally(
+        &self,
+        position: usize,
+        index: usize,
+        tally: &Tally,
+    ) -> Result<(), EngineError> {
+        let mut tx = self.worker.store.begin().await?;
+        fence(&mut tx, &self.lease).await?;
+        tx.save_tally(self.promotion.id, position, index, tally)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn row(&self) -> Result<RolloutRecord, EngineError> {
+        Ok(self
+            .worker
+            .store
+            .rollout(self.promotion.id)
+            .await?
+            .unwrap_or_default())
+    }
+
+    fn count_checks(&self, checks: &[CheckSpec], tallies: &[Tally], outcome: &str) {
+        for (check, tally) in checks.iter().zip(tallies) {
+            let outcome = if tally.failure.is_some() {
+                "failed"
+            } else {
+                outcome
+            };
+            self.count_check(check, outcome);
+        }
+    }
+
+    fn count_check(&self, check: &CheckSpec, outcome: &str) {
+        self.worker
+            .metrics
+            .verifications
+            .get_or_create(&CheckLabels {
+                service: self.promotion.service.clone(),
+                environment: self.promotion.environment.clone(),
+                check: check.name.clone(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// `aborted by @alice: <reason>`.
+    async fn abort_reason(&self) -> Result<String, EngineError> {
+        let row = self.row().await?;
+        let by = row.abort_by.unwrap_or_else(|| "someone".to_string());
+        Ok(match row.abort_reason {
+            Some(reason) => format!("aborted by {by}: {reason}"),
+            None => format!("aborted by {by}"),
+        })
+    }
+
+    /// Ends the promotion `failed`. Before a blue-green switch the new version is discarded;
+    /// otherwise, with `on_failure = "rollback"` or an abort, a rollback starts at once.
+    async fn fail(self, position: usize, reason: String, aborted: bool) -> Result<(), EngineError> {
+        let mut reason = reason;
+        let discard = self.plan.discards_at(position);
+        if discard {
+            reason.push_str(&self.discard().await);
+        }
+        let wants_rollback =
+            !discard && (aborted || self.environment.on_failure == OnFailure::Rollback);
+        let mut tx = self.worker.store.begin().await?;
+        fence(&mut tx, &self.lease).await?;
+        let rollback = if wants_rollback {
+            let why = format!("automatic rollback of #{}", self.promotion.id);
+            self.worker
+                .rollbacks
+                .open_automatic_rollback(&mut tx, &self.promotion, &why)
+                .await?
+        } else {
+            None
+        };
+        if let Some(rollback) = &rollback {
+            reason.push_str(&format!(
+                "; rolled back by #{} (to {})",
+                rollback.id, rollback.version
+            ));
+            tx.set_rolled_back_by(self.promotion.id, rollback.id)
+                .await?;
+        }
+        let ended = self
+            .worker
+            .ledger
+            .apply(
+                &mut tx,
+                &self.promotion,
+                PromotionEvent::Fail,
+                &bot_identity(),
+                &reason,
+            )
+            .await?;
+        self.worker.end_job(tx, &ended, "failed").await?;
+        if let Some(rollback) = rollback {
+            tracing::warn!(
+                promotion = self.promotion.id,
+                rollback = rollback.id,
+                "rolling back a failed deploy"
+            );
+        }
+        Ok(())
+    }
+
+    /// Calls phase `discard` (best effort); what to add to the failure reason.
+    async fn discard(&self) -> String {
+        let request = DeployRequest {
+            step: Plan::discard_step(),
+            ..self.request.clone()
+        };
+        let cancel = self.stops.cancel.child_token();
+        match self
+            .worker
+            .deploy_with_heartbeat(&self.lease, request, cancel)
+            .await
+        {
+            DeployOutcome::Succeeded => "; the new version was discarded".to_string(),
+            DeployOutcome::Failed { reason } => {
+                format!("; discarding the new version failed too: {reason}")
+            }
+            DeployOutcome::Cancelled => "; discarding the new version was cut short".to_string(),
+        }
+    }
+
+    /// The end of the plan: the promotion succeeded.
+    async fn succeed(self) -> Result<(), EngineError> {
+        let event = if self.promotion.state() == PromotionState::Verifying {
+            PromotionEvent::VerifySucceeded
+        } else {
+            PromotionEvent::DeploySucceeded { verify: false }
+        };
+        self.worker
+            .finish_success(&self.lease, &self.promotion, event)
+            .await
+    }
+}
+
+/// Which checks are being probed and when each is next due (rules clock).
+struct Probing {
+    running: JoinSet<(usize, Reading)>,
+    in_flight: Vec<bool>,
+    next_at: Vec<DateTime<Utc>>,
+}
+
+impl Probing {
+    fn new(checks: usize, now: DateTime<Utc>) -> Self {
+        Probing {
+            running: JoinSet::new(),
+            in_flight: vec![false; checks],
+            next_at: vec![now; checks],
+        }
+    }
+
+    /// Starts every check that is due, not running, and not already decided.
+    fn start_due(
+        &mut self,
+        rollout: &Rollout<'_>,
+        checks: &[CheckSpec],
+        tallies: &[Tally],
+        now: DateTime<Utc>,
+    ) {
+        for (index, check) in checks.iter().enumerate() {
+            let decided = tallies[index].failure.is_some() || tallies[index].done;
+            if decided || self.in_flight[index] || now < self.next_at[index] {
+                continue;
+            }
+            self.in_flight[index] = true;
+            self.next_at[index] =
+                now + chrono::Duration::from_std(check.every).unwrap_or(chrono::Duration::MAX);
+            let prober = rollout.prober.clone();
+            let check = check.clone();
+            let target = ProbeTarget {
+                request: rollout.request.clone(),
+            };
+            let cancel = rollout.stops.cancel.child_token();
+            self.running.spawn(async move {
+                let reading = match prober {
+                    Some(prober) => prober.probe(&check, &target, cancel).await,
+                    None => {
+                        Reading::Broken("no prober is configured for this environment".to_string())
+                    }
+                };
+                (index, reading)
+            });
+        }
+    }
+}
+
+/// The watcher of a running call's abort; [`AbortWatch::stop`] says whether it fired.
+struct AbortWatch {
+    done: CancellationToken,
+    task: tokio::task::JoinHandle<bool>,
+}
+
+impl AbortWatch {
+    async fn stop(self) -> bool {
+        self.done.cancel();
+        self.task.await.unwrap_or(false)
+    }
+}
