@@ -240,6 +240,40 @@ pub struct TestBot {
     http: reqwest::Client,
     shutdown: CancellationToken,
     server: Option<JoinHandle<std::io::Result<()>>>,
+    /// The clocks the bot runs on, kept for a restart.
+    time: shipmate::engine::Time,
+}
+
+/// A bot process, as far as a test can tell: its engine, store, address and stop switch.
+struct Running {
+    engine: Engine,
+    store: shipmate::store::Store,
+    base: String,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+/// Boots the bot of `config_path` on `time`, listening on a fresh loopback port.
+async fn boot(config_path: &Path, time: shipmate::engine::Time) -> Running {
+    let config = shipmate::config::load(config_path, &|_| None).expect("test config is valid");
+    let bot = shipmate::app::build(config, time, None)
+        .await
+        .expect("bot builds");
+    let engine = bot.engine.clone();
+    let store = bot.store.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(shipmate::app::run(bot, listener, shutdown.clone()));
+    Running {
+        engine,
+        store,
+        base,
+        shutdown,
+        server,
+    }
 }
 
 pub struct Builder {
@@ -456,6 +490,18 @@ impl TestBot {
             .expect("card")
     }
 
+    /// Stops the bot as SIGTERM would and starts it again on the same directory, database and
+    /// clocks (a new address).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let running = boot(&self.path("bot.toml"), self.time.clone()).await;
+        self.engine = running.engine;
+        self.store = running.store;
+        self.base = running.base;
+        self.shutdown = running.shutdown;
+        self.server = Some(running.server);
+    }
+
     /// Stops the bot as SIGTERM would, and waits for it.
     pub async fn stop(&mut self) {
         self.shutdown.cancel();
@@ -556,7 +602,6 @@ impl Builder {
         text.push_str(&self.extra_config);
         let config_path = dir.path().join("bot.toml");
         std::fs::write(&config_path, &text).expect("write config");
-        let config = shipmate::config::load(&config_path, &|_| None).expect("test config is valid");
         let clock = Arc::new(ManualClock::new(start_time()));
         let engine_clock: Arc<dyn shipmate::engine::Clock> = if self.real_clock {
             Arc::new(shipmate::engine::SystemClock)
@@ -570,30 +615,21 @@ impl Builder {
             Some(real) => shipmate::engine::Time::with_real(engine_clock, real.clone()),
             None => shipmate::engine::Time::new(engine_clock),
         };
-        let bot = shipmate::app::build(config, time, None)
-            .await
-            .expect("bot builds");
-        let engine = bot.engine.clone();
-        let store = bot.store.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("address"));
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(shipmate::app::run(bot, listener, shutdown.clone()));
+        let running = boot(&config_path, time.clone()).await;
         Some(TestBot {
             slack,
             discord,
             dir,
-            base,
+            base: running.base,
             clock,
             real_clock,
             database_url,
-            engine,
-            store,
+            engine: running.engine,
+            store: running.store,
             http: reqwest::Client::new(),
-            shutdown,
-            server: Some(server),
+            shutdown: running.shutdown,
+            server: Some(running.server),
+            time,
         })
     }
 }
