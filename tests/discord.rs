@@ -187,7 +187,8 @@ async fn release_command_to_card_to_buttons_and_reactions_to_succeeded() {
         .filter_map(|o| o["name"].as_str())
         .collect();
     for name in [
-        "promote", "approve", "reject", "status", "windows", "freeze",
+        "promote", "approve", "reject", "status", "windows", "freeze", "pause", "resume",
+        "advance", "abort",
     ] {
         assert!(subcommands.contains(&name), "{name} not in {subcommands:?}");
     }

@@ -322,6 +322,11 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
     (info.parse)(Args::new(rest, info.usage))
 }
 
+/// Every command's canonical name, in help order: what each front end must offer.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    COMMANDS.iter().map(|info| info.name)
+}
+
 /// The usage line of one command name (or alias), e.g. "/release promote <service> <version> [to <env>] [--force \"<reason>\"]".
 pub fn usage(name: &str) -> Option<&'static str> {
     find_command(name).map(|info| info.usage)
@@ -375,7 +380,7 @@ fn find_command(name: &str) -> Option<&'static CommandInfo> {
 }
 
 fn unknown_command(name: &str) -> ParseError {
-    let names: Vec<&str> = COMMANDS.iter().map(|info| info.name).collect();
+    let names: Vec<&str> = names().collect();
     ParseError {
         message: format!(
             "unknown command `{}`: try one of {}",
