@@ -467,7 +467,7 @@ mod tests {
         };
         let id = ("id".to_string(), 4, true);
         for name in ["pause", "resume", "advance"] {
-            assert_eq!(options(name), [id.clone()], "{name}");
+            assert_eq!(options(name), std::slice::from_ref(&id), "{name}");
         }
         assert_eq!(options("abort"), [id, ("reason".to_string(), 3, false)]);
     }
