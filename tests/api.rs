@@ -567,3 +567,165 @@ async fn health_readiness_and_metrics() {
         "raw paths never become labels"
     );
 }
+
+/// The rollout controls of SPEC §5.2, as routes.
+const CONTROLS: [&str; 4] = ["pause", "resume", "advance", "abort"];
+
+/// The router's own answer to a path it has no route for (as opposed to any engine answer).
+fn is_route_fallback(status: u16, body: &Value) -> bool {
+    status == 404
+        && body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("no such API route"))
+}
+
+/// A refusal from the engine: nothing is rolling out, so there is nothing to control. (What a
+/// control does to a running rollout is the controls use case's to test.)
+fn assert_refused_by_the_engine(what: &str, status: u16, body: &Value) {
+    assert!(!is_route_fallback(status, body), "{what}: no route: {body}");
+    assert!(
+        matches!(status, 409 | 422),
+        "{what}: expected a conflict or refusal, got {status}: {body}"
+    );
+    assert!(!error_message(body).trim().is_empty(), "{what}: {body}");
+}
+
+/// api 1.0.0 awaiting approval for production: a promotion that exists but is not rolling out.
+async fn awaiting_production(bot: &TestBot) -> i64 {
+    bot.reach("api", "1.0.0", &["dev", "staging"]).await;
+    let (status, promotion) = bot.promote(CI_TOKEN, "api", "1.0.0", None).await;
+    assert_eq!(
+        (status, &promotion["state"]),
+        (202, &json!("awaiting_approval")),
+        "{promotion}"
+    );
+    id(&promotion)
+}
+
+#[tokio::test]
+async fn rollout_control_routes_need_a_token_and_an_id_and_reach_the_engine() {
+    let bot = TestBot::start().await;
+    let prod = awaiting_production(&bot).await;
+    let (status, body) = bot.act(prod, "launch", CI_TOKEN).await;
+    assert!(is_route_fallback(status, &body), "{status}: {body}");
+
+    for action in CONTROLS {
+        let path = format!("/api/v1/promotions/{prod}/{action}");
+        let (status, body) = bot
+            .request(reqwest::Method::POST, &path, None, Some(json!({})))
+            .await;
+        assert_eq!(status, 401, "{action}: {body}");
+        assert_eq!(body["error"]["code"], "unauthorized", "{action}: {body}");
+        let (status, _) = bot.post(&path, "not-a-token", json!({})).await;
+        assert_eq!(status, 401, "{action}");
+
+        for bad in ["abc", "0", "-3", "4.2"] {
+            let bad_path = format!("/api/v1/promotions/{bad}/{action}");
+            let (status, body) = bot.post(&bad_path, CI_TOKEN, json!({})).await;
+            assert_eq!(status, 400, "{bad_path}: {body}");
+            assert!(
+                error_message(&body).contains(&format!("`{bad}` is not a promotion id")),
+                "{bad_path}: {body}"
+            );
+        }
+        let (status, body) = bot.get(&path, CI_TOKEN).await;
+        assert_eq!(status, 405, "{action} is a POST: {body}");
+
+        let (status, body) = bot.act(prod, action, CI_TOKEN).await;
+        assert_refused_by_the_engine(action, status, &body);
+        // Like cancel and retry, the body may be left out.
+        let (status, body) = bot
+            .request(reqwest::Method::POST, &path, Some(CI_TOKEN), None)
+            .await;
+        assert_refused_by_the_engine(&format!("{action} without a body"), status, &body);
+    }
+    assert_eq!(
+        bot.promotion(prod).await["state"],
+        "awaiting_approval",
+        "nothing changed"
+    );
+
+    let (_, metrics) = bot
+        .request(reqwest::Method::GET, "/metrics", None, None)
+        .await;
+    let metrics = metrics.as_str().expect("text");
+    for action in CONTROLS {
+        for status in [400, 401] {
+            let expected = format!(
+                r#"shipmate_http_requests_total{{route="/api/v1/promotions/{{id}}/{action}",status="{status}"}}"#
+            );
+            assert!(
+                metrics.contains(&expected),
+                "{expected} missing in\n{metrics}"
+            );
+        }
+        assert!(
+            !metrics.contains(&format!("/{prod}/{action}\"")) && !metrics.contains("/abc/"),
+            "raw paths never become labels"
+        );
+    }
+}
+
+#[tokio::test]
+async fn abort_takes_an_optional_reason_and_refuses_a_malformed_body() {
+    let bot = TestBot::start().await;
+    let prod = awaiting_production(&bot).await;
+    let path = format!("/api/v1/promotions/{prod}/abort");
+
+    let (status, body) = bot
+        .post(&path, CI_TOKEN, json!({"reason": "error rate doubled"}))
+        .await;
+    assert_refused_by_the_engine("abort with a reason", status, &body);
+
+    let (status, body) = bot.post(&path, CI_TOKEN, json!({"reason": 5})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        error_message(&body).contains("reason: invalid type"),
+        "names the field: {body}"
+    );
+    let (status, body) = bot.post(&path, CI_TOKEN, json!({"why": "broken"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        error_message(&body).contains("unknown field `why`"),
+        "{body}"
+    );
+    let (status, body) = bot.post(&path, CI_TOKEN, json!("broken")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "bad_request", "{body}");
+    assert_eq!(bot.promotion(prod).await["state"], "awaiting_approval");
+}
+
+#[tokio::test]
+async fn the_commands_endpoint_speaks_the_rollout_controls() {
+    let bot = TestBot::start().await;
+    let prod = awaiting_production(&bot).await;
+    for text in [
+        format!("pause #{prod}"),
+        format!("resume {prod}"),
+        format!("/release advance #{prod}"),
+        format!("abort #{prod} error rate doubled on the canary"),
+    ] {
+        let (status, body) = bot.say(CI_TOKEN, &text).await;
+        assert_refused_by_the_engine(&text, status, &body);
+    }
+    for (text, expected) in [
+        ("pause", "Usage: /release pause <#id>"),
+        ("resume #1 now", "unexpected `now`"),
+        ("advance forty-two", "`forty-two` is not a promotion id"),
+        ("abort", "missing <#id>: which promotion should be aborted?"),
+    ] {
+        let (status, body) = bot.say(CI_TOKEN, text).await;
+        assert_eq!(status, 400, "{text}: {body}");
+        assert!(error_message(&body).contains(expected), "{text}: {body}");
+    }
+    let (_, body) = bot.say(CI_TOKEN, "help").await;
+    let help = body["reply"].as_str().unwrap_or_default();
+    for usage in [
+        "/release pause <#id>",
+        "/release resume <#id>",
+        "/release advance <#id>",
+        "/release abort <#id> [reason...]",
+    ] {
+        assert!(help.contains(usage), "{usage} missing in {help}");
+    }
+}

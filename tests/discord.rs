@@ -187,7 +187,8 @@ async fn release_command_to_card_to_buttons_and_reactions_to_succeeded() {
         .filter_map(|o| o["name"].as_str())
         .collect();
     for name in [
-        "promote", "approve", "reject", "status", "windows", "freeze",
+        "promote", "approve", "reject", "status", "windows", "freeze", "pause", "resume",
+        "advance", "abort",
     ] {
         assert!(subcommands.contains(&name), "{name} not in {subcommands:?}");
     }
@@ -755,4 +756,56 @@ async fn removing_one_of_two_approve_reactions_keeps_the_approval() {
     until_reactions_handled(&bot, 3).await;
     let approvals = bot.promotion(id).await["approvals"].clone();
     assert_eq!(approvals.as_array().map(Vec::len), Some(1), "{approvals}");
+}
+
+/// Pause, Resume and Abort clicks and the rollout subcommands reach the engine, which refuses
+/// them here (nothing is rolling out), ephemerally; what they do to a running rollout is the
+/// controls use case's to test. A button the bot did not make is only acknowledged (type 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_control_buttons_and_subcommands_reach_the_engine() {
+    let bot = discord_bot().await;
+    let (id, card) = awaiting_production(&bot).await;
+    let foreign = click(
+        &bot,
+        DISCORD_LEAD,
+        &[],
+        &card,
+        &format!("shipmate:launch:{id}"),
+    )
+    .await;
+    assert_eq!(answer(&bot, foreign).await.kind, 6);
+    for action in ["pause", "resume", "abort"] {
+        let clicked = click(
+            &bot,
+            DISCORD_LEAD,
+            &[],
+            &card,
+            &format!("shipmate:{action}:{id}"),
+        )
+        .await;
+        let refusal = answer(&bot, clicked).await;
+        assert_eq!(
+            (refusal.kind, refusal.data["flags"].clone()),
+            (4, json!(64)),
+            "{action}: {refusal:?}"
+        );
+        let text = refusal.data["content"].as_str().unwrap_or_default();
+        assert!(!text.trim().is_empty(), "{action}: {refusal:?}");
+    }
+    for (sub, options) in [
+        ("pause", vec![("id", json!(id))]),
+        ("resume", vec![("id", json!(id))]),
+        ("advance", vec![("id", json!(id))]),
+        (
+            "abort",
+            vec![("id", json!(id)), ("reason", s("error rate doubled"))],
+        ),
+    ] {
+        let text = reply(&bot, DISCORD_DEV, &[], sub, &options).await;
+        assert!(
+            !text.is_empty() && !text.contains("Usage:") && !text.contains("unknown command"),
+            "{sub}: {text}"
+        );
+    }
+    assert_eq!(bot.promotion(id).await["state"], "awaiting_approval");
 }

@@ -580,3 +580,50 @@ async fn a_hung_usergroup_lookup_does_not_stall_the_socket_mode_connection() {
     assert_eq!(slack.held_calls("usergroups.users.list"), 2);
     shutdown.cancel();
 }
+
+/// Pause, Resume and Abort clicks and the rollout commands reach the engine, which refuses them
+/// here (nothing is rolling out), to the clicker only; what they do to a running rollout is the
+/// controls use case's to test.
+#[tokio::test]
+async fn rollout_control_buttons_and_commands_reach_the_engine() {
+    let bot = TestBot::builder().slack().start().await.unwrap();
+    let (id, card) = awaiting_production(&bot, SLACK_DEV).await;
+    let slack = bot.fake_slack();
+    for action in ["pause", "resume", "abort"] {
+        bot.click(SLACK_LEAD, RELEASES_CHANNEL, &card.ts, action, id)
+            .await;
+        let mut notices = Vec::new();
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                notices.extend(slack.take_ephemerals(SLACK_LEAD));
+                let got = !notices.is_empty();
+                async move { got }
+            })
+            .await,
+            "the {action} click was never answered"
+        );
+        assert_eq!(notices.len(), 1, "{action}: {notices:#?}");
+        assert!(!notices[0].text.trim().is_empty(), "{action}: {notices:#?}");
+        assert_eq!(notices[0].channel, RELEASES_CHANNEL);
+    }
+    for text in [
+        format!("pause #{id}"),
+        format!("resume {id}"),
+        format!("advance #{id}"),
+        format!("abort #{id} error rate doubled"),
+    ] {
+        let reply = bot.slash(SLACK_DEV, DEV_CHAT, &text).await;
+        assert!(
+            !reply.is_empty() && !reply.contains("Usage:"),
+            "{text}: {reply}"
+        );
+    }
+    let reply = bot.slash(SLACK_DEV, DEV_CHAT, "abort soon").await;
+    assert!(
+        reply.contains("`soon` is not a promotion id")
+            // Slack's reply text escapes `<` and `>`.
+            && reply.contains("Usage: /release abort &lt;#id&gt; [reason...]"),
+        "{reply}"
+    );
+    assert_eq!(bot.promotion(id).await["state"], "awaiting_approval");
+}

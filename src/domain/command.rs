@@ -136,7 +136,7 @@ struct CommandInfo {
     parse: fn(Args<'_>) -> Result<Command, ParseError>,
 }
 
-const COMMANDS: [CommandInfo; 13] = [
+const COMMANDS: [CommandInfo; 17] = [
     CommandInfo {
         name: "help",
         aliases: &[],
@@ -262,6 +262,46 @@ const COMMANDS: [CommandInfo; 13] = [
         example: "/release unfreeze production",
         parse: parse_unfreeze,
     },
+    CommandInfo {
+        name: "pause",
+        aliases: &[],
+        usage: "/release pause <#id>",
+        summary: "hold a canary or blue-green rollout before its next step",
+        details: "The running step finishes and its checks keep running, but the next step waits \
+                  until someone resumes or advances the rollout.",
+        example: "/release pause #42",
+        parse: parse_pause,
+    },
+    CommandInfo {
+        name: "resume",
+        aliases: &[],
+        usage: "/release resume <#id>",
+        summary: "let a paused rollout go on",
+        details: "Lifts a hold set with pause: the rollout goes on and takes its next step when \
+                  the wait between steps is over.",
+        example: "/release resume #42",
+        parse: parse_resume,
+    },
+    CommandInfo {
+        name: "advance",
+        aliases: &[],
+        usage: "/release advance <#id>",
+        summary: "end the current pause of a rollout now",
+        details: "Cuts short the wait between two steps of a canary or blue-green rollout: the \
+                  next step starts now.",
+        example: "/release advance #42",
+        parse: parse_advance,
+    },
+    CommandInfo {
+        name: "abort",
+        aliases: &[],
+        usage: "/release abort <#id> [reason...]",
+        summary: "stop a running deploy and roll back",
+        details: "Cancels the deploy in the backend and rolls the environment back to what it ran \
+                  before; everything after the id is the reason.",
+        example: "/release abort #42 error rate doubled on the canary",
+        parse: parse_abort,
+    },
 ];
 
 /// Parses one command line as typed in chat (with or without the leading `/release`).
@@ -280,6 +320,11 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
     };
     let info = find_command(name).ok_or_else(|| unknown_command(name))?;
     (info.parse)(Args::new(rest, info.usage))
+}
+
+/// Every command's canonical name, in help order: what each front end must offer.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    COMMANDS.iter().map(|info| info.name)
 }
 
 /// The usage line of one command name (or alias), e.g. "/release promote <service> <version> [to <env>] [--force \"<reason>\"]".
@@ -335,7 +380,7 @@ fn find_command(name: &str) -> Option<&'static CommandInfo> {
 }
 
 fn unknown_command(name: &str) -> ParseError {
-    let names: Vec<&str> = COMMANDS.iter().map(|info| info.name).collect();
+    let names: Vec<&str> = names().collect();
     ParseError {
         message: format!(
             "unknown command `{}`: try one of {}",
@@ -662,6 +707,30 @@ fn parse_retry(mut args: Args<'_>) -> Result<Command, ParseError> {
     let id = args.id("retried")?;
     args.finish("retry takes only a promotion id, e.g. retry #42")?;
     Ok(Command::Retry { id })
+}
+
+fn parse_pause(mut args: Args<'_>) -> Result<Command, ParseError> {
+    let id = args.id("paused")?;
+    args.finish("pause takes only a promotion id, e.g. pause #42")?;
+    Ok(Command::Pause { id })
+}
+
+fn parse_resume(mut args: Args<'_>) -> Result<Command, ParseError> {
+    let id = args.id("resumed")?;
+    args.finish("resume takes only a promotion id, e.g. resume #42")?;
+    Ok(Command::Resume { id })
+}
+
+fn parse_advance(mut args: Args<'_>) -> Result<Command, ParseError> {
+    let id = args.id("advanced")?;
+    args.finish("advance takes only a promotion id, e.g. advance #42")?;
+    Ok(Command::Advance { id })
+}
+
+fn parse_abort(mut args: Args<'_>) -> Result<Command, ParseError> {
+    let id = args.id("aborted")?;
+    let reason = args.rest();
+    Ok(Command::Abort { id, reason })
 }
 
 fn is_to(token: &str) -> bool {
@@ -1057,6 +1126,44 @@ mod tests {
             ),
             ("cancel #7", Command::Cancel { id: 7 }),
             ("retry 7", Command::Retry { id: 7 }),
+            // rollout controls
+            ("pause #42", Command::Pause { id: 42 }),
+            ("/release PAUSE 42", Command::Pause { id: 42 }),
+            ("resume #42", Command::Resume { id: 42 }),
+            ("release Resume 7", Command::Resume { id: 7 }),
+            ("advance #42", Command::Advance { id: 42 }),
+            (
+                "advance 9223372036854775807",
+                Command::Advance { id: i64::MAX },
+            ),
+            (
+                "abort #42",
+                Command::Abort {
+                    id: 42,
+                    reason: None,
+                },
+            ),
+            (
+                "ABORT 42 error rate   doubled\ton the canary",
+                Command::Abort {
+                    id: 42,
+                    reason: Some(s("error rate doubled on the canary")),
+                },
+            ),
+            (
+                "abort #42 “p99 over 2s” for --force to production",
+                Command::Abort {
+                    id: 42,
+                    reason: Some(s("p99 over 2s for --force to production")),
+                },
+            ),
+            (
+                "abort #42 \"  \"",
+                Command::Abort {
+                    id: 42,
+                    reason: None,
+                },
+            ),
             // rollback
             (
                 "rollback api production",
@@ -1205,6 +1312,21 @@ mod tests {
             "cancel 1.5",
             "retry",
             "retry #42 now",
+            // rollout controls
+            "pause",
+            "pause canary",
+            "pause #42 now",
+            "pause #0",
+            "resume",
+            "resume #-3",
+            "resume #42 #43",
+            "advance",
+            "advance 4 2",
+            "advance 42.5",
+            "abort",
+            "abort because the canary is failing",
+            "abort # 42 broken",
+            "abort #42 \"unclosed reason",
             // rollback
             "rollback",
             "rollback api",
@@ -1256,6 +1378,10 @@ mod tests {
             ("freeze production", "freeze"),
             ("history api last 0", "history"),
             ("promote api \"1.4.2", "promote"),
+            ("pause #42 now", "pause"),
+            ("resume x", "resume"),
+            ("advance", "advance"),
+            ("abort soon", "abort"),
         ] {
             let error = parse(input).err();
             assert_eq!(
@@ -1274,7 +1400,8 @@ mod tests {
     fn usage_knows_every_name_and_alias() {
         let names = [
             "help", "create", "prepare", "promote", "approve", "reject", "cancel", "retry",
-            "rollback", "status", "history", "windows", "freeze", "unfreeze",
+            "rollback", "status", "history", "windows", "freeze", "unfreeze", "pause", "resume",
+            "advance", "abort",
         ];
         for name in names {
             let line = usage(name);
@@ -1372,7 +1499,8 @@ mod tests {
         let pieces = [
             "promote", "create", "freeze", "history", "reject", "approve", "help", "api", "1.4.2",
             "latest", "to", "--force", "--force=", "—force", "for", "last", "notes", "commit", "#",
-            "42", "all", "2h", "\"", "“", "”", " ", "\t", "é", "🚀", "\u{0}", "=", "-",
+            "42", "all", "2h", "\"", "“", "”", " ", "\t", "é", "🚀", "\u{0}", "=", "-", "pause",
+            "resume", "advance", "abort",
         ];
         let mut seed: u64 = 0x5eed;
         let mut next = || {

@@ -247,6 +247,12 @@ pub struct RejectBody {
     reason: Option<String>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AbortBody {
+    reason: Option<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRollback {
@@ -433,6 +439,75 @@ pub async fn reject(
     act(&state, actor, command, StatusCode::OK).await
 }
 
+pub async fn pause(
+    State(state): State<AppState>,
+    actor: ApiActor,
+    Path(id): Path<String>,
+) -> ApiResult<PromotionJson> {
+    act_on(
+        state,
+        actor,
+        &id,
+        |id| Command::Pause { id },
+        StatusCode::OK,
+    )
+    .await
+}
+
+pub async fn resume(
+    State(state): State<AppState>,
+    actor: ApiActor,
+    Path(id): Path<String>,
+) -> ApiResult<PromotionJson> {
+    act_on(
+        state,
+        actor,
+        &id,
+        |id| Command::Resume { id },
+        StatusCode::OK,
+    )
+    .await
+}
+
+pub async fn advance(
+    State(state): State<AppState>,
+    actor: ApiActor,
+    Path(id): Path<String>,
+) -> ApiResult<PromotionJson> {
+    act_on(
+        state,
+        actor,
+        &id,
+        |id| Command::Advance { id },
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// `POST /promotions/{id}/abort`: 202, like retry, because it starts a rollback. The body may be
+/// left out; a malformed one is refused naming the field rather than ignored.
+pub async fn abort(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+    json: Result<Option<Json<AbortBody>>, JsonRejection>,
+) -> ApiResult<PromotionJson> {
+    let request = json?.map(|Json(request)| request).unwrap_or_default();
+    let command = abort_command(&id, request)?;
+    act(&state, actor, command, StatusCode::ACCEPTED).await
+}
+
+/// The abort command for the path's id and the body; a blank reason is no reason.
+fn abort_command(id: &str, request: AbortBody) -> Result<Command, ApiError> {
+    Ok(Command::Abort {
+        id: promotion_id(id)?,
+        reason: request
+            .reason
+            .map(|reason| reason.trim().to_string())
+            .filter(|reason| !reason.is_empty()),
+    })
+}
+
 pub async fn rollback(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
@@ -505,4 +580,49 @@ pub async fn command(
         StatusCode::OK,
         Json(serde_json::json!({ "reply": reply.to_text() })),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(text: Option<&str>) -> AbortBody {
+        AbortBody {
+            reason: text.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn abort_takes_the_id_from_the_path_and_the_reason_from_the_body() {
+        let cases = [
+            ("42", None, None),
+            ("#42", Some("p99 over 2s"), Some("p99 over 2s")),
+            (
+                "42",
+                Some("  error rate doubled \n"),
+                Some("error rate doubled"),
+            ),
+            ("42", Some("   "), None),
+        ];
+        for (id, given, expected) in cases {
+            let command = abort_command(id, reason(given)).map_err(|e| e.message);
+            let expected = Command::Abort {
+                id: 42,
+                reason: expected.map(str::to_string),
+            };
+            assert_eq!(command, Ok(expected), "{id} {given:?}");
+        }
+    }
+
+    #[test]
+    fn abort_refuses_an_id_that_is_not_one() {
+        for id in ["abc", "0", "-1", "4.2", ""] {
+            let error = abort_command(id, AbortBody::default()).err();
+            assert_eq!(
+                error.map(|e| e.status),
+                Some(StatusCode::BAD_REQUEST),
+                "{id}"
+            );
+        }
+    }
 }

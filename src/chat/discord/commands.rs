@@ -118,6 +118,26 @@ const SUBCOMMANDS: &[Subcommand] = &[
         ],
     },
     Subcommand {
+        name: "pause",
+        description: "Hold a canary or blue-green rollout before its next step",
+        options: &[ID],
+    },
+    Subcommand {
+        name: "resume",
+        description: "Let a paused rollout go on",
+        options: &[ID],
+    },
+    Subcommand {
+        name: "advance",
+        description: "End a rollout's current pause: the next step starts now",
+        options: &[ID],
+    },
+    Subcommand {
+        name: "abort",
+        description: "Stop a running deploy and roll back",
+        options: &[ID, opt("reason", "Why", Kind::Text, None)],
+    },
+    Subcommand {
         name: "create",
         description: "Record a release without promoting it",
         options: &[
@@ -353,6 +373,21 @@ mod tests {
                 "freeze production for 2h \"incident\"",
             ),
             (sub("status", vec![]), "status"),
+            (sub("pause", vec![("id", int(42))]), "pause #42"),
+            (sub("resume", vec![("id", int(42))]), "resume #42"),
+            (sub("advance", vec![("id", int(42))]), "advance #42"),
+            (sub("abort", vec![("id", int(42))]), "abort #42"),
+            (
+                sub(
+                    "abort",
+                    vec![("reason", s("p99 \"over\" 2s")), ("id", int(42))],
+                ),
+                "abort #42 \"p99 'over' 2s\"",
+            ),
+            (
+                sub("abort", vec![("id", int(42)), ("reason", s("   "))]),
+                "abort #42",
+            ),
         ];
         for (options, expected) in cases {
             assert_eq!(command_text(&options).as_deref(), Ok(expected));
@@ -401,15 +436,103 @@ mod tests {
             .as_array()
             .map(|o| o.iter().filter_map(|o| o["name"].as_str()).collect())
             .unwrap_or_default();
-        for name in [
-            "promote", "approve", "reject", "cancel", "retry", "rollback", "create", "status",
-            "history", "windows", "freeze", "unfreeze", "help",
-        ] {
-            assert!(names.contains(&name), "{name} missing from {names:?}");
+        let grammar: Vec<&str> = command::names().collect();
+        assert!(grammar.contains(&"abort"), "{grammar:?}");
+        for name in &grammar {
+            assert!(names.contains(name), "{name} missing from {names:?}");
+        }
+        for name in &names {
+            assert!(grammar.contains(name), "{name} is not in the grammar");
+        }
+    }
+
+    #[test]
+    fn rollout_controls_take_a_required_id_and_abort_an_optional_reason() {
+        let json = serde_json::to_value(release_command()).unwrap_or_default();
+        let options = |name: &str| -> Vec<(String, i64, bool)> {
+            json["options"]
+                .as_array()
+                .and_then(|subs| subs.iter().find(|sub| sub["name"] == name))
+                .and_then(|sub| sub["options"].as_array())
+                .map(|options| {
+                    options
+                        .iter()
+                        .map(|o| {
+                            let name = o["name"].as_str().unwrap_or_default().to_string();
+                            (name, o["type"].as_i64().unwrap_or(0), o["required"] == true)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let id = ("id".to_string(), 4, true);
+        for name in ["pause", "resume", "advance"] {
+            assert_eq!(options(name), std::slice::from_ref(&id), "{name}");
+        }
+        assert_eq!(options("abort"), [id, ("reason".to_string(), 3, false)]);
+    }
+
+    /// Adds up what Discord counts against a command's size: every `name`, `description` and
+    /// choice `value` in the definition.
+    fn counted_chars(value: &Value) -> usize {
+        match value {
+            Value::Object(map) => map
+                .iter()
+                .map(|(key, inner)| match (key.as_str(), inner) {
+                    ("name" | "description" | "value", Value::String(text)) => text.chars().count(),
+                    _ => counted_chars(inner),
+                })
+                .sum(),
+            Value::Array(items) => items.iter().map(counted_chars).sum(),
+            _ => 0,
+        }
+    }
+
+    /// Discord refuses the whole registration (HTTP 400) when one of these is broken
+    /// (discord.com/developers/docs/interactions/application-commands): at most 25 options per
+    /// level, names of 1–32 lower-case characters, descriptions of 1–100, required options
+    /// before optional ones, and 4,000 characters altogether (the older, stricter figure).
+    #[test]
+    fn the_definition_keeps_discords_limits() {
+        let json = serde_json::to_value(release_command()).unwrap_or_default();
+        let subs = json["options"].as_array().cloned().unwrap_or_default();
+        assert!(
+            !subs.is_empty() && subs.len() <= 25,
+            "{} subcommands",
+            subs.len()
+        );
+        let mut all = vec![&json];
+        all.extend(subs.iter());
+        for sub in &subs {
+            let options = sub["options"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            assert!(options.len() <= 25, "{}", sub["name"]);
+            let first_optional = options.iter().position(|o| o["required"] != true);
+            let last_required = options.iter().rposition(|o| o["required"] == true);
+            if let (Some(optional), Some(required)) = (first_optional, last_required) {
+                assert!(
+                    required < optional,
+                    "{}: required after optional",
+                    sub["name"]
+                );
+            }
+            all.extend(options.iter());
+        }
+        for item in all {
+            let name = item["name"].as_str().unwrap_or_default();
+            let description = item["description"].as_str().unwrap_or_default();
+            assert!((1..=32).contains(&name.chars().count()), "{name}");
+            assert_eq!(name, name.to_lowercase(), "{name}");
+            assert!(!name.contains(char::is_whitespace), "{name}");
             assert!(
-                command::usage(name).is_some(),
-                "{name} is not in the grammar"
+                (1..=100).contains(&description.chars().count()),
+                "{name}: {description}"
             );
         }
+        let total = counted_chars(&json);
+        // About 1,600 today; the floor shows the walk really counted the definition.
+        assert!((1_000..=4_000).contains(&total), "{total} characters");
     }
 }

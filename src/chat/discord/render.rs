@@ -20,6 +20,8 @@ const MAX_FIELD_VALUE: usize = 1_024;
 const MAX_EMBED_TOTAL: usize = 6_000;
 /// What the description keeps at least when the fields are long: the state and a start of notes.
 const MIN_DESCRIPTION: usize = 500;
+/// Discord refuses an action row of more than five buttons.
+pub const MAX_BUTTONS_PER_ROW: usize = 5;
 
 /// `shipmate:approve:42`.
 pub fn custom_id(action: CardAction, promotion_id: i64) -> String {
@@ -199,21 +201,25 @@ fn fields(card: &Card) -> Vec<(&'static str, String, bool)> {
     fields
 }
 
-/// The card's buttons: one row, empty when the state offers no action.
+/// The card's buttons, in rows of at most five (one row for every state today); none when the
+/// state offers no action.
 pub fn card_components(card: &Card) -> Vec<CreateActionRow> {
-    if card.actions.is_empty() {
-        return Vec::new();
-    }
-    let buttons = card
-        .actions
-        .iter()
-        .map(|action| {
-            CreateButton::new(custom_id(*action, card.promotion_id))
-                .label(action.label())
-                .style(button_style(*action))
+    card.actions
+        .chunks(MAX_BUTTONS_PER_ROW)
+        .map(|row| {
+            let buttons = row
+                .iter()
+                .map(|action| button(*action, card.promotion_id))
+                .collect();
+            CreateActionRow::Buttons(buttons)
         })
-        .collect();
-    vec![CreateActionRow::Buttons(buttons)]
+        .collect()
+}
+
+fn button(action: CardAction, promotion_id: i64) -> CreateButton {
+    CreateButton::new(custom_id(action, promotion_id))
+        .label(action.label())
+        .style(button_style(action))
 }
 
 fn button_style(action: CardAction) -> ButtonStyle {
@@ -236,15 +242,13 @@ mod tests {
 
     #[test]
     fn custom_ids_round_trip_and_refuse_foreign_ids() {
-        for action in [
-            CardAction::Approve,
-            CardAction::Reject,
-            CardAction::Cancel,
-            CardAction::Retry,
-            CardAction::Rollback,
-        ] {
+        for action in CardAction::ALL {
             assert_eq!(parse_custom_id(&custom_id(action, 42)), Some((action, 42)));
         }
+        assert_eq!(
+            parse_custom_id("shipmate:abort:42"),
+            Some((CardAction::Abort, 42))
+        );
         for foreign in [
             "approve:42",
             "shipmate:approve",
@@ -253,6 +257,100 @@ mod tests {
         ] {
             assert_eq!(parse_custom_id(foreign), None, "{foreign}");
         }
+    }
+
+    /// A canary rollout in flight, offering `actions`.
+    fn deploying(actions: &'static [CardAction]) -> Card {
+        Card {
+            promotion_id: 42,
+            service: "api".into(),
+            version: "1.4.2".into(),
+            from_environment: Some("staging".into()),
+            environment: "production".into(),
+            rollback: false,
+            requested_by: Identity::new("discord", "123"),
+            notes: None,
+            commit: None,
+            approvals: Vec::new(),
+            required_approvals: 0,
+            state: PromotionState::Deploying,
+            reason: None,
+            progress: Some("canary 2/3 · 50%".into()),
+            duration: Some(std::time::Duration::from_secs(90)),
+            link: None,
+            actions,
+        }
+    }
+
+    /// Each action row's buttons as (custom_id, label, style number).
+    fn rows(card: &Card) -> Vec<Vec<(String, String, i64)>> {
+        let rows = serde_json::to_value(card_components(card)).unwrap_or_default();
+        rows.as_array()
+            .into_iter()
+            .flatten()
+            .map(|row| {
+                row["components"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|b| {
+                        let text = |key: &str| b[key].as_str().unwrap_or_default().to_string();
+                        (
+                            text("custom_id"),
+                            text("label"),
+                            b["style"].as_i64().unwrap_or(0),
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    // Discord's button styles: 1 primary, 2 secondary, 3 success, 4 danger.
+
+    #[test]
+    fn a_running_rollout_offers_pause_and_abort_and_the_clicks_read_back() {
+        let card = deploying(&[CardAction::Pause, CardAction::Abort]);
+        let rows = rows(&card);
+        assert_eq!(
+            rows,
+            [[
+                ("shipmate:pause:42".to_string(), "Pause".to_string(), 2),
+                ("shipmate:abort:42".to_string(), "Abort".to_string(), 4),
+            ]]
+        );
+        let clicked: Vec<_> = rows[0]
+            .iter()
+            .map(|(id, _, _)| parse_custom_id(id))
+            .collect();
+        assert_eq!(
+            clicked,
+            [Some((CardAction::Pause, 42)), Some((CardAction::Abort, 42))]
+        );
+        let resume = self::rows(&deploying(&[CardAction::Resume, CardAction::Abort]));
+        assert_eq!(resume[0][0].2, 2, "Resume is secondary: {resume:?}");
+    }
+
+    #[test]
+    fn no_row_holds_more_than_five_buttons() {
+        let card = deploying(&CardAction::ALL);
+        let rows = rows(&card);
+        assert!(
+            rows.iter()
+                .all(|row| (1..=MAX_BUTTONS_PER_ROW).contains(&row.len())),
+            "{rows:?}"
+        );
+        let ids: Vec<String> = rows.into_iter().flatten().map(|(id, _, _)| id).collect();
+        let expected: Vec<String> = CardAction::ALL.iter().map(|a| custom_id(*a, 42)).collect();
+        assert_eq!(ids, expected, "every button, in order");
+        for state in PromotionState::ALL {
+            let offered = CardAction::offered(state).len();
+            assert!(
+                offered <= MAX_BUTTONS_PER_ROW,
+                "{state} needs {offered} buttons"
+            );
+        }
+        assert!(self::rows(&deploying(&[])).is_empty());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use slack_morphism::prelude::*;
 use crate::chat::limits::{code_block_messages, cut, cut_mapped, full_text_pointer};
 use crate::domain::duration::format_duration;
 use crate::domain::identity::Identity;
-use crate::domain::promotion::PromotionState;
+use crate::domain::promotion::{CardAction, PromotionState};
 use crate::engine::card::Card;
 
 /// Buttons carry `shipmate:<action>` ids and the promotion id as value.
@@ -16,6 +16,18 @@ pub const MAX_SECTION_TEXT: usize = 3_000;
 pub const MAX_FIELD_TEXT: usize = 2_000;
 pub const MAX_CONTEXT_TEXT: usize = 3_000;
 pub const MAX_TEXT: usize = 40_000;
+
+/// `shipmate:approve`: the `action_id` of a card's button (the promotion id is its value).
+pub fn action_id(action: CardAction) -> String {
+    format!("{ACTION_PREFIX}{}", action.id())
+}
+
+/// The action and promotion a clicked button stands for; `None` for buttons the bot did not
+/// make (another app's, or a value that is not a promotion id).
+pub fn parse_action(action_id: &str, value: Option<&str>) -> Option<(CardAction, i64)> {
+    let action = CardAction::parse(action_id.strip_prefix(ACTION_PREFIX)?)?;
+    Some((action, value?.parse().ok()?))
+}
 
 /// Slack's control characters in text we did not write.
 pub fn escape(text: &str) -> String {
@@ -96,9 +108,9 @@ pub fn card_blocks(card: &Card) -> Vec<SlackBlock> {
             .iter()
             .map(|action| {
                 let mut button = SlackBlockButtonElement::new(pt!(action.label()))
-                    .with_action_id(format!("{ACTION_PREFIX}{}", action.id()).into())
+                    .with_action_id(action_id(*action).into())
                     .with_value(card.promotion_id.to_string());
-                if let Some(style) = button_style(action.id()) {
+                if let Some(style) = button_style(*action) {
                     button = button.with_style(style);
                 }
                 SlackActionBlockElement::Button(button)
@@ -113,11 +125,14 @@ pub fn card_blocks(card: &Card) -> Vec<SlackBlock> {
     blocks
 }
 
-fn button_style(action: &str) -> Option<SlackBlockButtonStyle> {
+/// Slack has primary, danger and the default (a plain, secondary-looking button).
+fn button_style(action: CardAction) -> Option<SlackBlockButtonStyle> {
     match action {
-        "approve" | "retry" => Some(SlackBlockButtonStyle::Primary),
-        "reject" | "rollback" => Some(SlackBlockButtonStyle::Danger),
-        _ => None,
+        CardAction::Approve | CardAction::Retry => Some(SlackBlockButtonStyle::Primary),
+        CardAction::Reject | CardAction::Rollback | CardAction::Abort => {
+            Some(SlackBlockButtonStyle::Danger)
+        }
+        CardAction::Cancel | CardAction::Pause | CardAction::Resume => None,
     }
 }
 
@@ -188,4 +203,115 @@ fn context_lines(card: &Card) -> Vec<String> {
 /// output is split over several messages, never cut (only a line longer than a whole message is).
 pub fn thread_messages(lines: &[String]) -> Vec<String> {
     code_block_messages(lines, MAX_TEXT, escape)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::Value;
+
+    use super::*;
+
+    /// A canary rollout in flight, offering `actions`.
+    fn deploying(actions: &'static [CardAction]) -> Card {
+        Card {
+            promotion_id: 42,
+            service: "api".into(),
+            version: "1.4.2".into(),
+            from_environment: Some("staging".into()),
+            environment: "production".into(),
+            rollback: false,
+            requested_by: Identity::new("slack", "U0DEV"),
+            notes: None,
+            commit: None,
+            approvals: Vec::new(),
+            required_approvals: 0,
+            state: PromotionState::Deploying,
+            reason: None,
+            progress: Some("canary 2/3 · 50%".into()),
+            duration: Some(Duration::from_secs(90)),
+            link: None,
+            actions,
+        }
+    }
+
+    /// The buttons of the card's actions block as (action_id, value, style).
+    fn buttons(card: &Card) -> Vec<(String, String, Option<String>)> {
+        let blocks = serde_json::to_value(card_blocks(card)).unwrap_or_default();
+        let text = |value: &Value| value.as_str().map(str::to_string);
+        blocks
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|block| block["type"] == "actions")
+            .flat_map(|block| block["elements"].as_array().cloned().unwrap_or_default())
+            .map(|button| {
+                (
+                    text(&button["action_id"]).unwrap_or_default(),
+                    text(&button["value"]).unwrap_or_default(),
+                    text(&button["style"]),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_running_rollout_offers_pause_and_abort_and_the_clicks_read_back() {
+        let card = deploying(&[CardAction::Pause, CardAction::Abort]);
+        let shown = buttons(&card);
+        assert_eq!(
+            shown,
+            [
+                ("shipmate:pause".to_string(), "42".to_string(), None),
+                (
+                    "shipmate:abort".to_string(),
+                    "42".to_string(),
+                    Some("danger".to_string())
+                ),
+            ]
+        );
+        let clicked: Vec<_> = shown
+            .iter()
+            .map(|(id, value, _)| parse_action(id, Some(value)))
+            .collect();
+        assert_eq!(
+            clicked,
+            [Some((CardAction::Pause, 42)), Some((CardAction::Abort, 42))]
+        );
+        let labels = serde_json::to_string(&card_blocks(&card)).unwrap_or_default();
+        assert!(
+            labels.contains("\"Pause\"") && labels.contains("\"Abort\""),
+            "{labels}"
+        );
+    }
+
+    #[test]
+    fn every_action_has_a_button_that_reads_back() {
+        let card = deploying(&CardAction::ALL);
+        let shown = buttons(&card);
+        assert_eq!(shown.len(), CardAction::ALL.len());
+        for ((id, value, style), action) in shown.iter().zip(CardAction::ALL) {
+            assert_eq!(parse_action(id, Some(value)), Some((action, 42)), "{id}");
+            let expected = match action {
+                CardAction::Approve | CardAction::Retry => Some("primary"),
+                CardAction::Reject | CardAction::Rollback | CardAction::Abort => Some("danger"),
+                CardAction::Cancel | CardAction::Pause | CardAction::Resume => None,
+            };
+            assert_eq!(style.as_deref(), expected, "{id}");
+        }
+    }
+
+    #[test]
+    fn foreign_buttons_are_not_ours() {
+        for (id, value) in [
+            ("pause", Some("42")),
+            ("shipmate:launch", Some("42")),
+            ("shipmate:pause", Some("x")),
+            ("shipmate:pause", None),
+            ("other_app:abort", Some("42")),
+        ] {
+            assert_eq!(parse_action(id, value), None, "{id} {value:?}");
+        }
+    }
 }

@@ -15,10 +15,9 @@ use serde_json::json;
 use slack_morphism::prelude::*;
 use slack_morphism::signature_verifier::SlackEventSignatureVerifier;
 
-use super::blocks::{escape, ACTION_PREFIX};
+use super::blocks::{escape, parse_action};
 use super::Slack;
 use crate::domain::identity::{Actor, Identity};
-use crate::domain::promotion::CardAction;
 use crate::engine::{
     ChatOrigin, ChatPlatform, Engine, EngineError, ErrorKind, ReactionVote, Request, RequestKind,
 };
@@ -232,14 +231,9 @@ async fn block_actions(inbound: &Inbound, event: SlackInteractionBlockActionsEve
         return;
     };
     let actions = event.actions.unwrap_or_default();
-    let ours = actions.iter().filter_map(|action| {
-        action
-            .action_id
-            .as_ref()
-            .strip_prefix(ACTION_PREFIX)
-            .and_then(CardAction::parse)
-            .zip(action.value.as_deref().and_then(|v| v.parse::<i64>().ok()))
-    });
+    let ours = actions
+        .iter()
+        .filter_map(|action| parse_action(action.action_id.as_ref(), action.value.as_deref()));
     for (index, (action, promotion)) in ours.enumerate() {
         // One click is one trigger id; a second action in it (there is none today) gets its own.
         let delivery = match index {

@@ -59,7 +59,7 @@ features:
     always_online: true
   slash_commands:
     - command: /release{command_url}
-      description: Promote, approve, roll back and inspect releases
+      description: Promote, approve, pause, abort, roll back and inspect releases
       usage_hint: promote api 1.4.2 [to production]
       should_escape: false
 oauth_config:
