@@ -50,10 +50,7 @@ impl Health {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let url = format!(
-            "http://{}/healthz",
-            listener.local_addr().expect("address")
-        );
+        let url = format!("http://{}/healthz", listener.local_addr().expect("address"));
         tokio::spawn(async move { axum::serve(listener, app).await });
         Health { url, status, hits }
     }
@@ -112,7 +109,10 @@ async fn wait_for_gate(bot: &TestBot, id: i64, position: i64) {
     })
     .await;
     let last = bot.promotion(id).await;
-    assert!(reached, "#{id} never waited at position {position}: {last:#}");
+    assert!(
+        reached,
+        "#{id} never waited at position {position}: {last:#}"
+    );
 }
 
 fn calls(bot: &TestBot) -> Vec<String> {
@@ -128,7 +128,13 @@ fn event_kinds(promotion: &Value) -> Vec<String> {
         .as_array()
         .expect("events")
         .iter()
-        .map(|e| format!("{}: {}", e["kind"].as_str().unwrap_or(""), e["detail"].as_str().unwrap_or("")))
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e["kind"].as_str().unwrap_or(""),
+                e["detail"].as_str().unwrap_or("")
+            )
+        })
         .collect()
 }
 
@@ -165,8 +171,16 @@ async fn a_canary_calls_each_step_pauses_between_and_verifies_before_it_succeeds
     let events = event_kinds(&bot.promotion(id).await);
     let steps: Vec<&String> = events.iter().filter(|e| e.starts_with("step:")).collect();
     assert_eq!(steps.len(), 3, "{events:#?}");
-    assert!(events.iter().any(|e| e.starts_with("verifying: deployed; verifying: http check 1 for 10m")), "{events:#?}");
-    assert!(events.iter().any(|e| e.starts_with("succeeded")), "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("verifying: deployed; verifying: http check 1 for 10m")),
+        "{events:#?}"
+    );
+    assert!(
+        events.iter().any(|e| e.starts_with("succeeded")),
+        "{events:#?}"
+    );
 }
 
 #[tokio::test]
@@ -185,7 +199,9 @@ async fn a_failing_check_fails_the_promotion_and_rolls_back_at_once_as_shipmate(
     let failed = bot.wait_for_state(id, "failed").await;
     let reason = failed["reason"].as_str().expect("reason");
     assert!(
-        reason.starts_with("http check 1: HTTP 503, expected 200 at step 2/3 (50%); rolled back by #"),
+        reason.starts_with(
+            "http check 1: HTTP 503, expected 200 at step 2/3 (50%); rolled back by #"
+        ),
         "{reason}"
     );
     assert!(reason.ends_with("(to 1.0.0)"), "{reason}");
@@ -250,7 +266,8 @@ async fn with_on_failure_fail_a_failing_check_just_fails() {
     let failed = bot.wait_for_state(id, "failed").await;
     assert_eq!(failed["reason"], "http check 1: HTTP 500, expected 200");
     assert_eq!(
-        bot.sql_count("SELECT COUNT(*) FROM promotions WHERE is_rollback = 1").await,
+        bot.sql_count("SELECT COUNT(*) FROM promotions WHERE is_rollback = 1")
+            .await,
         0
     );
 }
@@ -277,7 +294,10 @@ async fn pause_holds_before_the_next_step_and_resume_lets_it_go_on() {
     wait_for_gate(&bot, id, 1).await;
 
     let (status, reply) = bot.say(LEAD_TOKEN, &format!("pause #{id}")).await;
-    assert_eq!(status, 403, "a lead of no approval policy here is no steerer: {reply}");
+    assert_eq!(
+        status, 403,
+        "a lead of no approval policy here is no steerer: {reply}"
+    );
     let (status, reply) = bot.say(CI_TOKEN, &format!("pause #{id}")).await;
     assert_eq!(status, 200, "{reply}");
     let (status, reply) = bot.say(CI_TOKEN, &format!("pause #{id}")).await;
@@ -289,7 +309,10 @@ async fn pause_holds_before_the_next_step_and_resume_lets_it_go_on() {
     let probed = wait_until(Duration::from_secs(10), || async { health.hits() > probes }).await;
     assert!(probed, "the checks keep running while paused");
     assert_eq!(
-        bot.sql_count(&format!("SELECT position FROM rollouts WHERE promotion_id = {id}")).await,
+        bot.sql_count(&format!(
+            "SELECT position FROM rollouts WHERE promotion_id = {id}"
+        ))
+        .await,
         1,
         "held before step 2"
     );
@@ -300,8 +323,18 @@ async fn pause_holds_before_the_next_step_and_resume_lets_it_go_on() {
     wait_for_gate(&bot, id, 3).await;
     assert_eq!(calls(&bot).len(), 2);
     let events = event_kinds(&bot.promotion(id).await);
-    assert!(events.iter().any(|e| e.starts_with("paused: paused before its next step by api:ci")), "{events:#?}");
-    assert!(events.iter().any(|e| e.starts_with("resumed: resumed by api:ci")), "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("paused: paused before its next step by api:ci")),
+        "{events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("resumed: resumed by api:ci")),
+        "{events:#?}"
+    );
 }
 
 #[tokio::test]
@@ -313,7 +346,11 @@ async fn advance_ends_the_pause_now() {
     let (status, reply) = bot.say(ADMIN_TOKEN, &format!("advance {id}")).await;
     assert_eq!(status, 200, "{reply}");
     wait_for_gate(&bot, id, 3).await;
-    assert_eq!(calls(&bot).len(), 2, "step 2 started without the clock moving");
+    assert_eq!(
+        calls(&bot).len(),
+        2,
+        "step 2 started without the clock moving"
+    );
 
     // In the final verification there is no pause to end.
     let (status, _) = bot.say(ADMIN_TOKEN, &format!("advance {id}")).await;
@@ -341,9 +378,13 @@ async fn abort_kills_the_running_step_and_rolls_back() {
     .await;
     assert!(running, "step 2 started");
 
-    let (status, reply) = bot.say(LEAD_TOKEN, &format!("abort {id} error rate climbing")).await;
+    let (status, reply) = bot
+        .say(LEAD_TOKEN, &format!("abort {id} error rate climbing"))
+        .await;
     assert_eq!(status, 403, "{reply}");
-    let (status, reply) = bot.say(CI_TOKEN, &format!("abort {id} error rate climbing")).await;
+    let (status, reply) = bot
+        .say(CI_TOKEN, &format!("abort {id} error rate climbing"))
+        .await;
     assert_eq!(status, 200, "{reply}");
 
     // The script still waits for its hold file: only killing it ends the step.
@@ -354,7 +395,9 @@ async fn abort_kills_the_running_step_and_rolls_back() {
         "{reason}"
     );
     let rollback = wait_until(Duration::from_secs(20), || async {
-        calls(&bot).iter().any(|c| c == "1.0.0 1/1 100 deploy rollback=true")
+        calls(&bot)
+            .iter()
+            .any(|c| c == "1.0.0 1/1 100 deploy rollback=true")
     })
     .await;
     assert!(rollback, "the rollback ran: {:?}", calls(&bot));
@@ -396,7 +439,8 @@ async fn blue_green_deploys_beside_verifies_then_switches_and_discards_on_early_
         ]
     );
     assert_eq!(
-        bot.sql_count("SELECT COUNT(*) FROM promotions WHERE is_rollback = 1").await,
+        bot.sql_count("SELECT COUNT(*) FROM promotions WHERE is_rollback = 1")
+            .await,
         0
     );
 }
@@ -409,16 +453,27 @@ async fn a_restart_during_a_pause_resumes_it_where_it_was() {
     wait_for_gate(&bot, id, 1).await;
     bot.clock.advance(Duration::from_secs(120));
     let probes = bot
-        .sql_count(&format!("SELECT COUNT(*) FROM check_tallies WHERE promotion_id = {id}"))
+        .sql_count(&format!(
+            "SELECT COUNT(*) FROM check_tallies WHERE promotion_id = {id}"
+        ))
         .await;
     assert_eq!(probes, 1, "the gate's tally is stored");
 
     bot.restart().await;
-    assert_eq!(bot.promotion(id).await["state"], "deploying", "not interrupted");
+    assert_eq!(
+        bot.promotion(id).await["state"],
+        "deploying",
+        "not interrupted"
+    );
     // Two minutes of five are gone: three more finish the pause.
     bot.clock.advance(Duration::from_secs(180));
     wait_for_gate(&bot, id, 3).await;
-    assert_eq!(calls(&bot).len(), 2, "step 1 was not called again: {:?}", calls(&bot));
+    assert_eq!(
+        calls(&bot).len(),
+        2,
+        "step 1 was not called again: {:?}",
+        calls(&bot)
+    );
 }
 
 #[tokio::test]
@@ -427,11 +482,20 @@ async fn a_restart_while_a_step_runs_leaves_it_interrupted() {
     let mut bot = bot_with(&shop(CANARY, &health, "rollback")).await;
     std::fs::write(bot.path("hold-1.0.0-1"), "").expect("hold step 1");
     let id = promote(&bot, "1.0.0").await;
-    let running = wait_until(Duration::from_secs(20), || async { !calls(&bot).is_empty() }).await;
+    let running = wait_until(Duration::from_secs(20), || async {
+        !calls(&bot).is_empty()
+    })
+    .await;
     assert!(running);
     bot.restart().await;
     let interrupted = bot.wait_for_state(id, "interrupted").await;
-    assert!(interrupted["reason"].as_str().unwrap_or("").contains("the bot stopped"), "{interrupted}");
+    assert!(
+        interrupted["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the bot stopped"),
+        "{interrupted}"
+    );
     std::fs::remove_file(bot.path("hold-1.0.0-1")).expect("release");
 }
 
@@ -459,7 +523,10 @@ async fn rollback_latency() {
     .await;
     assert!(rolled, "{:?}", calls(&bot));
     let took = failed_at.elapsed();
-    println!("failing evaluation → rollback backend call: {} ms", took.as_millis());
+    println!(
+        "failing evaluation → rollback backend call: {} ms",
+        took.as_millis()
+    );
     let body = bot.promotion(id).await;
     assert_eq!(body["state"], "failed", "{}", json!(body));
 }
