@@ -343,7 +343,10 @@ name = "api"
             "service[0].environment[0].windows[0]",
             "unknown window `lunch`",
         ),
-        ("service[0].environment[0].verify", "not supported yet"),
+        (
+            "service[0].environment[0].verify",
+            "must be a list of checks",
+        ),
         ("service[1].name", "used twice"),
         ("service[1].environment", "empty pipeline"),
     ] {

@@ -307,7 +307,7 @@ fn every_problem_is_listed_at_once_with_its_key() {
     );
     expect(
         "service[0].environment[1].verify",
-        &["not supported yet", "remove `verify`"],
+        &["must be a list of checks", "verify = [{ kind = \"http\""],
     );
     expect(
         "server.listen",
