@@ -343,10 +343,99 @@ name = "api"
             "service[0].environment[0].windows[0]",
             "unknown window `lunch`",
         ),
-        ("service[0].environment[0].verify", "not supported yet"),
+        (
+            "service[0].environment[0].verify",
+            "must be a list of checks",
+        ),
         ("service[1].name", "used twice"),
         ("service[1].environment", "empty pipeline"),
     ] {
+        let line = err
+            .lines()
+            .find(|line| line.starts_with(&format!("  - {key}: ")))
+            .unwrap_or_else(|| panic!("no line for {key}:\n{err}"));
+        assert!(line.contains(needle), "{line}");
+    }
+}
+
+/// A config whose production environment verifies and rolls out as a canary (SPEC §5.1, §5.2),
+/// its Prometheus URL from `${PROM_VAR}`.
+const ROLLOUT_CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+
+[database]
+url = "sqlite://bot.db"
+
+[roles]
+deployers = ["*"]
+
+[[service]]
+name = "api"
+  [[service.environment]]
+  name = "production"
+  backend = { kind = "command", run = ["./deploy.sh"] }
+  verify = [
+    { kind = "http", url = "https://api.example.com/healthz", for = "2m", every = "10s" },
+    { kind = "prometheus", url = "${PROM_VAR}", query = 'sum(rate(errors{version="{version}"}[1m]))', max = 0.01 },
+    { kind = "command", run = ["./smoke.sh"], timeout = "5m" },
+  ]
+  on_failure = "rollback"
+  strategy = { kind = "canary", steps = [10, 50, 100], pause = "5m" }
+"#;
+
+const PROM_VAR: &str = "SHIPMATE_TEST_PROMETHEUS_URL";
+
+/// `check-config` of `text` written to `bot.toml` in a temp directory (kept while the caller
+/// holds it), with `PROM_VAR` set to `prom_url`.
+fn check_rollout_config(text: &str, prom_url: &str) -> (TempDir, PathBuf, Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bot.toml");
+    std::fs::write(&path, text.replace("PROM_VAR", PROM_VAR)).unwrap();
+    let output = Command::new(BIN)
+        .args(["check-config", "--config", &path.display().to_string()])
+        .env(PROM_VAR, prom_url)
+        .output()
+        .expect("run the shipmate binary");
+    (dir, path, output)
+}
+
+#[test]
+fn check_config_accepts_verification_failure_handling_and_a_canary() {
+    let (_dir, _, output) = check_rollout_config(ROLLOUT_CONFIG, "http://prometheus:9090");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("is valid"), "{}", stdout(&output));
+}
+
+#[test]
+fn check_config_lists_every_rollout_problem_with_its_key_and_exits_2() {
+    let broken = ROLLOUT_CONFIG
+        .replace(r#"every = "10s""#, r#"every = "10s", max = 1"#)
+        .replace(r#"for = "2m""#, r#"for = "5s""#)
+        .replace("max = 0.01", "min = 0.5, max = 0.01")
+        .replace(r#"run = ["./smoke.sh"], "#, "")
+        .replace(r#""rollback""#, r#""revert""#)
+        .replace("[10, 50, 100]", "[10, 5, 100]");
+    let (_dir, path, output) = check_rollout_config(&broken, "prometheus:9090");
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{} has 7 problems:", path.display())),
+        "{err}"
+    );
+    for (key, needle) in [
+        ("verify[0].max", "an http check has no `max`"),
+        ("verify[0].every", "10s is longer than for = 5s"),
+        ("verify[1].url", "`prometheus:9090` is not an http(s) URL"),
+        ("verify[1].min", "0.5 is above max 0.01"),
+        ("verify[2].run", "missing"),
+        ("on_failure", "unknown `revert`"),
+        (
+            "strategy.steps[1]",
+            "5 does not rise above the step before it (10)",
+        ),
+    ] {
+        let key = format!("service[0].environment[0].{key}");
         let line = err
             .lines()
             .find(|line| line.starts_with(&format!("  - {key}: ")))

@@ -307,7 +307,7 @@ fn every_problem_is_listed_at_once_with_its_key() {
     );
     expect(
         "service[0].environment[1].verify",
-        &["not supported yet", "remove `verify`"],
+        &["must be a list of checks", "verify = [{ kind = \"http\""],
     );
     expect(
         "server.listen",
@@ -950,4 +950,143 @@ fn redaction_keeps_what_helps_and_hides_what_does_not() {
         config::redacted_url("not a url but maybe a password"),
         "(a value that is not a URL)"
     );
+}
+
+// ---- verify, on_failure and strategy (SPEC §5.1, §5.2) ----
+
+/// A pipeline whose production verifies, rolls back and rolls out as a canary.
+const ROLLOUT: &str = r#"
+[[service]]
+name = "api"
+  [[service.environment]]
+  name = "staging"
+  backend = { kind = "command", run = ["./deploy.sh"] }
+  [[service.environment]]
+  name = "production"
+  backend = { kind = "command", run = ["./deploy.sh"] }
+  verify = [
+    { kind = "http", url = "https://api.example.com/healthz", expect = 204, for = "2m", every = "10s" },
+    { kind = "prometheus", url = "${PROM_URL}", query = 'sum(rate(errors{version="{version}"}[1m]))', max = 0.01, for = "5m", every = "30s" },
+    { kind = "command", run = ["./smoke.sh"], timeout = "3m" },
+  ]
+  on_failure = "rollback"
+  strategy = { kind = "canary", steps = [10, 50, 100], pause = "5m" }
+"#;
+
+#[test]
+fn rollout_keys_become_checks_a_failure_handling_and_a_strategy() {
+    use shipmate::domain::rollout::{OnFailure, Strategy};
+    use shipmate::domain::verification::{CheckKind, CheckSpec};
+
+    let text = format!("{MINIMAL}{ROLLOUT}");
+    let env = env_of(&[("PROM_URL", "http://prometheus.monitoring:9090")]);
+    let config = config::parse(&text, &base_dir(), &env).unwrap_or_else(|p| panic!("{p:#?}"));
+    let api = config.service("api").expect("api");
+
+    let staging = api.environment("staging").expect("staging");
+    assert!(staging.verify.is_empty());
+    assert_eq!(staging.on_failure, OnFailure::Fail);
+    assert_eq!(staging.strategy, Strategy::Direct);
+
+    let production = api.environment("production").expect("production");
+    let minutes = |n: u64| Duration::from_secs(n * 60);
+    assert_eq!(
+        production.verify,
+        [
+            CheckSpec {
+                name: "http check 1".to_string(),
+                kind: CheckKind::Http {
+                    url: "https://api.example.com/healthz".to_string(),
+                    expect: 204,
+                },
+                duration: minutes(2),
+                every: Duration::from_secs(10),
+            },
+            CheckSpec {
+                name: "prometheus check 2".to_string(),
+                kind: CheckKind::Prometheus {
+                    url: "http://prometheus.monitoring:9090".to_string(),
+                    query: r#"sum(rate(errors{version="{version}"}[1m]))"#.to_string(),
+                    min: None,
+                    max: Some(0.01),
+                },
+                duration: minutes(5),
+                every: Duration::from_secs(30),
+            },
+            CheckSpec {
+                name: "command check 3".to_string(),
+                kind: CheckKind::Command {
+                    run: vec!["./smoke.sh".to_string()],
+                    timeout: minutes(3),
+                },
+                duration: minutes(3),
+                every: minutes(3),
+            },
+        ]
+    );
+    assert_eq!(production.on_failure, OnFailure::Rollback);
+    assert_eq!(
+        production.strategy,
+        Strategy::Canary {
+            steps: vec![10, 50, 100],
+            pause: minutes(5),
+        }
+    );
+}
+
+#[test]
+fn every_rollout_problem_is_listed_at_once_with_its_key() {
+    let broken = ROLLOUT
+        .replace("expect = 204", "expect = 204, max = 1")
+        .replace("${PROM_URL}", "prometheus:9090")
+        .replace("max = 0.01, for", "min = 0.5, max = 0.01, for")
+        .replace("{version}", "{release}")
+        .replace(r#"run = ["./smoke.sh"], "#, "")
+        .replace(r#""rollback""#, r#""revert""#)
+        .replace("[10, 50, 100]", "[10, 50, 90]")
+        .replace(r#"every = "10s""#, r#"every = "5m""#);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bot.toml");
+    std::fs::write(&path, format!("{MINIMAL}{broken}")).unwrap();
+    let error = config::load(&path, &no_env).unwrap_err();
+
+    let at = "service[0].environment[1]";
+    let mut keys: Vec<&str> = error
+        .problems
+        .iter()
+        .map(|p| p.key.strip_prefix(at).unwrap_or(&p.key))
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            ".on_failure",
+            ".strategy.steps[2]",
+            ".verify[0].every",
+            ".verify[0].max",
+            ".verify[1].min",
+            ".verify[1].query",
+            ".verify[1].url",
+            ".verify[2].run",
+        ],
+        "{error}"
+    );
+    for (key, needles) in [
+        (".on_failure", &["`revert`", "\"fail\"", "\"rollback\""][..]),
+        (".strategy.steps[2]", &["last step is 90", "end at 100"]),
+        (
+            ".verify[0].every",
+            &["5m is longer than for = 2m", "at most once"],
+        ),
+        (".verify[0].max", &["an http check has no `max`"]),
+        (".verify[1].min", &["0.5 is above max 0.01"]),
+        (".verify[1].query", &["`{release}`", "{previous_version}"]),
+        (".verify[1].url", &["`prometheus:9090`", "http(s) URL"]),
+        (".verify[2].run", &["missing", "run = [\"./smoke.sh\"]"]),
+    ] {
+        let problem = problem_at(&error.problems, &format!("{at}{key}"));
+        for needle in needles {
+            assert!(problem.message.contains(needle), "{problem}: `{needle}`");
+        }
+    }
 }

@@ -21,6 +21,10 @@ use crate::domain::rollout::{OnFailure, Strategy};
 use crate::domain::verification::CheckSpec;
 use crate::domain::window::{Freeze, FreezeSource, Window};
 
+mod rollout;
+
+pub use rollout::PLACEHOLDERS;
+
 /// A secret string: usable, never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -613,7 +617,11 @@ struct RawEnvironment {
     approvals: Option<RawApprovals>,
     #[serde(default)]
     windows: Vec<String>,
+    // The rollout keys are read by `rollout` from their TOML values, so that a wrong one is
+    // reported under its exact key without hiding the service's other problems.
     verify: Option<toml::Value>,
+    on_failure: Option<toml::Value>,
+    strategy: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1091,12 +1099,6 @@ impl Validator<'_> {
         roles: &Roles,
         windows: &[RawWindow],
     ) -> EnvironmentConfig {
-        if raw.verify.is_some() {
-            self.problem(
-                format!("{key}.verify"),
-                "post-deploy verification is not supported yet; remove `verify` (promotions pass from deploying to succeeded)",
-            );
-        }
         for (i, window) in raw.windows.iter().enumerate() {
             if !windows.iter().any(|w| &w.name == window) {
                 let known: Vec<&str> = windows.iter().map(|w| w.name.as_str()).collect();
@@ -1111,11 +1113,11 @@ impl Validator<'_> {
             approvals: raw
                 .approvals
                 .map(|approvals| self.approvals(&format!("{key}.approvals"), approvals, roles)),
+            verify: self.checks(&format!("{key}.verify"), raw.verify.as_ref()),
+            on_failure: self.on_failure(&format!("{key}.on_failure"), raw.on_failure.as_ref()),
+            strategy: self.strategy(&format!("{key}.strategy"), raw.strategy.as_ref()),
             windows: raw.windows,
             name: raw.name,
-            verify: Vec::new(),
-            on_failure: OnFailure::Fail,
-            strategy: Strategy::Direct,
         }
     }
 
