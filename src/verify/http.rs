@@ -61,6 +61,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_probe_client_names_shipmate() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(wiremock::matchers::header(
+                "user-agent",
+                concat!("shipmate/", env!("CARGO_PKG_VERSION")),
+            ))
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&server)
+            .await;
+        let client = crate::verify::http_client().unwrap();
+
+        let reading = status(&client, &server.uri(), TIMEOUT).await;
+
+        assert_eq!(reading, Reading::Status(204));
+    }
+
+    #[tokio::test]
     async fn redirects_are_followed_to_the_final_status() {
         let server = server_answering(503).await;
         Mock::given(method("GET"))

@@ -133,6 +133,19 @@ impl Prober for LiveProber {
     }
 }
 
+/// How long a probe may take to connect; the whole request is bounded by [`request_timeout`].
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An HTTP client for probes: says it is shipmate (a health endpoint's logs tell probes from
+/// users), bounds connecting, follows up to 10 redirects (reqwest's default; see
+/// [`http`]) and honours `HTTPS_PROXY`/`NO_PROXY`. Fails only if TLS cannot be set up.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .user_agent(concat!("shipmate/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+}
+
 /// The reading of a cancelled probe.
 pub fn cancelled() -> Reading {
     Reading::Unreachable("cancelled".to_string())
@@ -315,6 +328,87 @@ mod tests {
         let mut odd = request(None);
         odd.service = "{version}".to_string();
         assert_eq!(substitute("{service}/{version}", &odd), "{version}/1.4.2");
+    }
+
+    fn check(kind: CheckKind) -> CheckSpec {
+        CheckSpec {
+            name: CheckSpec::default_name(&kind, 1),
+            kind,
+            duration: Duration::from_secs(60),
+            every: Duration::from_secs(30),
+        }
+    }
+
+    /// A server whose every answer takes 30 s, and an http and a prometheus check against it.
+    async fn slow_server() -> (wiremock::MockServer, [CheckSpec; 2]) {
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        Mock::given(wiremock::matchers::any())
+            .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
+            .mount(&server)
+            .await;
+        let checks = [
+            check(CheckKind::Http {
+                url: server.uri(),
+                expect: 200,
+            }),
+            check(CheckKind::Prometheus {
+                url: server.uri(),
+                query: "up".to_string(),
+                min: None,
+                max: None,
+            }),
+        ];
+        (server, checks)
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_probe_ends_promptly() {
+        let (_server, checks) = slow_server().await;
+        let prober = LiveProber::new(PathBuf::new(), reqwest::Client::new());
+        let target = ProbeTarget {
+            request: request(None),
+        };
+        for check in &checks {
+            let cancel = CancellationToken::new();
+            let probe = prober.probe(check, &target, cancel.clone());
+            let trigger = async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                cancel.cancel();
+            };
+            let limit = Duration::from_secs(5);
+            let (reading, ()) = tokio::time::timeout(limit, async { tokio::join!(probe, trigger) })
+                .await
+                .expect("the probe ignored the cancel");
+            assert_eq!(reading, cancelled(), "{}", check.name);
+        }
+    }
+
+    #[tokio::test]
+    async fn http_urls_are_substituted_before_the_probe() {
+        use wiremock::matchers::{method, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/production/api/1.4.2"))
+            .respond_with(ResponseTemplate::new(200))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let check = check(CheckKind::Http {
+            url: format!("{}/{{environment}}/{{service}}/{{version}}", server.uri()),
+            expect: 200,
+        });
+        let prober = LiveProber::new(PathBuf::new(), reqwest::Client::new());
+        let target = ProbeTarget {
+            request: request(None),
+        };
+
+        let reading = prober
+            .probe(&check, &target, CancellationToken::new())
+            .await;
+
+        assert_eq!(reading, Reading::Status(200));
     }
 
     #[test]
