@@ -321,6 +321,7 @@ mod tests {
             assert_eq!(substitute(untouched, &request(None)), untouched);
         }
         assert_eq!(substitute("{{version}}", &request(None)), "{1.4.2}");
+        assert_eq!(substitute("é{é{version}é", &request(None)), "é{é1.4.2é");
     }
 
     #[test]

@@ -16,8 +16,9 @@ use serde_json::Value as Json;
 use super::{describe_transport_error, redact_url, shorten};
 use crate::domain::verification::Reading;
 
-/// The largest answer read. One series is a few hundred bytes; a query that returns megabytes
-/// returns many series and is refused anyway, so the rest is not worth holding in memory.
+/// The largest answer read. One series is a few hundred bytes; an answer cut at this size does
+/// not parse and reads as "not a Prometheus answer" (inconclusive), which is all a query
+/// returning megabytes deserves, without holding the rest in memory.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// How much of a body that is not Prometheus JSON a reading quotes.
 const BODY_EXCERPT_CHARS: usize = 200;
