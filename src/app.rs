@@ -12,6 +12,7 @@ use crate::chat::slack::{self, Slack};
 use crate::config::{self, BackendConfig, Config};
 use crate::deploy::command::CommandBackend;
 use crate::deploy::Backend;
+use crate::verify::{self, LiveProber, Prober};
 use crate::engine::{Backends, ChatPort, Engine, EngineParts, Time};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
@@ -64,7 +65,34 @@ pub fn backends_from_config(config: &Config) -> Backends {
             backends.insert(&service.name, &env.name, backend);
         }
     }
+    if let Some(prober) = prober_from_config(config) {
+        for service in &config.services {
+            for env in &service.environments {
+                backends.insert_prober(&service.name, &env.name, prober.clone());
+            }
+        }
+    }
     backends
+}
+
+/// The prober of `verify` checks: one HTTP client for every environment; command checks get
+/// their environment's backend `env` table, as its deploy script does.
+fn prober_from_config(config: &Config) -> Option<Arc<dyn Prober>> {
+    let client = match verify::http_client() {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "could not build the HTTP client of verification checks; every check will fail");
+            return None;
+        }
+    };
+    let mut prober = LiveProber::new(config.base_dir.clone(), client);
+    for service in &config.services {
+        for env in &service.environments {
+            let BackendConfig::Command { env: table, .. } = &env.backend;
+            prober = prober.with_command_env(&service.name, &env.name, table.clone());
+        }
+    }
+    Some(Arc::new(prober))
 }
 
 /// Connects to the database, applies migrations, and builds the engine and chat adapters.

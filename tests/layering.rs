@@ -1,6 +1,7 @@
 //! The architecture's boundaries, checked on the source (DESIGN.md "Layers and who may import
-//! whom"): `domain` is pure and imports no other layer; the front ends (`chat`, `http`) reach the
-//! database only through the engine; time is read only through the engine's clock.
+//! whom"): `domain` is pure and imports no other layer; the infrastructure adapters (`deploy`,
+//! `verify`) use only the domain; the front ends (`chat`, `http`) reach the database only
+//! through the engine; time is read only through the engine's clock.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -109,13 +110,31 @@ fn domain_imports_no_other_layer() {
     let found = violations(
         "domain",
         &[
-            "config", "engine", "store", "chat", "http", "deploy", "app", "metrics",
+            "config", "engine", "store", "chat", "http", "deploy", "verify", "app", "metrics",
         ],
     );
     assert!(
         found.is_empty(),
         "domain reaches into other layers: {found:#?}"
     );
+}
+
+/// Infrastructure adapters (deploy backends, verification probes) use only domain types and
+/// each other: the engine drives them through their ports, never the other way round.
+#[test]
+fn infrastructure_reaches_no_layer_above_it() {
+    for adapter in ["deploy", "verify"] {
+        let found = violations(
+            adapter,
+            &[
+                "config", "engine", "store", "chat", "http", "app", "metrics",
+            ],
+        );
+        assert!(
+            found.is_empty(),
+            "{adapter} reaches into other layers: {found:#?}"
+        );
+    }
 }
 
 #[test]

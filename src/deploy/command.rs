@@ -122,6 +122,93 @@ impl CommandBackend {
     }
 }
 
+/// How a run of the program ended: the deploy outcome, and the program's exit status when it
+/// ended by itself (none when it could not start, timed out or was cancelled). A verification
+/// check reads its exit code from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    pub outcome: DeployOutcome,
+    pub status: Option<ExitStatus>,
+}
+
+impl Ended {
+    fn without_status(outcome: DeployOutcome) -> Self {
+        Self {
+            outcome,
+            status: None,
+        }
+    }
+}
+
+impl CommandBackend {
+    /// [`Backend::deploy_recording`], also giving the exit status.
+    pub async fn execute(
+        &self,
+        request: DeployRequest,
+        progress: mpsc::Sender<String>,
+        cancel: CancellationToken,
+        groups: mpsc::UnboundedSender<process::LocalGroup>,
+    ) -> Ended {
+        if cancel.is_cancelled() {
+            return Ended::without_status(DeployOutcome::Cancelled);
+        }
+        let Some((program, args)) = self.run.split_first() else {
+            return Ended::without_status(failed("no command configured to run".to_string()));
+        };
+        let mut child = match process::spawn(self.command(program, args, &request)).await {
+            Ok(child) => child,
+            Err(err) => {
+                let dir = self.dir().display();
+                let reason = format!("could not start `{program}` in {dir}: {err}");
+                return Ended::without_status(failed(reason));
+            }
+        };
+        // Declared after `child` so it drops first: the group dies before tokio reaps the leader.
+        let Some(mut group) = child.id().and_then(ProcessGroup::new) else {
+            let reason = format!("`{program}` exited before it could be supervised");
+            return Ended::without_status(failed(reason));
+        };
+        tracing::info!(
+            promotion_id = request.promotion_id,
+            program = %program,
+            pgid = group.pgid.as_raw(),
+            "deploy command started"
+        );
+        if let Some(record) = child.id().and_then(process::describe) {
+            // Nobody listening (a plain `deploy` call) is fine: then nothing records it.
+            let _ = groups.send(record);
+        }
+        let mut readers = JoinSet::new();
+        let mut lines = spawn_readers(&mut child, &mut readers);
+        let mut transcript = Transcript::new(progress);
+
+        let ended = tokio::select! {
+            biased;
+            () = cancel.cancelled() => {
+                group.kill();
+                Ended::without_status(DeployOutcome::Cancelled)
+            }
+            () = tokio::time::sleep(self.timeout) => {
+                group.kill();
+                transcript.sweep(&mut lines);
+                Ended::without_status(self.timed_out(&transcript))
+            }
+            ended = supervise(&mut child, &mut lines, &mut transcript, &mut group) => {
+                Ended {
+                    status: ended.as_ref().ok().copied(),
+                    outcome: outcome_of(ended, &transcript),
+                }
+            }
+        };
+        tracing::info!(
+            promotion_id = request.promotion_id,
+            outcome = ?ended.outcome,
+            "deploy command ended"
+        );
+        ended
+    }
+}
+
 #[async_trait]
 impl Backend for CommandBackend {
     async fn deploy(
@@ -142,58 +229,9 @@ impl Backend for CommandBackend {
         cancel: CancellationToken,
         groups: mpsc::UnboundedSender<process::LocalGroup>,
     ) -> DeployOutcome {
-        if cancel.is_cancelled() {
-            return DeployOutcome::Cancelled;
-        }
-        let Some((program, args)) = self.run.split_first() else {
-            return failed("no command configured to run".to_string());
-        };
-        let mut child = match process::spawn(self.command(program, args, &request)).await {
-            Ok(child) => child,
-            Err(err) => {
-                let dir = self.dir().display();
-                return failed(format!("could not start `{program}` in {dir}: {err}"));
-            }
-        };
-        // Declared after `child` so it drops first: the group dies before tokio reaps the leader.
-        let Some(mut group) = child.id().and_then(ProcessGroup::new) else {
-            return failed(format!("`{program}` exited before it could be supervised"));
-        };
-        tracing::info!(
-            promotion_id = request.promotion_id,
-            program = %program,
-            pgid = group.pgid.as_raw(),
-            "deploy command started"
-        );
-        if let Some(record) = child.id().and_then(process::describe) {
-            // Nobody listening (a plain `deploy` call) is fine: then nothing records it.
-            let _ = groups.send(record);
-        }
-        let mut readers = JoinSet::new();
-        let mut lines = spawn_readers(&mut child, &mut readers);
-        let mut transcript = Transcript::new(progress);
-
-        let outcome = tokio::select! {
-            biased;
-            () = cancel.cancelled() => {
-                group.kill();
-                DeployOutcome::Cancelled
-            }
-            () = tokio::time::sleep(self.timeout) => {
-                group.kill();
-                transcript.sweep(&mut lines);
-                self.timed_out(&transcript)
-            }
-            ended = supervise(&mut child, &mut lines, &mut transcript, &mut group) => {
-                outcome_of(ended, &transcript)
-            }
-        };
-        tracing::info!(
-            promotion_id = request.promotion_id,
-            ?outcome,
-            "deploy command ended"
-        );
-        outcome
+        self.execute(request, progress, cancel, groups)
+            .await
+            .outcome
     }
 }
 
@@ -650,6 +688,32 @@ echo "to stderr" >&2"#,
         assert_eq!(lines.len(), 13);
         let last: Vec<String> = (3..=12).map(|i| format!("line {i}")).collect();
         assert_eq!(reason(outcome), format!("exit code 3: {}", last.join("\n")));
+    }
+
+    #[tokio::test]
+    async fn execute_gives_the_exit_status_only_when_the_program_ended_by_itself() {
+        let dir = TempDir::new().unwrap();
+        script(dir.path(), "three.sh", "echo bad\nexit 3");
+        script(dir.path(), "hang.sh", "sleep 30");
+        let run = |backend: CommandBackend| async move {
+            let (sender, _receiver) = mpsc::channel(16);
+            let (groups, _) = mpsc::unbounded_channel();
+            let run = backend.execute(request(), sender, CancellationToken::new(), groups);
+            tokio::time::timeout(LIMIT, run)
+                .await
+                .expect("execute hung")
+        };
+
+        let ended = run(backend(dir.path(), &["./three.sh"], LIMIT)).await;
+        assert_eq!(ended.status.and_then(|status| status.code()), Some(3));
+        assert_eq!(reason(ended.outcome), "exit code 3: bad");
+
+        let ended = run(backend(dir.path(), &["./hang.sh"], Duration::from_secs(1))).await;
+        assert_eq!(ended.status, None);
+        assert!(reason(ended.outcome).starts_with("timed out after 1s"));
+
+        let ended = run(backend(dir.path(), &["./missing.sh"], LIMIT)).await;
+        assert_eq!(ended.status, None);
     }
 
     #[tokio::test]

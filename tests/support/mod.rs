@@ -5,6 +5,7 @@
 
 pub mod fake_discord;
 pub mod fake_slack;
+pub mod prometheus;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
