@@ -12,10 +12,10 @@ use crate::chat::slack::{self, Slack};
 use crate::config::{self, BackendConfig, Config};
 use crate::deploy::command::CommandBackend;
 use crate::deploy::Backend;
-use crate::verify::{self, LiveProber, Prober};
 use crate::engine::{Backends, ChatPort, Engine, EngineParts, Time};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
+use crate::verify::{self, LiveProber, Prober};
 
 /// A bot ready to run: the engine and the chat adapters that feed it.
 pub struct Bot {

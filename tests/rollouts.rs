@@ -26,19 +26,30 @@ struct Health {
     url: String,
     status: Arc<AtomicU16>,
     hits: Arc<AtomicUsize>,
+    /// Probes still to answer 503 before `status` applies again.
+    failing: Arc<AtomicUsize>,
 }
 
 impl Health {
     async fn start() -> Health {
         let status = Arc::new(AtomicU16::new(200));
         let hits = Arc::new(AtomicUsize::new(0));
+        let failing = Arc::new(AtomicUsize::new(0));
         let app = axum::Router::new().route(
             "/healthz",
             axum::routing::get({
                 let status = status.clone();
                 let hits = hits.clone();
+                let failing = failing.clone();
                 move || {
-                    let status = status.load(Ordering::SeqCst);
+                    let fails = failing
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    let status = if fails {
+                        503
+                    } else {
+                        status.load(Ordering::SeqCst)
+                    };
                     hits.fetch_add(1, Ordering::SeqCst);
                     async move {
                         axum::http::StatusCode::from_u16(status)
@@ -52,7 +63,17 @@ impl Health {
             .expect("bind");
         let url = format!("http://{}/healthz", listener.local_addr().expect("address"));
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Health { url, status, hits }
+        Health {
+            url,
+            status,
+            hits,
+            failing,
+        }
+    }
+
+    /// The next `probes` probes get 503; later ones `status` again.
+    fn fail_next(&self, probes: usize) {
+        self.failing.store(probes, Ordering::SeqCst);
     }
 
     fn set(&self, status: u16) {
@@ -193,7 +214,8 @@ async fn a_failing_check_fails_the_promotion_and_rolls_back_at_once_as_shipmate(
     wait_for_gate(&bot, id, 1).await;
     bot.clock.advance(Duration::from_secs(300));
     wait_for_gate(&bot, id, 3).await;
-    health.set(503);
+    // One bad probe: the rollback that follows at once finds the old version healthy.
+    health.fail_next(1);
     bot.clock.advance(Duration::from_secs(30));
 
     let failed = bot.wait_for_state(id, "failed").await;
@@ -217,7 +239,6 @@ async fn a_failing_check_fails_the_promotion_and_rolls_back_at_once_as_shipmate(
     assert_eq!(rollback["required_approvals"], 0);
 
     // The rollback runs at once, in one step, and verifies like any deploy.
-    health.set(200);
     wait_for_gate(&bot, rollback_id, 1).await;
     assert_eq!(
         calls(&bot).last().map(String::as_str),

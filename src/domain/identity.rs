@@ -29,6 +29,15 @@ impl Identity {
         (IDENTITY_KINDS.contains(&kind) && !id.is_empty()).then(|| Identity(text.to_string()))
     }
 
+    /// Parses a stored requester: a role member's kinds, or shipmate itself (`shipmate:bot`,
+    /// which requests the rollbacks it starts).
+    pub fn parse_requester(text: &str) -> Option<Self> {
+        match text.split_once(':') {
+            Some(("shipmate", id)) if !id.is_empty() => Some(Identity(text.to_string())),
+            _ => Self::parse(text),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -166,6 +175,10 @@ mod tests {
         assert!(Identity::parse("github:me").is_none());
         assert!(Identity::parse("slack:").is_none());
         assert!(Identity::parse("U1").is_none());
+        assert!(Identity::parse("shipmate:bot").is_none(), "no role member");
+        assert!(Identity::parse_requester("shipmate:bot").is_some());
+        assert!(Identity::parse_requester("slack:U1").is_some());
+        assert!(Identity::parse_requester("shipmate:").is_none());
         assert_eq!(Identity::new("slack-group", "S1").platform(), "slack");
     }
 }

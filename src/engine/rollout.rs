@@ -15,11 +15,11 @@ use crate::config::EnvironmentConfig;
 use crate::deploy::{DeployOutcome, DeployRequest};
 use crate::domain::audit::AuditKind;
 use crate::domain::duration::format_duration;
-use crate::domain::promotion::{Promotion, PromotionEvent, PromotionState};
+use crate::domain::promotion::{Promotion, PromotionEvent, PromotionState, Stage};
 use crate::domain::rollout::{Action, GateLength, OnFailure, Plan, Step};
 use crate::domain::verification::{failure_reason, judge, CheckSpec, Reading, Tally};
 use crate::metrics::CheckLabels;
-use crate::store::{JobLease, RolloutRecord};
+use crate::store::{JobLease, RolloutRecord, Tx};
 use crate::verify::{ProbeTarget, Prober};
 
 use super::deploys::{fence, DeployWorker, HEARTBEAT};
@@ -455,24 +455,8 @@ impl Rollout<'_> {
             !discard && (aborted || self.environment.on_failure == OnFailure::Rollback);
         let mut tx = self.worker.store.begin().await?;
         fence(&mut tx, &self.lease).await?;
-        let rollback = if wants_rollback {
-            let why = format!("automatic rollback of #{}", self.promotion.id);
-            self.worker
-                .rollbacks
-                .open_automatic_rollback(&mut tx, &self.promotion, &why)
-                .await?
-        } else {
-            None
-        };
-        if let Some(rollback) = &rollback {
-            reason.push_str(&format!(
-                "; rolled back by #{} (to {})",
-                rollback.id, rollback.version
-            ));
-            tx.set_rolled_back_by(self.promotion.id, rollback.id)
-                .await?;
-        }
-        let ended = self
+        // Failed first: the environment must be free for the rollback.
+        let mut ended = self
             .worker
             .ledger
             .apply(
@@ -483,15 +467,25 @@ impl Rollout<'_> {
                 &reason,
             )
             .await?;
-        self.worker.end_job(tx, &ended, "failed").await?;
-        if let Some(rollback) = rollback {
-            tracing::warn!(
-                promotion = self.promotion.id,
-                rollback = rollback.id,
-                "rolling back a failed deploy"
-            );
+        if wants_rollback {
+            let why = format!("automatic rollback of #{}", self.promotion.id);
+            let rollback = self
+                .worker
+                .rollbacks
+                .open_automatic_rollback(&mut tx, &ended, &why)
+                .await?;
+            if let Some(rollback) = rollback {
+                tx.set_rolled_back_by(self.promotion.id, rollback.id)
+                    .await?;
+                ended = note_rollback(&mut tx, ended, &rollback).await?;
+                tracing::warn!(
+                    promotion = self.promotion.id,
+                    rollback = rollback.id,
+                    "rolling back a failed deploy"
+                );
+            }
         }
-        Ok(())
+        self.worker.end_job(tx, &ended, "failed").await
     }
 
     /// Calls phase `discard` (best effort); what to add to the failure reason.
@@ -525,6 +519,24 @@ impl Rollout<'_> {
             .finish_success(&self.lease, &self.promotion, event)
             .await
     }
+}
+
+/// The failed promotion's reason, with the rollback that undoes it: `…; rolled back by #43 (to
+/// 1.4.2)`.
+async fn note_rollback(
+    tx: &mut Tx,
+    failed: Promotion,
+    rollback: &Promotion,
+) -> Result<Promotion, EngineError> {
+    let mut noted = failed.clone();
+    if let Stage::Failed { reason, .. } = &mut noted.stage {
+        reason.push_str(&format!(
+            "; rolled back by #{} (to {})",
+            rollback.id, rollback.version
+        ));
+    }
+    tx.update_promotion(&noted, failed.state()).await?;
+    Ok(noted)
 }
 
 /// Which checks are being probed and when each is next due (rules clock).

@@ -57,7 +57,7 @@ impl TryFrom<PromotionRow> for Promotion {
             id: row.id,
             version: row.version.parse().map_err(|_| corrupt("bad version"))?,
             stage,
-            requested_by: Identity::parse(&row.requested_by)
+            requested_by: Identity::parse_requester(&row.requested_by)
                 .ok_or_else(|| corrupt("bad requester"))?,
             rollback: row.is_rollback != 0,
             previous_version: match row.previous_version.as_deref() {
