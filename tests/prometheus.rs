@@ -145,3 +145,99 @@ async fn the_prober_reads_pushed_values_from_a_real_prometheus() {
         begun.elapsed()
     );
 }
+
+/// Records each backend call (`version step/steps weight rollback`) to `calls.log`.
+const CALLS_SCRIPT: &str = r#"#!/bin/sh
+echo "$SHIPMATE_VERSION $SHIPMATE_STEP/$SHIPMATE_STEPS $SHIPMATE_WEIGHT rollback=$SHIPMATE_ROLLBACK" >> calls.log
+"#;
+
+/// Service `shop` in production: a canary 10 → 50 → 100 gated by each version's error ratio.
+fn canary_config(prometheus: &Prometheus) -> String {
+    format!(
+        r#"
+[[service]]
+name = "shop"
+  [[service.environment]]
+  name = "production"
+  backend = {{ kind = "command", run = ["./deploy.sh"], timeout = "30s" }}
+  strategy = {{ kind = "canary", steps = [10, 50, 100], pause = "2s" }}
+  verify = [ {{ kind = "prometheus", url = "{url}", query = 'max(shipmate_test_error_ratio{{version="{{version}}"}})', max = 0.01, for = "2s", every = "1s" }} ]
+  on_failure = "rollback"
+"#,
+        url = prometheus.url
+    )
+}
+
+async fn push_ratio(prometheus: &Prometheus, version: &str, ratio: f64) {
+    let job = format!("shop_{}", version.replace('.', "_"));
+    let text = format!("shipmate_test_error_ratio{{version=\"{version}\"}} {ratio}");
+    prometheus.push(&job, &text).await;
+    let query = format!("shipmate_test_error_ratio{{version=\"{version}\"}}");
+    prometheus
+        .wait_for_value(&query, move |got| got == ratio, SHOWS_WITHIN)
+        .await;
+}
+
+fn calls(bot: &support::TestBot) -> Vec<String> {
+    std::fs::read_to_string(bot.path("calls.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// SPEC §5.2 against a real Prometheus: good values let a canary walk its steps; a bad value
+/// pushed while step 2 is held fails the gate and the old version is rolled back at once.
+#[tokio::test]
+async fn a_canary_gated_by_real_prometheus_rolls_back_when_the_error_ratio_climbs() {
+    let begun = Instant::now();
+    let Some(prometheus) = Prometheus::start().await else {
+        return;
+    };
+    push_ratio(&prometheus, "1.0.0", 0.001).await;
+    push_ratio(&prometheus, "1.1.0", 0.002).await;
+    let bot = support::TestBot::builder()
+        .script(CALLS_SCRIPT)
+        .real_clock()
+        .config(&canary_config(&prometheus))
+        .start()
+        .await
+        .expect("sqlite");
+
+    let (status, first) = bot.promote(support::CI_TOKEN, "shop", "1.0.0", None).await;
+    assert_eq!(status, 202, "{first}");
+    let first = first["id"].as_i64().expect("id");
+    bot.wait_for_state(first, "succeeded").await;
+    assert_eq!(calls(&bot).len(), 3, "three canary steps: {:?}", calls(&bot));
+
+    let (status, second) = bot.promote(support::CI_TOKEN, "shop", "1.1.0", None).await;
+    assert_eq!(status, 202, "{second}");
+    let second = second["id"].as_i64().expect("id");
+    let in_step_two = support::wait_until(Duration::from_secs(20), || async {
+        calls(&bot).iter().any(|c| c.starts_with("1.1.0 2/3 50"))
+    })
+    .await;
+    assert!(in_step_two, "{:?}", calls(&bot));
+    // Held before step 3 whatever Prometheus's delay: the checks keep running while paused.
+    let (status, paused) = bot.say(support::CI_TOKEN, &format!("pause {second}")).await;
+    assert_eq!(status, 200, "{paused}");
+    push_ratio(&prometheus, "1.1.0", 0.05).await;
+
+    let failed = bot.wait_for_state(second, "failed").await;
+    let reason = failed["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("prometheus check 1: 0.05 > max 0.01 at step 2/3 (50%); rolled back by #"),
+        "{reason}"
+    );
+    let rolled_back = support::wait_until(Duration::from_secs(20), || async {
+        calls(&bot).iter().any(|c| c == "1.0.0 1/1 100 rollback=true")
+    })
+    .await;
+    assert!(rolled_back, "{:?}", calls(&bot));
+    assert!(
+        !calls(&bot).iter().any(|c| c.starts_with("1.1.0 3/3")),
+        "no step after the failed gate: {:?}",
+        calls(&bot)
+    );
+    eprintln!("canary against real prometheus: {:.1?}", begun.elapsed());
+}
