@@ -208,7 +208,12 @@ async fn a_canary_gated_by_real_prometheus_rolls_back_when_the_error_ratio_climb
     assert_eq!(status, 202, "{first}");
     let first = first["id"].as_i64().expect("id");
     bot.wait_for_state(first, "succeeded").await;
-    assert_eq!(calls(&bot).len(), 3, "three canary steps: {:?}", calls(&bot));
+    assert_eq!(
+        calls(&bot).len(),
+        3,
+        "three canary steps: {:?}",
+        calls(&bot)
+    );
 
     let (status, second) = bot.promote(support::CI_TOKEN, "shop", "1.1.0", None).await;
     assert_eq!(status, 202, "{second}");
@@ -226,11 +231,14 @@ async fn a_canary_gated_by_real_prometheus_rolls_back_when_the_error_ratio_climb
     let failed = bot.wait_for_state(second, "failed").await;
     let reason = failed["reason"].as_str().expect("reason");
     assert!(
-        reason.starts_with("prometheus check 1: 0.05 > max 0.01 at step 2/3 (50%); rolled back by #"),
+        reason
+            .starts_with("prometheus check 1: 0.05 > max 0.01 at step 2/3 (50%); rolled back by #"),
         "{reason}"
     );
     let rolled_back = support::wait_until(Duration::from_secs(20), || async {
-        calls(&bot).iter().any(|c| c == "1.0.0 1/1 100 rollback=true")
+        calls(&bot)
+            .iter()
+            .any(|c| c == "1.0.0 1/1 100 rollback=true")
     })
     .await;
     assert!(rolled_back, "{:?}", calls(&bot));

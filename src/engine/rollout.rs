@@ -81,6 +81,11 @@ impl Rollout<'_> {
             let Some(action) = self.plan.action(position) else {
                 return self.succeed().await;
             };
+            if self.stops.shutdown.is_cancelled() {
+                // No new step while shutting down: the next start resumes from here.
+                self.release_job().await;
+                return Ok(());
+            }
             let end = match action {
                 Action::Call(step) => match self.call(position, step).await? {
                     CallEnd::Done => None,
@@ -356,10 +361,14 @@ impl Rollout<'_> {
 
     /// A gate stopped from our side: its job is released so the next holder resumes it at once.
     async fn leave_gate(&self) -> Result<GateEnd, EngineError> {
+        self.release_job().await;
+        Ok(GateEnd::Stopped)
+    }
+
+    async fn release_job(&self) {
         if let Err(e) = self.worker.store.release_lease(&self.lease).await {
             tracing::warn!(promotion = self.promotion.id, error = %e, "could not release the rollout's job; it resumes once its lease runs out");
         }
-        Ok(GateEnd::Stopped)
     }
 
     async fn checks_passed(&self, position: usize, after: Step) -> Result<(), EngineError> {
