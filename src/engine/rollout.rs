@@ -4,6 +4,7 @@
 //! advance, abort) from the rollout row, woken at once in this process and polled across
 //! replicas.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -293,8 +294,7 @@ impl Rollout<'_> {
             }
             probing.start_due(self, &checks, &tallies, now);
             tokio::select! {
-                Some(Ok((index, reading))) = probing.running.join_next(), if !probing.running.is_empty() => {
-                    probing.in_flight[index] = false;
+                Some((index, reading)) = probing.next(), if !probing.running.is_empty() => {
                     let check = &checks[index];
                     let failure = tallies[index].count(&check.kind, judge(&check.kind, &reading));
                     self.save_tally(position, index, &tallies[index]).await?;
@@ -550,7 +550,9 @@ async fn note_rollback(
 
 /// Which checks are being probed and when each is next due (rules clock).
 struct Probing {
-    running: JoinSet<(usize, Reading)>,
+    running: JoinSet<Reading>,
+    /// The check each running probe task reads.
+    tasks: HashMap<tokio::task::Id, usize>,
     in_flight: Vec<bool>,
     next_at: Vec<DateTime<Utc>>,
 }
@@ -559,6 +561,7 @@ impl Probing {
     fn new(checks: usize, now: DateTime<Utc>) -> Self {
         Probing {
             running: JoinSet::new(),
+            tasks: HashMap::new(),
             in_flight: vec![false; checks],
             next_at: vec![now; checks],
         }
@@ -586,16 +589,33 @@ impl Probing {
                 request: rollout.request.clone(),
             };
             let cancel = rollout.stops.cancel.child_token();
-            self.running.spawn(async move {
-                let reading = match prober {
+            let task = self.running.spawn(async move {
+                match prober {
                     Some(prober) => prober.probe(&check, &target, cancel).await,
                     None => {
                         Reading::Broken("no prober is configured for this environment".to_string())
                     }
-                };
-                (index, reading)
+                }
             });
+            self.tasks.insert(task.id(), index);
         }
+    }
+
+    /// The next probe to end: its check and what it read. A probe task that died reads as
+    /// broken, so its check fails rather than waiting forever. Cancel-safe (a `select!` arm).
+    async fn next(&mut self) -> Option<(usize, Reading)> {
+        let (id, reading) = match self.running.join_next_with_id().await? {
+            Ok((id, reading)) => (id, reading),
+            Err(e) => (
+                e.id(),
+                Reading::Broken(
+                    "the probe stopped unexpectedly; this is a bug in shipmate".to_string(),
+                ),
+            ),
+        };
+        let index = self.tasks.remove(&id)?;
+        self.in_flight[index] = false;
+        Some((index, reading))
     }
 }
 
