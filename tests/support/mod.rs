@@ -6,6 +6,7 @@
 pub mod fake_discord;
 pub mod fake_slack;
 pub mod prometheus;
+pub mod rollout;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
