@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{wait_until, TestBot, CI_TOKEN};
+use super::{fake_discord, wait_until, TestBot, CI_TOKEN, RELEASES_CHANNEL};
 
 /// Records every call (`version step/steps weight phase`) to `calls.log` and its environment;
 /// blocks while the file `hold-<version>-<step>` exists, so a test can catch a step running.
@@ -84,11 +84,25 @@ impl Health {
 
 /// Service `shop`, one environment `production` rolled out as `strategy`, verified by `health`.
 pub fn shop(strategy: &str, health: &Health, on_failure: &str) -> String {
+    shop_config(strategy, health, on_failure, "")
+}
+
+/// [`shop`] with its cards in the channels of service `api`: `RELEASES_CHANNEL` on Slack, the
+/// fake Discord's `CHANNEL_ID`.
+pub fn shop_in_channels(strategy: &str, health: &Health, on_failure: &str) -> String {
+    let channels = format!(
+        "channels = {{ slack = \"{RELEASES_CHANNEL}\", discord = \"{}\" }}\n",
+        fake_discord::CHANNEL_ID
+    );
+    shop_config(strategy, health, on_failure, &channels)
+}
+
+fn shop_config(strategy: &str, health: &Health, on_failure: &str, channels: &str) -> String {
     format!(
         r#"
 [[service]]
 name = "shop"
-  [[service.environment]]
+{channels}  [[service.environment]]
   name = "production"
   backend = {{ kind = "command", run = ["./deploy.sh"], timeout = "30s" }}
   strategy = {strategy}
