@@ -4,20 +4,12 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::fake_discord::{self, FakeDiscord, Route, Scope, CHANNEL_ID, GUILD_ID};
+use support::discord::*;
+use support::fake_discord::{self, Route, Scope, CHANNEL_ID, GUILD_ID};
 use support::*;
-
-const WAIT: Duration = Duration::from_secs(20);
-
-/// Interaction ids: snowflake-sized and unique within the test binary.
-fn next_interaction_id() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1_600_000_000_000_000_000);
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
 
 async fn discord_bot() -> TestBot {
     let bot = TestBot::builder()
@@ -27,120 +19,6 @@ async fn discord_bot() -> TestBot {
         .expect("sqlite always available");
     bot.fake_discord().wait_session(WAIT).await;
     bot
-}
-
-trait DiscordBot {
-    fn fake_discord(&self) -> &FakeDiscord;
-}
-
-impl DiscordBot for TestBot {
-    fn fake_discord(&self) -> &FakeDiscord {
-        self.discord.as_ref().expect("bot started with .discord()")
-    }
-}
-
-/// `user` (holding `roles`) runs `/release <subcommand> …`; returns the interaction id.
-async fn command(
-    bot: &TestBot,
-    user: u64,
-    roles: &[&str],
-    subcommand: &str,
-    options: &[(&str, Value)],
-) -> u64 {
-    let fake = bot.fake_discord();
-    let id = next_interaction_id();
-    let token = format!("token-{id}");
-    let data = fake.command_interaction_values(
-        id, &token, user, roles, CHANNEL_ID, GUILD_ID, subcommand, options,
-    );
-    fake.dispatch("INTERACTION_CREATE", data).await;
-    id
-}
-
-/// The answer to an interaction: its callback.
-async fn answer(bot: &TestBot, interaction: u64) -> fake_discord::Callback {
-    bot.fake_discord().wait_callback(interaction, WAIT).await
-}
-
-/// Runs a command and returns the ephemeral reply text, checking it came back in time.
-async fn reply(
-    bot: &TestBot,
-    user: u64,
-    roles: &[&str],
-    sub: &str,
-    options: &[(&str, Value)],
-) -> String {
-    let id = command(bot, user, roles, sub, options).await;
-    let callback = answer(bot, id).await;
-    assert_eq!(callback.kind, 4, "a message response: {callback:?}");
-    assert_eq!(callback.data["flags"], 64, "ephemeral: {callback:?}");
-    assert!(
-        callback.latency.is_some_and(|l| l < Duration::from_secs(3)),
-        "{callback:?}"
-    );
-    callback.data["content"]
-        .as_str()
-        .expect("content")
-        .to_string()
-}
-
-fn embed_title(message: &fake_discord::Message) -> String {
-    message.embeds[0]["title"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn embed_text(message: &fake_discord::Message) -> String {
-    message.embeds.to_string()
-}
-
-fn button_ids(message: &fake_discord::Message) -> Vec<String> {
-    message
-        .components
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
-        .filter_map(|button| button["custom_id"].as_str().map(str::to_string))
-        .collect()
-}
-
-/// The card of promotion `id`, once its embed shows `state`.
-async fn card_in_state(bot: &TestBot, id: i64, state: &str) -> fake_discord::Message {
-    let fake = bot.fake_discord();
-    let prefix = format!("#{id} ");
-    let label = format!("**{}**", state.replace('_', " "));
-    let mut seen = Vec::new();
-    let found = wait_until(WAIT, || {
-        seen = fake.messages(CHANNEL_ID);
-        let hit = seen.iter().any(|m| {
-            embed_title(m).contains(&prefix)
-                && m.embeds[0]["description"]
-                    .as_str()
-                    .is_some_and(|d| d.starts_with(&label))
-        });
-        async move { hit }
-    })
-    .await;
-    assert!(found, "card #{id} never showed {state}: {seen:#?}");
-    seen.into_iter()
-        .find(|m| embed_title(m).contains(&prefix))
-        .expect("card")
-}
-
-async fn click(
-    bot: &TestBot,
-    user: u64,
-    roles: &[&str],
-    card: &fake_discord::Message,
-    custom_id: &str,
-) -> u64 {
-    let fake = bot.fake_discord();
-    let id = next_interaction_id();
-    let data = fake.button_interaction(id, &format!("token-{id}"), user, roles, card, custom_id);
-    fake.dispatch("INTERACTION_CREATE", data).await;
-    id
 }
 
 /// `user` clicks Approve on the card of promotion `id`; returns the interaction id.

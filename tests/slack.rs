@@ -10,25 +10,10 @@ use std::time::Duration;
 use serde_json::Value;
 use shipmate::engine::Clock;
 use support::fake_slack::{reaction_event_body, url_verification_body, Failure};
+use support::slack::{block_text, buttons};
 use support::*;
 
 const DEV_CHAT: &str = "C0DEVCHAT";
-
-fn buttons(message: &support::fake_slack::Message) -> Vec<String> {
-    let mut ids = Vec::new();
-    for block in message.blocks.as_array().into_iter().flatten() {
-        for element in block["elements"].as_array().into_iter().flatten() {
-            if let Some(id) = element["action_id"].as_str() {
-                ids.push(id.to_string());
-            }
-        }
-    }
-    ids
-}
-
-fn block_text(message: &support::fake_slack::Message) -> String {
-    serde_json::to_string(&message.blocks).unwrap_or_default()
-}
 
 /// api 1.4.2 through dev and staging, then `/release promote api 1.4.2` by a deployer in a
 /// chat channel; returns the production promotion id and its card.

@@ -3,9 +3,12 @@
 //! when SHIPMATE_TEST_POSTGRES_URL is set and the test asks for it) and a manual clock.
 #![allow(dead_code)]
 
+pub mod discord;
 pub mod fake_discord;
 pub mod fake_slack;
 pub mod prometheus;
+pub mod rollout;
+pub mod slack;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -403,6 +406,10 @@ impl TestBot {
 
     pub fn fake_slack(&self) -> &fake_slack::FakeSlack {
         self.slack.as_ref().expect("bot started with .slack()")
+    }
+
+    pub fn fake_discord(&self) -> &fake_discord::FakeDiscord {
+        self.discord.as_ref().expect("bot started with .discord()")
     }
 
     /// POSTs `body` to a Slack endpoint, signed as Slack signs it `age_secs` ago.
