@@ -10,10 +10,10 @@ cargo test --locked --test rollouts --no-run >/dev/null 2>&1
 samples=()
 for _ in $(seq "$runs"); do
   ms=$(cargo test --locked --test rollouts rollback_latency -- --nocapture 2>&1 \
-    | sed -n 's/.*rollback backend call: \([0-9]*\) ms.*/\1/p')
+    | sed -n 's/.*rollback backend call: \([0-9.]*\) ms.*/\1/p')
   [ -n "$ms" ] || { echo "a run printed no latency" >&2; exit 1; }
   samples+=("$ms")
 done
 printf '%s\n' "${samples[@]}" | sort -n | awk -v runs="$runs" '
   { v[NR] = $1 }
-  END { printf "rollback latency over %d runs: min %d ms, median %d ms, max %d ms\n", runs, v[1], v[int((NR + 1) / 2)], v[NR] }'
+  END { printf "rollback latency over %d runs: min %.1f ms, median %.1f ms, max %.1f ms\n", runs, v[1], v[int((NR + 1) / 2)], v[NR] }'

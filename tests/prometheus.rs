@@ -12,6 +12,7 @@ use shipmate::domain::rollout::Step;
 use shipmate::domain::verification::{judge, CheckKind, CheckSpec, Reading, Verdict};
 use shipmate::verify::{LiveProber, ProbeTarget, Prober};
 use support::prometheus::Prometheus;
+use support::rollout::{calls, STEP_SCRIPT};
 use tokio_util::sync::CancellationToken;
 
 /// A pushed value shows about 2.5 s after the push; this is the bound, not the expectation.
@@ -146,11 +147,6 @@ async fn the_prober_reads_pushed_values_from_a_real_prometheus() {
     );
 }
 
-/// Records each backend call (`version step/steps weight rollback`) to `calls.log`.
-const CALLS_SCRIPT: &str = r#"#!/bin/sh
-echo "$SHIPMATE_VERSION $SHIPMATE_STEP/$SHIPMATE_STEPS $SHIPMATE_WEIGHT rollback=$SHIPMATE_ROLLBACK" >> calls.log
-"#;
-
 /// Service `shop` in production: a canary 10 → 50 → 100 gated by each version's error ratio.
 fn canary_config(prometheus: &Prometheus) -> String {
     format!(
@@ -178,14 +174,6 @@ async fn push_ratio(prometheus: &Prometheus, version: &str, ratio: f64) {
         .await;
 }
 
-fn calls(bot: &support::TestBot) -> Vec<String> {
-    std::fs::read_to_string(bot.path("calls.log"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 /// SPEC §5.2 against a real Prometheus: good values let a canary walk its steps; a bad value
 /// pushed while step 2 is held fails the gate and the old version is rolled back at once.
 #[tokio::test]
@@ -197,7 +185,7 @@ async fn a_canary_gated_by_real_prometheus_rolls_back_when_the_error_ratio_climb
     push_ratio(&prometheus, "1.0.0", 0.001).await;
     push_ratio(&prometheus, "1.1.0", 0.002).await;
     let bot = support::TestBot::builder()
-        .script(CALLS_SCRIPT)
+        .script(STEP_SCRIPT)
         .real_clock()
         .config(&canary_config(&prometheus))
         .start()
@@ -219,7 +207,9 @@ async fn a_canary_gated_by_real_prometheus_rolls_back_when_the_error_ratio_climb
     assert_eq!(status, 202, "{second}");
     let second = second["id"].as_i64().expect("id");
     let in_step_two = support::wait_until(Duration::from_secs(20), || async {
-        calls(&bot).iter().any(|c| c.starts_with("1.1.0 2/3 50"))
+        calls(&bot)
+            .iter()
+            .any(|c| c.starts_with("1.1.0 2/3 50 deploy"))
     })
     .await;
     assert!(in_step_two, "{:?}", calls(&bot));
@@ -238,7 +228,7 @@ async fn a_canary_gated_by_real_prometheus_rolls_back_when_the_error_ratio_climb
     let rolled_back = support::wait_until(Duration::from_secs(20), || async {
         calls(&bot)
             .iter()
-            .any(|c| c == "1.0.0 1/1 100 rollback=true")
+            .any(|c| c == "1.0.0 1/1 100 deploy rollback=true")
     })
     .await;
     assert!(rolled_back, "{:?}", calls(&bot));

@@ -355,3 +355,41 @@ async fn discord_card_shows_the_canary_step_and_its_abort_button_rolls_back() {
         support::discord::button_ids(&ended)
     );
 }
+
+/// A service that names no channel gets its cards where it was asked for; the automatic
+/// rollback of a promotion asked for there gets its card there too, not nowhere.
+#[tokio::test]
+async fn an_automatic_rollback_is_carded_beside_the_promotion_it_undoes() {
+    let health = Health::start().await;
+    let bot = TestBot::builder()
+        .slack()
+        .script(STEP_SCRIPT)
+        .config(&shop(CANARY, &health, "rollback"))
+        .start()
+        .await
+        .expect("sqlite");
+    walk_canary(&bot, "1.0.0").await;
+    let reply = bot.slash(SLACK_DEV, ASKED_IN, "promote shop 1.1.0").await;
+    let id = promotion_id(&reply);
+    wait_for_gate(&bot, id, 1).await;
+    health.fail_next(1);
+    bot.clock.advance(Duration::from_secs(30));
+    let failed = bot.wait_for_state(id, "failed").await;
+    let rollback = rollback_named(failed["reason"].as_str().expect("reason"));
+
+    let title = format!("#{rollback} shop 1.0.0 → production (rollback)");
+    let carded = wait_until(WAIT, || {
+        let seen = bot
+            .fake_slack()
+            .messages(ASKED_IN)
+            .iter()
+            .any(|m| m.thread_ts.is_none() && m.text.starts_with(&title));
+        async move { seen }
+    })
+    .await;
+    assert!(
+        carded,
+        "no rollback card in {ASKED_IN}: {:#?}",
+        bot.fake_slack().messages(ASKED_IN)
+    );
+}

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::rollout::*;
@@ -393,22 +393,25 @@ async fn rollback_latency() {
     bot.wait_for_state(first, "succeeded").await;
     let id = promote(&bot, "1.1.0").await;
     wait_for_gate(&bot, id, 1).await;
-    health.set(500);
-    let hits = health.hits();
+    health.fail_next(1);
     bot.clock.advance(Duration::from_secs(30));
-    let probed = wait_until(Duration::from_secs(10), || async { health.hits() > hits }).await;
-    let failed_at = Instant::now();
-    assert!(probed);
     let rolled = wait_until(Duration::from_secs(10), || async {
-        calls(&bot).iter().any(|c| c.contains("rollback=true"))
+        bot.path("rollback-called-at").exists()
     })
     .await;
     assert!(rolled, "{:?}", calls(&bot));
-    let took = failed_at.elapsed();
-    println!(
-        "failing evaluation → rollback backend call: {} ms",
-        took.as_millis()
-    );
+    let called_at: u64 = std::fs::read_to_string(bot.path("rollback-called-at"))
+        .expect("read")
+        .trim()
+        .parse()
+        .expect("nanoseconds");
+    let failed_at = health.failed_at().expect("a probe failed");
+    let failed_ns = failed_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos();
+    let took_ms = (u128::from(called_at).saturating_sub(failed_ns)) as f64 / 1e6;
+    println!("failing evaluation → rollback backend call: {took_ms:.1} ms");
     let body = bot.promotion(id).await;
     assert_eq!(body["state"], "failed", "{}", json!(body));
 }

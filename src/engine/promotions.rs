@@ -669,8 +669,27 @@ impl Promotions {
                 },
             )
             .await?;
+        self.cards_beside(tx, &promotion, failed).await?;
         self.count_rollback(&promotion, true);
         Ok(Some(promotion))
+    }
+
+    /// Cards for `promotion` wherever `beside` has one and the service names no channel (a
+    /// promotion asked for in a chat channel is rolled back in view of it).
+    async fn cards_beside(
+        &self,
+        tx: &mut Tx,
+        promotion: &Promotion,
+        beside: &Promotion,
+    ) -> Result<(), EngineError> {
+        for platform in self.platforms.iter() {
+            if let Some(card) = self.store.chat_card(beside.id, *platform).await? {
+                tx.add_chat_card(promotion.id, *platform, &card.channel)
+                    .await?;
+            }
+        }
+        self.ledger.touch_cards(tx, promotion.id).await?;
+        Ok(())
     }
 
     fn count_rollback(&self, promotion: &Promotion, automatic: bool) {

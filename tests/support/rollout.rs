@@ -3,15 +3,17 @@
 //! waits on the rollout row.
 
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use super::{fake_discord, wait_until, TestBot, CI_TOKEN, RELEASES_CHANNEL};
 
-/// Records every call (`version step/steps weight phase`) to `calls.log` and its environment;
+/// Records every call (`version step/steps weight phase`) to `calls.log` (a rollback's wall-clock
+/// start also to `rollback-called-at`, in nanoseconds);
 /// blocks while the file `hold-<version>-<step>` exists, so a test can catch a step running.
 pub const STEP_SCRIPT: &str = r#"#!/bin/sh
 echo "$SHIPMATE_VERSION $SHIPMATE_STEP/$SHIPMATE_STEPS $SHIPMATE_WEIGHT $SHIPMATE_PHASE rollback=$SHIPMATE_ROLLBACK" >> calls.log
+if [ "$SHIPMATE_ROLLBACK" = true ]; then date +%s%N > rollback-called-at; fi
 echo "calling step $SHIPMATE_STEP of $SHIPMATE_STEPS at $SHIPMATE_WEIGHT%"
 while [ -f "hold-$SHIPMATE_VERSION-$SHIPMATE_STEP" ]; do sleep 0.05; done
 if [ -f "fail-$SHIPMATE_VERSION-$SHIPMATE_PHASE" ]; then echo "phase $SHIPMATE_PHASE broke" >&2; exit 4; fi
@@ -25,6 +27,8 @@ pub struct Health {
     hits: Arc<AtomicUsize>,
     /// Probes still to answer 503 before `status` applies again.
     failing: Arc<AtomicUsize>,
+    /// When (wall clock) a probe last got a failing answer.
+    failed_at: Arc<Mutex<Option<SystemTime>>>,
 }
 
 impl Health {
@@ -32,12 +36,14 @@ impl Health {
         let status = Arc::new(AtomicU16::new(200));
         let hits = Arc::new(AtomicUsize::new(0));
         let failing = Arc::new(AtomicUsize::new(0));
+        let failed_at = Arc::new(Mutex::new(None));
         let app = axum::Router::new().route(
             "/healthz",
             axum::routing::get({
                 let status = status.clone();
                 let hits = hits.clone();
                 let failing = failing.clone();
+                let failed_at = failed_at.clone();
                 move || {
                     let fails = failing
                         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -48,6 +54,10 @@ impl Health {
                         status.load(Ordering::SeqCst)
                     };
                     hits.fetch_add(1, Ordering::SeqCst);
+                    if status >= 400 {
+                        *failed_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(SystemTime::now());
+                    }
                     async move {
                         axum::http::StatusCode::from_u16(status)
                             .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR)
@@ -65,7 +75,13 @@ impl Health {
             status,
             hits,
             failing,
+            failed_at,
         }
+    }
+
+    /// When a probe last got a failing answer.
+    pub fn failed_at(&self) -> Option<SystemTime> {
+        *self.failed_at.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The next `probes` probes get 503; later ones `status` again.
