@@ -415,3 +415,52 @@ async fn rollback_latency() {
     let body = bot.promotion(id).await;
     assert_eq!(body["state"], "failed", "{}", json!(body));
 }
+
+/// The same rollout on PostgreSQL (migration 0006's upserts, the resumable-job sweep): a canary
+/// walks its steps, a failing check rolls back, a restart during a pause resumes it.
+#[tokio::test]
+async fn on_postgres_a_canary_rolls_back_and_resumes_after_a_restart() {
+    let health = Health::start().await;
+    let Some(mut bot) = TestBot::builder()
+        .db(Db::Postgres)
+        .script(STEP_SCRIPT)
+        .config(&shop(CANARY, &health, "rollback"))
+        .start()
+        .await
+    else {
+        return;
+    };
+    walk_canary(&bot, "1.0.0").await;
+
+    let id = promote(&bot, "1.1.0").await;
+    wait_for_gate(&bot, id, 1).await;
+    bot.restart().await;
+    bot.clock.advance(Duration::from_secs(300));
+    wait_for_gate(&bot, id, 3).await;
+    health.fail_next(1);
+    bot.clock.advance(Duration::from_secs(30));
+    let failed = bot.wait_for_state(id, "failed").await;
+    let reason = failed["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with(
+            "http check 1: HTTP 503, expected 200 at step 2/3 (50%); rolled back by #"
+        ),
+        "{reason}"
+    );
+    let rolled_back = wait_until(Duration::from_secs(20), || async {
+        calls(&bot)
+            .iter()
+            .any(|c| c == "1.0.0 1/1 100 deploy rollback=true")
+    })
+    .await;
+    assert!(rolled_back, "{:?}", calls(&bot));
+    assert_eq!(
+        calls(&bot)
+            .iter()
+            .filter(|c| c.starts_with("1.1.0 1/3"))
+            .count(),
+        1,
+        "the restart did not call step 1 again: {:?}",
+        calls(&bot)
+    );
+}
