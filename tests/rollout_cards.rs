@@ -50,16 +50,6 @@ async fn shop_running_1_0_0(builder: Builder, health: &Health) -> TestBot {
     bot
 }
 
-/// The id of the rollback a failure reason names: `…; rolled back by #12 (to 1.0.0)`.
-fn rollback_named(reason: &str) -> i64 {
-    reason
-        .split("rolled back by #")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no rollback named in {reason:?}"))
-}
-
 // ---- Slack ----------------------------------------------------------------------------------
 
 /// The Slack card of promotion `id` in shop's channel, once `shows` holds for it.

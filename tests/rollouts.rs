@@ -19,6 +19,30 @@ async fn bot_with(extra: &str) -> TestBot {
         .expect("sqlite")
 }
 
+/// Promotes shop 1.1.0 and fails its check in the pause after step 2 (one bad probe: the rollback
+/// that follows at once finds the old version healthy), restarting the bot during the first
+/// pause when asked; the promotion and its failure reason.
+async fn fail_step_two(bot: &mut TestBot, health: &Health, restart: bool) -> (i64, String) {
+    let id = promote(bot, "1.1.0").await;
+    wait_for_gate(bot, id, 1).await;
+    if restart {
+        bot.restart().await;
+    }
+    bot.clock.advance(Duration::from_secs(300));
+    wait_for_gate(bot, id, 3).await;
+    health.fail_next(1);
+    bot.clock.advance(Duration::from_secs(30));
+    let failed = bot.wait_for_state(id, "failed").await;
+    let reason = failed["reason"].as_str().expect("reason").to_string();
+    assert!(
+        reason.starts_with(
+            "http check 1: HTTP 503, expected 200 at step 2/3 (50%); rolled back by #"
+        ),
+        "{reason}"
+    );
+    (id, reason)
+}
+
 fn event_kinds(promotion: &Value) -> Vec<String> {
     promotion["events"]
         .as_array()
@@ -68,32 +92,12 @@ async fn a_canary_calls_each_step_pauses_between_and_verifies_before_it_succeeds
 #[tokio::test]
 async fn a_failing_check_fails_the_promotion_and_rolls_back_at_once_as_shipmate() {
     let health = Health::start().await;
-    let bot = bot_with(&shop(CANARY, &health, "rollback")).await;
+    let mut bot = bot_with(&shop(CANARY, &health, "rollback")).await;
     walk_canary(&bot, "1.0.0").await;
 
-    let id = promote(&bot, "1.1.0").await;
-    wait_for_gate(&bot, id, 1).await;
-    bot.clock.advance(Duration::from_secs(300));
-    wait_for_gate(&bot, id, 3).await;
-    // One bad probe: the rollback that follows at once finds the old version healthy.
-    health.fail_next(1);
-    bot.clock.advance(Duration::from_secs(30));
-
-    let failed = bot.wait_for_state(id, "failed").await;
-    let reason = failed["reason"].as_str().expect("reason");
-    assert!(
-        reason.starts_with(
-            "http check 1: HTTP 503, expected 200 at step 2/3 (50%); rolled back by #"
-        ),
-        "{reason}"
-    );
+    let (_, reason) = fail_step_two(&mut bot, &health, false).await;
     assert!(reason.ends_with("(to 1.0.0)"), "{reason}");
-    let rollback_id: i64 = reason
-        .split("rolled back by #")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .expect("rollback id in the reason");
+    let rollback_id = rollback_named(&reason);
     let rollback = bot.promotion(rollback_id).await;
     assert_eq!(rollback["version"], "1.0.0");
     assert_eq!(rollback["requested_by"], "shipmate:bot");
@@ -432,21 +436,7 @@ async fn on_postgres_a_canary_rolls_back_and_resumes_after_a_restart() {
     };
     walk_canary(&bot, "1.0.0").await;
 
-    let id = promote(&bot, "1.1.0").await;
-    wait_for_gate(&bot, id, 1).await;
-    bot.restart().await;
-    bot.clock.advance(Duration::from_secs(300));
-    wait_for_gate(&bot, id, 3).await;
-    health.fail_next(1);
-    bot.clock.advance(Duration::from_secs(30));
-    let failed = bot.wait_for_state(id, "failed").await;
-    let reason = failed["reason"].as_str().expect("reason");
-    assert!(
-        reason.starts_with(
-            "http check 1: HTTP 503, expected 200 at step 2/3 (50%); rolled back by #"
-        ),
-        "{reason}"
-    );
+    fail_step_two(&mut bot, &health, true).await;
     let rolled_back = wait_until(Duration::from_secs(20), || async {
         calls(&bot)
             .iter()

@@ -175,3 +175,13 @@ pub async fn walk_canary(bot: &TestBot, version: &str) -> i64 {
     bot.wait_for_state(id, "succeeded").await;
     id
 }
+
+/// The id of the rollback a failure reason names: `…; rolled back by #12 (to 1.0.0)`.
+pub fn rollback_named(reason: &str) -> i64 {
+    reason
+        .split("rolled back by #")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no rollback named in {reason:?}"))
+}
