@@ -154,9 +154,9 @@ async fn slack_card_shows_the_canary_step_and_its_buttons_pause_resume_and_abort
     let held = bot.store.rollout(id).await.expect("read").expect("row");
     assert_eq!(held.paused_by.as_deref(), Some("slack:U0DEV"));
     let paused_line =
-        "canary 1/3 · 10% · paused by slack:U0DEV before step 2/3; checks keep running";
-    let paused = slack_card_when(&bot, id, paused_line, |m| {
-        block_text(m).contains(paused_line)
+        format!("canary 1/3 · 10% · paused by <@{SLACK_DEV}> before step 2/3; checks keep running");
+    let paused = slack_card_when(&bot, id, &paused_line, |m| {
+        block_text(m).contains(&paused_line)
     })
     .await;
     assert_eq!(buttons(&paused), ["shipmate:resume", "shipmate:abort"]);

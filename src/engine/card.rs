@@ -16,6 +16,8 @@ use crate::store::RolloutRecord;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RolloutStand {
     pub line: Option<String>,
+    /// Who holds it before its next step (named in `line`).
+    pub paused_by: Option<Identity>,
     /// A step is left to hold before.
     pub pausable: bool,
     pub paused: bool,
@@ -35,6 +37,7 @@ impl RolloutStand {
             line: stand_line(plan, row, checks, now),
             pausable,
             paused: row.paused_by.is_some(),
+            paused_by: row.paused_by.as_deref().and_then(Identity::parse_requester),
         }
     }
 }
@@ -117,6 +120,8 @@ pub struct Card {
     /// Where a canary or blue-green rollout stands, or how long verification has run:
     /// `canary 2/3 · 50% · next step at 14:05 UTC (in 4m)`.
     pub rollout: Option<String>,
+    /// Who paused the rollout, for the adapter to mention in the rollout line.
+    pub paused_by: Option<Identity>,
     /// The newest deploy output line.
     pub progress: Option<String>,
     /// How long the deploy ran (or has been running).
@@ -154,6 +159,7 @@ impl Card {
             state: p.state(),
             reason: p.reason().map(str::to_string),
             rollout: None,
+            paused_by: None,
             progress,
             duration,
             link: public_url.map(|url| format!("{url}/api/v1/promotions/{}", p.id)),
@@ -166,9 +172,19 @@ impl Card {
     pub fn with_rollout(mut self, stand: Option<RolloutStand>) -> Card {
         if let Some(stand) = stand {
             self.rollout = stand.line;
+            self.paused_by = stand.paused_by;
             self.actions = CardAction::offered_while_rolling(stand.pausable, stand.paused);
         }
         self
+    }
+
+    /// `line` (the rollout line, as the adapter escaped it) with who paused the rollout shown as
+    /// the platform's `mention`.
+    pub fn mention_pauser(&self, line: String, mention: impl Fn(&Identity) -> String) -> String {
+        match &self.paused_by {
+            Some(who) => line.replace(who.as_str(), &mention(who)),
+            None => line,
+        }
     }
 
     /// `#42 api 1.4.2 → production` (with `rollback` when it is one).

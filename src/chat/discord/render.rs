@@ -189,7 +189,11 @@ fn fields(card: &Card) -> Vec<(&'static str, String, bool)> {
         fields.push(("Why", reason.clone(), false));
     }
     if let Some(rollout) = &card.rollout {
-        fields.push(("Rollout", rollout.clone(), false));
+        fields.push((
+            "Rollout",
+            card.mention_pauser(rollout.clone(), mention),
+            false,
+        ));
     }
     if let Some(progress) = &card.progress {
         fields.push((
@@ -276,6 +280,7 @@ mod tests {
             state: PromotionState::Deploying,
             reason: None,
             rollout: Some("canary 2/3 · 50% · next step at 14:05 UTC (in 4m)".into()),
+            paused_by: None,
             progress: Some("calling step 2 of 3".into()),
             duration: Some(std::time::Duration::from_secs(90)),
             link: None,
@@ -352,6 +357,26 @@ mod tests {
             );
         }
         assert!(self::rows(&deploying(&[])).is_empty());
+    }
+
+    #[test]
+    fn the_rollout_line_mentions_who_paused_it() {
+        let mut card = deploying(&[CardAction::Resume, CardAction::Abort]);
+        card.rollout = Some("canary 1/3 · 10% · paused by discord:77 before step 2/3".into());
+        card.paused_by = Some(Identity::new("discord", "77"));
+        let embed = serde_json::to_value(card_embed(&card)).unwrap_or_default();
+        let rollout = embed["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|f| f["name"] == "Rollout")
+            .map(|f| f["value"].clone());
+        assert_eq!(
+            rollout,
+            Some(serde_json::json!(
+                "canary 1/3 · 10% · paused by <@77> before step 2/3"
+            ))
+        );
     }
 
     #[test]

@@ -185,7 +185,8 @@ fn context_lines(card: &Card) -> Vec<String> {
         lines.push(format!("{HEAD}{reason}"));
     }
     if let Some(rollout) = &card.rollout {
-        lines.push(cut_mapped(rollout, MAX_CONTEXT_TEXT, "", escape));
+        let line = cut_mapped(rollout, MAX_CONTEXT_TEXT, "", escape);
+        lines.push(card.mention_pauser(line, mention));
     }
     if let Some(progress) = &card.progress {
         let progress = cut_mapped(progress, MAX_CONTEXT_TEXT - 2, "", |piece| {
@@ -230,6 +231,7 @@ mod tests {
             state: PromotionState::Deploying,
             reason: None,
             rollout: Some("canary 2/3 · 50% · next step at 14:05 UTC (in 4m)".into()),
+            paused_by: None,
             progress: Some("calling step 2 of 3".into()),
             duration: Some(Duration::from_secs(90)),
             link: None,
