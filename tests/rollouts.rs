@@ -43,6 +43,14 @@ async fn fail_step_two(bot: &mut TestBot, health: &Health, restart: bool) -> (i6
     (id, reason)
 }
 
+/// Promotes `version` of a direct-strategy shop and lets its ten minutes of verification pass.
+async fn verify_direct(bot: &TestBot, version: &str) {
+    let id = promote(bot, version).await;
+    wait_for_gate(bot, id, 1).await;
+    bot.clock.advance(Duration::from_secs(600));
+    bot.wait_for_state(id, "succeeded").await;
+}
+
 fn event_kinds(promotion: &Value) -> Vec<String> {
     promotion["events"]
         .as_array()
@@ -140,10 +148,7 @@ async fn a_failing_check_fails_the_promotion_and_rolls_back_at_once_as_shipmate(
 async fn with_on_failure_fail_a_failing_check_just_fails() {
     let health = Health::start().await;
     let bot = bot_with(&shop(r#"{ kind = "direct" }"#, &health, "fail")).await;
-    let first = promote(&bot, "1.0.0").await;
-    wait_for_gate(&bot, first, 1).await;
-    bot.clock.advance(Duration::from_secs(600));
-    bot.wait_for_state(first, "succeeded").await;
+    verify_direct(&bot, "1.0.0").await;
 
     let id = promote(&bot, "1.1.0").await;
     wait_for_gate(&bot, id, 1).await;
@@ -391,10 +396,7 @@ async fn a_restart_while_a_step_runs_leaves_it_interrupted() {
 async fn rollback_latency() {
     let health = Health::start().await;
     let bot = bot_with(&shop(r#"{ kind = "direct" }"#, &health, "rollback")).await;
-    let first = promote(&bot, "1.0.0").await;
-    wait_for_gate(&bot, first, 1).await;
-    bot.clock.advance(Duration::from_secs(600));
-    bot.wait_for_state(first, "succeeded").await;
+    verify_direct(&bot, "1.0.0").await;
     let id = promote(&bot, "1.1.0").await;
     wait_for_gate(&bot, id, 1).await;
     health.fail_next(1);

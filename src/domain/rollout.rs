@@ -129,8 +129,6 @@ pub enum Action {
 pub struct Plan {
     pub strategy_kind: &'static str,
     pub actions: Vec<Action>,
-    /// Whether the final verification makes the promotion `verifying` (there are checks).
-    pub verifies: bool,
 }
 
 impl Plan {
@@ -201,7 +199,6 @@ impl Plan {
         Plan {
             strategy_kind,
             actions,
-            verifies: has_checks,
         }
     }
 
@@ -391,7 +388,7 @@ mod tests {
     fn a_direct_plan_without_checks_is_one_call() {
         let plan = Plan::new(&Strategy::Direct, false, false);
         assert_eq!(plan.actions, [Action::Call(Step::FULL)]);
-        assert!(!plan.verifies);
+        assert_eq!(plan.verifying_from(), None, "no checks, no verification");
     }
 
     #[test]

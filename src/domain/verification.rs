@@ -159,8 +159,6 @@ pub struct Tally {
     pub failure: Option<String>,
     /// Whether a once-per-gate check (a script) has passed.
     pub done: bool,
-    /// The last inconclusive reason, shown if they pile up.
-    pub last_note: Option<String>,
 }
 
 impl Tally {
@@ -181,7 +179,6 @@ impl Tally {
                         "{INCONCLUSIVE_LIMIT} inconclusive evaluations in a row ({why})"
                     ));
                 }
-                self.last_note = Some(why);
             }
             Verdict::Fail(why) => self.failure = Some(why),
         }

@@ -65,10 +65,11 @@ impl Controls {
             PromotionState::Deploying | PromotionState::Verifying
         ) {
             return Err(EngineError::conflict(format!(
-                "{} is {}: {} applies only while it deploys or verifies",
+                "{} is {}: {} applies only while it deploys or verifies; `/release status {}` shows what runs and what is active",
                 promotion.describe(),
                 promotion.state().label(),
-                control.name()
+                control.name(),
+                promotion.service
             )));
         }
         let row = tx.rollout(id).await?.unwrap_or_default();

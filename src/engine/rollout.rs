@@ -47,20 +47,12 @@ pub(super) struct Stops {
     pub cancel: CancellationToken,
 }
 
-/// How a gate ended.
-enum GateEnd {
-    Passed,
-    Failed(String),
-    Aborted,
-    /// Shutdown or a lost lease: left for whoever holds the job next.
-    Stopped,
-}
-
-/// How a backend call ended.
-enum CallEnd {
+/// How one action of the plan (a backend call or a gate) ended.
+enum ActionEnd {
     Done,
     Failed(String),
     Aborted,
+    /// Shutdown or a lost lease: left for whoever holds the job next.
     Stopped,
 }
 
@@ -88,26 +80,17 @@ impl Rollout<'_> {
                 return Ok(());
             }
             let end = match action {
-                Action::Call(step) => match self.call(position, step).await? {
-                    CallEnd::Done => None,
-                    CallEnd::Failed(reason) => Some(Err(reason)),
-                    CallEnd::Aborted => Some(Ok(true)),
-                    CallEnd::Stopped => return Ok(()),
-                },
-                Action::Gate { .. } => match self.gate(position, action).await? {
-                    GateEnd::Passed => None,
-                    GateEnd::Failed(reason) => Some(Err(reason)),
-                    GateEnd::Aborted => Some(Ok(true)),
-                    GateEnd::Stopped => return Ok(()),
-                },
+                Action::Call(step) => self.call(position, step).await?,
+                Action::Gate { .. } => self.gate(position, action).await?,
             };
             match end {
-                None => position = self.advance_to(position + 1).await?,
-                Some(Err(reason)) => return self.fail(position, reason, false).await,
-                Some(Ok(_aborted)) => {
+                ActionEnd::Done => position = self.advance_to(position + 1).await?,
+                ActionEnd::Failed(reason) => return self.fail(position, reason, false).await,
+                ActionEnd::Aborted => {
                     let reason = self.abort_reason().await?;
                     return self.fail(position, reason, true).await;
                 }
+                ActionEnd::Stopped => return Ok(()),
             }
         }
     }
@@ -122,7 +105,7 @@ impl Rollout<'_> {
     }
 
     /// One backend call, marked as running so a bot that dies meanwhile leaves it interrupted.
-    async fn call(&mut self, position: usize, step: Step) -> Result<CallEnd, EngineError> {
+    async fn call(&mut self, position: usize, step: Step) -> Result<ActionEnd, EngineError> {
         let mut tx = self.worker.store.begin().await?;
         fence(&mut tx, &self.lease).await?;
         tx.move_rollout(self.promotion.id, position, true, None)
@@ -155,14 +138,14 @@ impl Rollout<'_> {
             .await;
         let aborted = watch.stop().await;
         Ok(match outcome {
-            DeployOutcome::Succeeded => CallEnd::Done,
-            DeployOutcome::Failed { .. } if aborted => CallEnd::Aborted,
+            DeployOutcome::Succeeded => ActionEnd::Done,
+            DeployOutcome::Failed { .. } if aborted => ActionEnd::Aborted,
             DeployOutcome::Failed { reason } if self.is_multi_step() => {
-                CallEnd::Failed(format!("{}: {reason}", step.describe()))
+                ActionEnd::Failed(format!("{}: {reason}", step.describe()))
             }
-            DeployOutcome::Failed { reason } => CallEnd::Failed(reason),
-            DeployOutcome::Cancelled if aborted => CallEnd::Aborted,
-            DeployOutcome::Cancelled => CallEnd::Stopped,
+            DeployOutcome::Failed { reason } => ActionEnd::Failed(reason),
+            DeployOutcome::Cancelled if aborted => ActionEnd::Aborted,
+            DeployOutcome::Cancelled => ActionEnd::Stopped,
         })
     }
 
@@ -250,14 +233,14 @@ impl Rollout<'_> {
 
     /// Runs the checks of the gate at `position` until it passes, a check fails, or it is
     /// aborted or stopped.
-    async fn gate(&mut self, position: usize, action: Action) -> Result<GateEnd, EngineError> {
+    async fn gate(&mut self, position: usize, action: Action) -> Result<ActionEnd, EngineError> {
         let Action::Gate {
             after,
             length,
             before_next,
         } = action
         else {
-            return Ok(GateEnd::Passed);
+            return Ok(ActionEnd::Done);
         };
         let row = self.row().await?;
         let started = match row.gate_started_at {
@@ -284,13 +267,13 @@ impl Rollout<'_> {
             let row = self.row().await?;
             if row.abort_by.is_some() {
                 self.count_checks(&checks, &tallies, "stopped");
-                return Ok(GateEnd::Aborted);
+                return Ok(ActionEnd::Aborted);
             }
             let elapsed = (now - started).to_std().unwrap_or_default();
             if self.gate_done(&checks, &tallies, &row, length, before_next, elapsed) {
                 self.count_checks(&checks, &tallies, "passed");
                 self.checks_passed(position, after).await?;
-                return Ok(GateEnd::Passed);
+                return Ok(ActionEnd::Done);
             }
             probing.start_due(self, &checks, &tallies, now);
             tokio::select! {
@@ -300,7 +283,7 @@ impl Rollout<'_> {
                     self.save_tally(position, index, &tallies[index]).await?;
                     if let Some(what) = failure {
                         self.count_check(check, "failed");
-                        return Ok(GateEnd::Failed(failure_reason(check, &what, after, self.is_multi_step())));
+                        return Ok(ActionEnd::Failed(failure_reason(check, &what, after, self.is_multi_step())));
                     }
                 }
                 () = self.worker.controls_changed.notified() => {}
@@ -311,7 +294,7 @@ impl Rollout<'_> {
             if renewed_at.elapsed() >= HEARTBEAT
                 && !self.worker.heartbeat(&self.lease, &mut renewed_at).await
             {
-                return Ok(GateEnd::Stopped);
+                return Ok(ActionEnd::Stopped);
             }
             if refreshed_at.elapsed() >= CARD_REFRESH {
                 refreshed_at = Instant::now();
@@ -360,9 +343,9 @@ impl Rollout<'_> {
     }
 
     /// A gate stopped from our side: its job is released so the next holder resumes it at once.
-    async fn leave_gate(&self) -> Result<GateEnd, EngineError> {
+    async fn leave_gate(&self) -> Result<ActionEnd, EngineError> {
         self.release_job().await;
-        Ok(GateEnd::Stopped)
+        Ok(ActionEnd::Stopped)
     }
 
     async fn release_job(&self) {
@@ -593,7 +576,10 @@ impl Probing {
                 match prober {
                     Some(prober) => prober.probe(&check, &target, cancel).await,
                     None => {
-                        Reading::Broken("no prober is configured for this environment".to_string())
+                        Reading::Broken(
+                            "the bot could not set up its verification probes (its log says why); retry once that is fixed"
+                                .to_string(),
+                        )
                     }
                 }
             });

@@ -104,7 +104,6 @@ impl Store {
                     inconclusive_in_row: u32::try_from(in_row).unwrap_or(u32::MAX),
                     failure,
                     done: done != 0,
-                    last_note: None,
                 };
                 Some((usize::try_from(index).ok()?, tally))
             })
