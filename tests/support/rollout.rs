@@ -9,11 +9,12 @@ use std::time::{Duration, SystemTime};
 use super::{fake_discord, wait_until, TestBot, CI_TOKEN, RELEASES_CHANNEL};
 
 /// Records every call (`version step/steps weight phase`) to `calls.log` (a rollback's wall-clock
-/// start also to `rollback-called-at`, in nanoseconds);
+/// start also to `rollback-called-at`, in nanoseconds, written whole by a rename so a reader
+/// never sees it empty);
 /// blocks while the file `hold-<version>-<step>` exists, so a test can catch a step running.
 pub const STEP_SCRIPT: &str = r#"#!/bin/sh
 echo "$SHIPMATE_VERSION $SHIPMATE_STEP/$SHIPMATE_STEPS $SHIPMATE_WEIGHT $SHIPMATE_PHASE rollback=$SHIPMATE_ROLLBACK" >> calls.log
-if [ "$SHIPMATE_ROLLBACK" = true ]; then date +%s%N > rollback-called-at; fi
+if [ "$SHIPMATE_ROLLBACK" = true ]; then date +%s%N > rollback-called-at.part && mv rollback-called-at.part rollback-called-at; fi
 echo "calling step $SHIPMATE_STEP of $SHIPMATE_STEPS at $SHIPMATE_WEIGHT%"
 while [ -f "hold-$SHIPMATE_VERSION-$SHIPMATE_STEP" ]; do sleep 0.05; done
 if [ -f "fail-$SHIPMATE_VERSION-$SHIPMATE_PHASE" ]; then echo "phase $SHIPMATE_PHASE broke" >&2; exit 4; fi
