@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use shipmate::config::Config;
-use shipmate::deploy::{Backend, DeployOutcome, DeployRequest};
+use shipmate::deploy::{Backend, DeployCall, DeployOutcome};
 use shipmate::domain::command::{self, Command};
 use shipmate::domain::identity::{Actor, Identity};
 use shipmate::domain::version::{Version, VersionSpec};
@@ -24,7 +24,6 @@ use shipmate::engine::{Backends, Engine, Request, Time};
 use shipmate::metrics::StateLabels;
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -42,13 +41,16 @@ struct NoopBackend;
 
 #[async_trait]
 impl Backend for NoopBackend {
-    async fn deploy(
-        &self,
-        _request: DeployRequest,
-        _progress: mpsc::Sender<String>,
-        _cancel: CancellationToken,
-    ) -> DeployOutcome {
+    fn kind(&self) -> &'static str {
+        "noop"
+    }
+
+    async fn deploy(&self, _call: DeployCall) -> DeployOutcome {
         DeployOutcome::Succeeded
+    }
+
+    async fn check(&self, _service: &str, _environment: &str) -> Result<String, String> {
+        Ok("does nothing".to_string())
     }
 }
 

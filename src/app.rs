@@ -49,19 +49,45 @@ pub async fn connect(database_url: &str) -> Result<Store, BuildError> {
         })
 }
 
-/// The backends `bot.toml` describes; command backends run in the config's directory.
+/// The backend of one environment; command backends run in the config's directory.
+fn backend_from_config(config: &Config, backend: &BackendConfig) -> Arc<dyn Backend> {
+    match backend {
+        BackendConfig::Command { run, timeout, env } => Arc::new(CommandBackend::new(
+            run.clone(),
+            *timeout,
+            config.base_dir.clone(),
+            env.clone(),
+        )),
+        other => Arc::new(NotBuilt(other.kind())),
+    }
+}
+
+/// Stand-in until each remote backend lands (this commit only reshapes the trait).
+struct NotBuilt(&'static str);
+
+#[async_trait::async_trait]
+impl Backend for NotBuilt {
+    fn kind(&self) -> &'static str {
+        self.0
+    }
+
+    async fn deploy(&self, _call: crate::deploy::DeployCall) -> crate::deploy::DeployOutcome {
+        crate::deploy::DeployOutcome::Failed {
+            reason: format!("the {} backend is not built yet", self.0),
+        }
+    }
+
+    async fn check(&self, _service: &str, _environment: &str) -> Result<String, String> {
+        Err(format!("the {} backend is not built yet", self.0))
+    }
+}
+
+/// The backends `bot.toml` describes.
 pub fn backends_from_config(config: &Config) -> Backends {
     let mut backends = Backends::default();
     for service in &config.services {
         for env in &service.environments {
-            let backend: Arc<dyn Backend> = match &env.backend {
-                BackendConfig::Command { run, timeout, env } => Arc::new(CommandBackend::new(
-                    run.clone(),
-                    *timeout,
-                    config.base_dir.clone(),
-                    env.clone(),
-                )),
-            };
+            let backend = backend_from_config(config, &env.backend);
             backends.insert(&service.name, &env.name, backend);
         }
     }
@@ -88,11 +114,39 @@ fn prober_from_config(config: &Config) -> Option<Arc<dyn Prober>> {
     let mut prober = LiveProber::new(config.base_dir.clone(), client);
     for service in &config.services {
         for env in &service.environments {
-            let BackendConfig::Command { env: table, .. } = &env.backend;
-            prober = prober.with_command_env(&service.name, &env.name, table.clone());
+            prober = prober.with_command_env(&service.name, &env.name, env.backend.script_env());
         }
     }
     Some(Arc::new(prober))
+}
+
+/// How one environment's backend answered `check-backends`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendCheck {
+    pub service: String,
+    pub environment: String,
+    pub kind: &'static str,
+    /// What was seen, or what to fix.
+    pub result: Result<String, String>,
+}
+
+/// `shipmate check-backends`: every environment's backend tried, read-only, one after another
+/// (a remote server is asked once per environment).
+pub async fn check_backends(config: &Config) -> Vec<BackendCheck> {
+    let mut checks = Vec::new();
+    for service in &config.services {
+        for env in &service.environments {
+            let backend = backend_from_config(config, &env.backend);
+            let result = backend.check(&service.name, &env.name).await;
+            checks.push(BackendCheck {
+                service: service.name.clone(),
+                environment: env.name.clone(),
+                kind: backend.kind(),
+                result,
+            });
+        }
+    }
+    checks
 }
 
 /// Connects to the database, applies migrations, and builds the engine and chat adapters.

@@ -38,6 +38,12 @@ enum Action {
         #[arg(long, default_value = "bot.toml")]
         config: PathBuf,
     },
+    /// Try every backend's credentials and reachability without deploying; exit 0 when all
+    /// answer, 1 naming each that failed.
+    CheckBackends {
+        #[arg(long, default_value = "bot.toml")]
+        config: PathBuf,
+    },
     /// Apply database migrations and exit.
     Migrate {
         #[arg(long, default_value = "bot.toml")]
@@ -121,6 +127,12 @@ async fn run(action: Action) -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Action::CheckBackends { config } => {
+            let Ok(config) = load(&config) else {
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            check_backends(&config).await
+        }
         Action::Migrate { config } => {
             let Ok(config) = load(&config) else {
                 return ExitCode::from(EXIT_CONFIG);
@@ -156,6 +168,28 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
         eprint!("{e}");
         ExitCode::from(EXIT_CONFIG)
     })
+}
+
+async fn check_backends(config: &Config) -> ExitCode {
+    let checks = shipmate::app::check_backends(config).await;
+    let mut failed = 0;
+    for check in &checks {
+        let target = format!("{} {} ({})", check.service, check.environment, check.kind);
+        match &check.result {
+            Ok(seen) => println!("ok      {target}: {seen}"),
+            Err(problem) => {
+                failed += 1;
+                println!("FAILED  {target}: {problem}");
+            }
+        }
+    }
+    if failed == 0 {
+        println!("all {} backends answered", checks.len());
+        ExitCode::SUCCESS
+    } else {
+        println!("{failed} of {} backends failed", checks.len());
+        ExitCode::from(EXIT_RUNTIME)
+    }
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {

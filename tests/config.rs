@@ -92,7 +92,9 @@ fn shipped_bot_toml_loads_without_any_environment() {
             service.name
         );
         for env in &service.environments {
-            let BackendConfig::Command { run, .. } = &env.backend;
+            let BackendConfig::Command { run, .. } = &env.backend else {
+                panic!("{} {} is not a command backend", service.name, env.name);
+            };
             assert_eq!(
                 run,
                 &["./deploy/deploy.sh"],
@@ -217,7 +219,16 @@ fn unknown_backend_key_is_rejected() {
         "run = [\"./deploy.sh\"] }\n  [[service.environment]]",
         "run = [\"./deploy.sh\"], timout = \"5m\" }\n  [[service.environment]]",
     );
-    assert_unknown_key(&text, "timout");
+    let problems = problems(&text);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].key.ends_with(".backend.timout"),
+        "{problems:#?}"
+    );
+    assert_eq!(
+        problems[0].message,
+        "a command backend has no `timout`; its keys are kind, run, timeout, env"
+    );
 }
 
 #[test]
@@ -431,7 +442,9 @@ name = "api"
         Sha256::digest(b"ci-token-value").into()
     };
     assert_eq!(config.api_tokens[0].sha256, expected_digest);
-    let BackendConfig::Command { run, .. } = &config.services[0].environments[0].backend;
+    let BackendConfig::Command { run, .. } = &config.services[0].environments[0].backend else {
+        panic!("not a command backend");
+    };
     assert_eq!(run, &["./deploy.sh", "--region=eu-west-1"]);
 
     let debug = format!("{config:?}");

@@ -23,6 +23,8 @@ fn target() -> ProbeTarget {
     ProbeTarget {
         request: DeployRequest {
             promotion_id: 42,
+            attempt: 1,
+            digest: None,
             service: "api".to_string(),
             version: "1.4.2".to_string(),
             environment: "production".to_string(),

@@ -21,7 +21,12 @@ use crate::domain::rollout::{OnFailure, Strategy};
 use crate::domain::verification::CheckSpec;
 use crate::domain::window::{Freeze, FreezeSource, Window};
 
+mod backend;
 mod rollout;
+
+pub use backend::{
+    ArgocdConfig, BackendConfig, GithubActionsConfig, KubernetesConfig, WebhookConfig,
+};
 
 pub use rollout::PLACEHOLDERS;
 
@@ -150,16 +155,6 @@ pub struct EnvironmentConfig {
     pub verify: Vec<CheckSpec>,
     pub on_failure: OnFailure,
     pub strategy: Strategy,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BackendConfig {
-    Command {
-        run: Vec<String>,
-        timeout: Duration,
-        /// Extra variables for the script (`env = { NAME = "value or ${VAR}" }`).
-        env: BTreeMap<String, String>,
-    },
 }
 
 impl Config {
@@ -613,7 +608,7 @@ struct RawService {
 #[serde(deny_unknown_fields)]
 struct RawEnvironment {
     name: String,
-    backend: RawBackend,
+    backend: toml::Value,
     approvals: Option<RawApprovals>,
     #[serde(default)]
     windows: Vec<String>,
@@ -622,17 +617,6 @@ struct RawEnvironment {
     verify: Option<toml::Value>,
     on_failure: Option<toml::Value>,
     strategy: Option<toml::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBackend {
-    kind: String,
-    #[serde(default)]
-    run: Vec<String>,
-    timeout: Option<String>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -647,7 +631,6 @@ struct RawApprovals {
 
 // ---- validation ----
 
-const DEFAULT_DEPLOY_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const SLACK_APPROVE: [&str; 3] = ["white_check_mark", "heavy_check_mark", "+1"];
 const SLACK_REJECT: [&str; 2] = ["x", "no_entry"];
@@ -726,7 +709,7 @@ impl Validator<'_> {
 
     fn config(&mut self, raw: RawConfig, base_dir: &Path) -> Config {
         let roles = self.roles(&raw.roles);
-        let services = self.services(raw.service, &roles, &raw.window);
+        let services = self.services(raw.service, &roles, &raw.window, base_dir);
         let environments: BTreeSet<String> = services
             .iter()
             .flat_map(|s| s.environments.iter().map(|e| e.name.clone()))
@@ -1053,6 +1036,7 @@ impl Validator<'_> {
         raw: Vec<RawService>,
         roles: &Roles,
         windows: &[RawWindow],
+        base_dir: &Path,
     ) -> Vec<ServiceConfig> {
         if raw.is_empty() {
             self.problem(
@@ -1080,7 +1064,7 @@ impl Validator<'_> {
                     .map(|(i, env)| {
                         let key = format!("{key}.environment[{i}]");
                         self.unique(&format!("{key}.name"), &mut env_names, &env.name);
-                        self.environment(&key, env, roles, windows)
+                        self.environment(&key, env, roles, windows, base_dir)
                     })
                     .collect();
                 ServiceConfig {
@@ -1098,6 +1082,7 @@ impl Validator<'_> {
         raw: RawEnvironment,
         roles: &Roles,
         windows: &[RawWindow],
+        base_dir: &Path,
     ) -> EnvironmentConfig {
         for (i, window) in raw.windows.iter().enumerate() {
             if !windows.iter().any(|w| &w.name == window) {
@@ -1109,7 +1094,7 @@ impl Validator<'_> {
             }
         }
         EnvironmentConfig {
-            backend: self.backend(&format!("{key}.backend"), raw.backend),
+            backend: self.backend(&format!("{key}.backend"), &raw.backend, base_dir),
             approvals: raw
                 .approvals
                 .map(|approvals| self.approvals(&format!("{key}.approvals"), approvals, roles)),
@@ -1121,36 +1106,9 @@ impl Validator<'_> {
         }
     }
 
-    fn backend(&mut self, key: &str, raw: RawBackend) -> BackendConfig {
-        if raw.kind != "command" {
-            self.problem(
-                format!("{key}.kind"),
-                format!("backend `{}` is not supported yet; use kind = \"command\" with run = [\"./deploy.sh\"]", raw.kind),
-            );
-        }
-        if raw.run.is_empty() || raw.run[0].trim().is_empty() {
-            self.problem(
-                format!("{key}.run"),
-                "is empty: give the program and its arguments, e.g. run = [\"./deploy/deploy.sh\"]",
-            );
-        }
-        for (name, value) in &raw.env {
-            self.script_variable(&format!("{key}.env.{name}"), name, value);
-        }
-        BackendConfig::Command {
-            timeout: self.duration(
-                &format!("{key}.timeout"),
-                raw.timeout.as_deref(),
-                DEFAULT_DEPLOY_TIMEOUT,
-            ),
-            run: raw.run,
-            env: raw.env,
-        }
-    }
-
     /// One entry of a backend's `env` table: a name a shell can use, not one of the bot's own
     /// `SHIPMATE_*` variables, and a value the OS can carry.
-    fn script_variable(&mut self, key: &str, name: &str, value: &str) {
+    pub(super) fn script_variable(&mut self, key: &str, name: &str, value: &str) {
         let valid = name
             .chars()
             .next()
@@ -1266,7 +1224,7 @@ name = "api"
     fn a_backend_env_table_is_substituted_and_kept() {
         let env = |name: &str| (name == "ORG").then(|| "acme".to_string());
         let config = parse(SCRIPT_ENV, Path::new("/srv"), &env).expect("valid");
-        let BackendConfig::Command { env, .. } = &config.services[0].environments[0].backend;
+        let env = config.services[0].environments[0].backend.script_env();
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(
             pairs,

@@ -33,17 +33,17 @@ const CANARY_EXAMPLE: &str = r#"{ kind = "canary", steps = [10, 50, 100], pause 
 const SHORTEST_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One inline table of the rollout keys (a check, the strategy) and the key it is found at.
-struct Entry<'t> {
+pub(super) struct Entry<'t> {
     key: String,
     table: &'t toml::Table,
 }
 
 impl<'t> Entry<'t> {
-    fn get(&self, name: &str) -> Option<&'t toml::Value> {
+    pub(super) fn get(&self, name: &str) -> Option<&'t toml::Value> {
         self.table.get(name)
     }
 
-    fn key(&self, name: &str) -> String {
+    pub(super) fn key(&self, name: &str) -> String {
         format!("{}.{name}", self.key)
     }
 }
@@ -175,7 +175,7 @@ impl Validator<'_> {
     /// A script runs once per gate, so it has no `for`/`every` of its own: both are its timeout,
     /// the longest it can keep a gate waiting.
     fn command_check(&mut self, entry: &Entry) -> (CheckKind, Duration, Duration) {
-        let run = self.argv(entry);
+        let run = self.argv(entry, "run = [\"./smoke.sh\"]");
         let timeout = self
             .duration_or(entry, "timeout", DEFAULT_COMMAND_TIMEOUT)
             .unwrap_or(DEFAULT_COMMAND_TIMEOUT);
@@ -185,7 +185,12 @@ impl Validator<'_> {
     // ---- the values of one entry ----
 
     /// `value` as a table, or a problem showing what one looks like.
-    fn entry<'t>(&mut self, key: &str, value: &'t toml::Value, example: &str) -> Option<Entry<'t>> {
+    pub(super) fn entry<'t>(
+        &mut self,
+        key: &str,
+        value: &'t toml::Value,
+        example: &str,
+    ) -> Option<Entry<'t>> {
         match value.as_table() {
             Some(table) => Some(Entry {
                 key: key.to_string(),
@@ -202,7 +207,7 @@ impl Validator<'_> {
     }
 
     /// The entry's `kind`, one of `kinds`.
-    fn kind<'t>(&mut self, entry: &Entry<'t>, kinds: &[&str]) -> Option<&'t str> {
+    pub(super) fn kind<'t>(&mut self, entry: &Entry<'t>, kinds: &[&str]) -> Option<&'t str> {
         let choices = quoted(kinds);
         match entry.get("kind") {
             Some(toml::Value::String(kind)) if kinds.contains(&kind.as_str()) => {
@@ -229,7 +234,7 @@ impl Validator<'_> {
 
     /// Every key of the entry not among `known` (a `max` on an http check is a mistake, not
     /// something to ignore).
-    fn unknown_keys(&mut self, entry: &Entry, known: &[&str], what: &str) {
+    pub(super) fn unknown_keys(&mut self, entry: &Entry, known: &[&str], what: &str) {
         for name in entry.table.keys() {
             if !known.contains(&name.as_str()) {
                 self.problem(
@@ -241,7 +246,12 @@ impl Validator<'_> {
     }
 
     /// A required, non-blank string.
-    fn text<'t>(&mut self, entry: &Entry<'t>, name: &str, example: &str) -> Option<&'t str> {
+    pub(super) fn text<'t>(
+        &mut self,
+        entry: &Entry<'t>,
+        name: &str,
+        example: &str,
+    ) -> Option<&'t str> {
         match entry.get(name) {
             Some(toml::Value::String(text)) if !text.trim().is_empty() => Some(text.as_str()),
             Some(toml::Value::String(_)) => {
@@ -272,7 +282,12 @@ impl Validator<'_> {
     }
 
     /// A duration, `default` when absent; `None` when written wrong (reported).
-    fn duration_or(&mut self, entry: &Entry, name: &str, default: Duration) -> Option<Duration> {
+    pub(super) fn duration_or(
+        &mut self,
+        entry: &Entry,
+        name: &str,
+        default: Duration,
+    ) -> Option<Duration> {
         match entry.get(name) {
             None => Some(default),
             Some(toml::Value::String(text)) => self.check(&entry.key(name), parse_duration(text)),
@@ -320,10 +335,15 @@ impl Validator<'_> {
 
     /// An http(s) URL; `{placeholder}`s are kept for the engine to fill in.
     fn url(&mut self, entry: &Entry, example: &str) -> String {
-        let Some(text) = self.text(entry, "url", &format!("\"{example}\"")) else {
+        self.http_url(entry, "url", example)
+    }
+
+    /// The http(s) URL under `name`.
+    pub(super) fn http_url(&mut self, entry: &Entry, name: &str, example: &str) -> String {
+        let Some(text) = self.text(entry, name, &format!("\"{example}\"")) else {
             return String::new();
         };
-        if !self.known_placeholders(&entry.key("url"), text) {
+        if !self.known_placeholders(&entry.key(name), text) {
             return text.to_string();
         }
         // Placeholders stand for names and versions; a plain word in their place checks the rest.
@@ -336,7 +356,7 @@ impl Validator<'_> {
             .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host());
         if parsed.is_none() {
             self.problem(
-                entry.key("url"),
+                entry.key(name),
                 format!("`{text}` is not an http(s) URL; write it like {example}"),
             );
         }
@@ -344,7 +364,7 @@ impl Validator<'_> {
     }
 
     /// Whether every `{name}` in `text` is one of [`PLACEHOLDERS`]; reports those that are not.
-    fn known_placeholders(&mut self, key: &str, text: &str) -> bool {
+    pub(super) fn known_placeholders(&mut self, key: &str, text: &str) -> bool {
         let unknown: Vec<&str> = placeholders(text)
             .filter(|name| !PLACEHOLDERS.contains(name))
             .collect();
@@ -434,8 +454,7 @@ impl Validator<'_> {
     }
 
     /// `run`: the program and its arguments, like a command backend's.
-    fn argv(&mut self, entry: &Entry) -> Vec<String> {
-        let example = "run = [\"./smoke.sh\"]";
+    pub(super) fn argv(&mut self, entry: &Entry, example: &str) -> Vec<String> {
         let Some(value) = entry.get("run") else {
             self.problem(entry.key("run"), format!("missing: write {example}"));
             return Vec::new();
@@ -572,7 +591,7 @@ fn placeholders(text: &str) -> impl Iterator<Item = &str> {
 }
 
 /// `a string`, `an integer`: what was written instead, for messages.
-fn a_type(value: &toml::Value) -> String {
+pub(super) fn a_type(value: &toml::Value) -> String {
     let name = value.type_str();
     let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
         "an"

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -19,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{process, Backend, DeployOutcome, DeployRequest};
+use super::{process, Backend, DeployCall, DeployOutcome, DeployRequest, Reporter};
 use crate::domain::duration::format_duration;
 
 /// How many trailing output lines a failure reason quotes.
@@ -141,13 +142,13 @@ impl Ended {
 }
 
 impl CommandBackend {
-    /// [`Backend::deploy_recording`], also giving the exit status.
+    /// Runs the program for `request` until it ends or `cancel` fires, reporting its lines and
+    /// its process group; also gives the exit status.
     pub async fn execute(
         &self,
         request: DeployRequest,
-        progress: mpsc::Sender<String>,
+        report: Reporter,
         cancel: CancellationToken,
-        groups: mpsc::UnboundedSender<process::LocalGroup>,
     ) -> Ended {
         if cancel.is_cancelled() {
             return Ended::without_status(DeployOutcome::Cancelled);
@@ -175,12 +176,11 @@ impl CommandBackend {
             "deploy command started"
         );
         if let Some(record) = child.id().and_then(process::describe) {
-            // Nobody listening (a plain `deploy` call) is fine: then nothing records it.
-            let _ = groups.send(record);
+            report.group(record).await;
         }
         let mut readers = JoinSet::new();
         let mut lines = spawn_readers(&mut child, &mut readers);
-        let mut transcript = Transcript::new(progress);
+        let mut transcript = Transcript::new(report);
 
         let ended = tokio::select! {
             biased;
@@ -211,27 +211,49 @@ impl CommandBackend {
 
 #[async_trait]
 impl Backend for CommandBackend {
-    async fn deploy(
-        &self,
-        request: DeployRequest,
-        progress: mpsc::Sender<String>,
-        cancel: CancellationToken,
-    ) -> DeployOutcome {
-        let (groups, _) = mpsc::unbounded_channel();
-        self.deploy_recording(request, progress, cancel, groups)
-            .await
+    fn kind(&self) -> &'static str {
+        "command"
     }
 
-    async fn deploy_recording(
-        &self,
-        request: DeployRequest,
-        progress: mpsc::Sender<String>,
-        cancel: CancellationToken,
-        groups: mpsc::UnboundedSender<process::LocalGroup>,
-    ) -> DeployOutcome {
-        self.execute(request, progress, cancel, groups)
-            .await
-            .outcome
+    async fn deploy(&self, call: DeployCall) -> DeployOutcome {
+        // A script never outlives the bot: detaching stops it as an abort does.
+        let stop = CancellationToken::new();
+        let execute = self.execute(call.request.clone(), call.report.clone(), stop.clone());
+        tokio::pin!(execute);
+        tokio::select! {
+            ended = &mut execute => return ended.outcome,
+            () = call.stopped() => stop.cancel(),
+        }
+        execute.await.outcome
+    }
+
+    async fn check(&self, _service: &str, _environment: &str) -> Result<String, String> {
+        let Some(program) = self.run.first() else {
+            return Err("no command configured to run".to_string());
+        };
+        let path = if program.contains('/') {
+            let path = Path::new(program);
+            if path.is_absolute() {
+                path.to_path_buf()
+            } else {
+                self.dir().join(path)
+            }
+        } else {
+            return Ok(format!(
+                "runs `{program}` from PATH in {}",
+                self.dir().display()
+            ));
+        };
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
+                Ok(format!("{} is executable", path.display()))
+            }
+            Ok(_) => Err(format!(
+                "{} is not an executable file; chmod +x it",
+                path.display()
+            )),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
     }
 }
 
@@ -423,12 +445,12 @@ fn finish_line(bytes: &[u8]) -> String {
 
 /// Forwards lines as progress and remembers the last few for the failure reason.
 struct Transcript {
-    progress: mpsc::Sender<String>,
+    progress: Reporter,
     last: VecDeque<String>,
 }
 
 impl Transcript {
-    fn new(progress: mpsc::Sender<String>) -> Self {
+    fn new(progress: Reporter) -> Self {
         Self {
             progress,
             last: VecDeque::with_capacity(LAST_LINES),
@@ -438,14 +460,14 @@ impl Transcript {
     async fn record(&mut self, line: String) {
         self.remember(&line);
         // A listener that went away must not fail the deployment; keep draining the child.
-        let _ = self.progress.send(line).await;
+        self.progress.line(line).await;
     }
 
     /// Takes what is already buffered without waiting: used once the group is killed.
     fn sweep(&mut self, lines: &mut mpsc::Receiver<String>) {
         while let Ok(line) = lines.try_recv() {
             self.remember(&line);
-            let _ = self.progress.try_send(line);
+            self.progress.try_line(line);
         }
     }
 
@@ -473,6 +495,7 @@ impl Transcript {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deploy::Report;
     use std::os::unix::fs::PermissionsExt;
     use std::time::Instant;
     use tempfile::TempDir;
@@ -505,18 +528,39 @@ mod tests {
             requested_by: "slack:U0LEAD1".to_string(),
             rollback: false,
             commit: Some("abc1234".to_string()),
+            digest: None,
+            attempt: 1,
             step: crate::domain::rollout::Step::FULL,
         }
     }
 
+    /// A call of `request()` with `capacity` reports buffered, and its reports' receiving end.
+    fn call(capacity: usize) -> (DeployCall, mpsc::Receiver<Report>) {
+        let (report, reports) = Reporter::channel(capacity);
+        let call = DeployCall::new(request(), report, chrono::DateTime::UNIX_EPOCH);
+        (call, reports)
+    }
+
+    /// The next progress line (other reports skipped).
+    async fn next_line(reports: &mut mpsc::Receiver<Report>) -> Option<String> {
+        while let Some(report) = reports.recv().await {
+            if let Report::Line(line) = report {
+                return Some(line);
+            }
+        }
+        None
+    }
+
     /// Runs a deployment to its end and returns the outcome and every progress line.
     async fn deploy(backend: &CommandBackend) -> (DeployOutcome, Vec<String>) {
-        let (sender, mut receiver) = mpsc::channel(1_000);
-        let run = backend.deploy(request(), sender, CancellationToken::new());
+        let (call, mut reports) = call(1_000);
+        let run = backend.deploy(call);
         let outcome = tokio::time::timeout(LIMIT, run).await.expect("deploy hung");
         let mut lines = Vec::new();
-        while let Ok(line) = receiver.try_recv() {
-            lines.push(line);
+        while let Ok(report) = reports.try_recv() {
+            if let Report::Line(line) = report {
+                lines.push(line);
+            }
         }
         (outcome, lines)
     }
@@ -696,9 +740,8 @@ echo "to stderr" >&2"#,
         script(dir.path(), "three.sh", "echo bad\nexit 3");
         script(dir.path(), "hang.sh", "sleep 30");
         let run = |backend: CommandBackend| async move {
-            let (sender, _receiver) = mpsc::channel(16);
-            let (groups, _) = mpsc::unbounded_channel();
-            let run = backend.execute(request(), sender, CancellationToken::new(), groups);
+            let (report, _reports) = Reporter::channel(16);
+            let run = backend.execute(request(), report, CancellationToken::new());
             tokio::time::timeout(LIMIT, run)
                 .await
                 .expect("execute hung")
@@ -782,12 +825,12 @@ echo "to stderr" >&2"#,
         let dir = TempDir::new().unwrap();
         script(dir.path(), "hang.sh", SPAWNS_GRANDCHILD);
         let backend = backend(dir.path(), &["./hang.sh"], LIMIT);
-        let (sender, mut receiver) = mpsc::channel(16);
-        let cancel = CancellationToken::new();
+        let (call, mut reports) = call(16);
+        let cancel = call.abort.clone();
 
-        let run = backend.deploy(request(), sender, cancel.clone());
+        let run = backend.deploy(call);
         let trigger = async {
-            let first = receiver.recv().await;
+            let first = next_line(&mut reports).await;
             cancel.cancel();
             (first, Instant::now())
         };
@@ -805,14 +848,12 @@ echo "to stderr" >&2"#,
         let dir = TempDir::new().unwrap();
         script(dir.path(), "hang.sh", SPAWNS_GRANDCHILD);
         let backend = backend(dir.path(), &["./hang.sh"], LIMIT);
-        let (sender, mut receiver) = mpsc::channel(16);
+        let (call, mut reports) = call(16);
 
-        let task = tokio::spawn(async move {
-            backend
-                .deploy(request(), sender, CancellationToken::new())
-                .await
-        });
-        let first = tokio::time::timeout(LIMIT, receiver.recv()).await.unwrap();
+        let task = tokio::spawn(async move { backend.deploy(call).await });
+        let first = tokio::time::timeout(LIMIT, next_line(&mut reports))
+            .await
+            .unwrap();
         assert_eq!(first.as_deref(), Some("started"));
         task.abort();
         assert!(task.await.is_err_and(|err| err.is_cancelled()));
@@ -846,10 +887,10 @@ echo "to stderr" >&2"#,
             "i=0\nwhile [ $i -lt 500 ]; do echo \"line $i\"; i=$((i+1)); done\nexit 1",
         );
         let backend = backend(dir.path(), &["./chatty.sh"], LIMIT);
-        let (sender, receiver) = mpsc::channel(1);
-        drop(receiver);
+        let (call, reports) = call(1);
+        drop(reports);
 
-        let run = backend.deploy(request(), sender, CancellationToken::new());
+        let run = backend.deploy(call);
         let outcome = tokio::time::timeout(LIMIT, run).await.expect("deploy hung");
 
         assert!(reason(outcome).ends_with("line 498\nline 499"));

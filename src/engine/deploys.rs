@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::deploy::process;
-use crate::deploy::{DeployOutcome, DeployRequest};
+use crate::deploy::{DeployCall, DeployOutcome, DeployRequest, Report, Reporter};
 use crate::domain::promotion::{Promotion, PromotionEvent, PromotionState};
 use crate::metrics::{EnvironmentLabels, Metrics, OutcomeLabels};
 use crate::store::{ClaimedJob, JobKind, JobLease, ProcessRecord, Store, StoreError, Tx};
@@ -116,7 +116,8 @@ impl DeployWorker {
     pub async fn run_deploy_job(&self, job: ClaimedJob, stops: Stops) {
         let lease = job.lease(&self.worker_id);
         let result = async {
-            let Some((promotion, commit, position)) = self.begin_deploy(&job, &lease).await? else {
+            let Some((promotion, request, position)) = self.begin_deploy(&job, &lease).await?
+            else {
                 return Ok(());
             };
             let Some(environment) = self
@@ -154,7 +155,7 @@ impl DeployWorker {
             Rollout {
                 worker: self,
                 lease: lease.clone(),
-                request: deploy_request(&promotion, commit),
+                request,
                 environment,
                 plan,
                 promotion,
@@ -180,13 +181,13 @@ impl DeployWorker {
     }
 
     /// approved/queued → deploying, or a rollout waiting in a gate resumed, or drops the job
-    /// when the promotion went elsewhere (cancelled). Returns the promotion, its release's commit
-    /// and the plan position to run from.
+    /// when the promotion went elsewhere (cancelled). Returns the promotion, what its backend
+    /// calls deploy and the plan position to run from.
     async fn begin_deploy(
         &self,
         job: &ClaimedJob,
         lease: &JobLease,
-    ) -> Result<Option<(Promotion, Option<String>, usize)>, EngineError> {
+    ) -> Result<Option<(Promotion, DeployRequest, usize)>, EngineError> {
         let mut tx = self.store.begin().await?;
         fence(&mut tx, lease).await?;
         let promotion = tx.promotion(job.promotion_id).await?;
@@ -196,20 +197,21 @@ impl DeployWorker {
                 PromotionState::Deploying | PromotionState::Verifying
             )
         }) {
-            let position = tx.rollout(resumed.id).await?.filter(|r| !r.calling);
+            // A gate, or a remote call the next holder watches on; a local call died with its
+            // process and is left to the orphan sweep.
+            let position = tx
+                .rollout(resumed.id)
+                .await?
+                .filter(|r| !r.calling || r.call_remote);
             if let Some(row) = position {
-                let release = tx.release(&resumed.service, &resumed.version).await?;
+                let request = deploy_request(&mut tx, resumed).await?;
                 tx.commit().await?;
                 tracing::info!(
                     promotion = resumed.id,
                     position = row.position,
                     "resuming a rollout"
                 );
-                return Ok(Some((
-                    resumed.clone(),
-                    release.and_then(|r| r.commit),
-                    row.position,
-                )));
+                return Ok(Some((resumed.clone(), request, row.position)));
             }
         }
         let startable = promotion
@@ -240,7 +242,7 @@ impl DeployWorker {
                 &detail,
             )
             .await?;
-        let release = tx.release(&deploying.service, &deploying.version).await?;
+        let request = deploy_request(&mut tx, &deploying).await?;
         tx.move_rollout(deploying.id, 0, false, None).await?;
         tx.commit().await?;
         self.metrics
@@ -250,7 +252,7 @@ impl DeployWorker {
                 environment: deploying.environment.clone(),
             })
             .inc();
-        Ok(Some((deploying, release.and_then(|r| r.commit), 0)))
+        Ok(Some((deploying, request, 0)))
     }
 
     /// Sends a promotion whose gate closed, or whose environment still runs an older deploy,
@@ -283,12 +285,17 @@ impl DeployWorker {
         Ok(true)
     }
 
-    pub(super) async fn deploy_with_heartbeat(
+    /// Runs one backend call with a heartbeat on the lease, storing what the backend reports:
+    /// lines to the deploy log, its status and remote handle to the rollout row, its process
+    /// groups to the job. Losing the lease detaches the call (nothing more is written for it);
+    /// `shutdown`, given for a remote call, detaches it at once, as its work goes on elsewhere.
+    pub(super) async fn run_call(
         &self,
         lease: &JobLease,
-        request: DeployRequest,
-        cancel: CancellationToken,
+        call: DeployCall,
+        shutdown: Option<&CancellationToken>,
     ) -> DeployOutcome {
+        let request = &call.request;
         let Some(backend) = self.backends.get(&request.service, &request.environment) else {
             return DeployOutcome::Failed {
                 reason: format!(
@@ -298,38 +305,47 @@ impl DeployWorker {
             };
         };
         let promotion_id = request.promotion_id;
-        let (progress, lines) = mpsc::channel(1024);
-        let (groups, mut started) = mpsc::unbounded_channel();
-        let mut recorded = Vec::new();
+        let (lines, lines_received) = mpsc::channel(1024);
         let writer = ProgressWriter {
             store: self.store.clone(),
             ledger: self.ledger.clone(),
             time: self.time.clone(),
             lease: lease.clone(),
         };
-        let log_writer = tokio::spawn(writer.run(promotion_id, lines));
-        // Our own token: losing the lease stops this deploy, not the others.
-        let cancel = cancel.child_token();
-        let deploy = backend.deploy_recording(request, progress, cancel.clone(), groups);
+        let log_writer = tokio::spawn(writer.run(promotion_id, lines_received));
+        let (report, mut reports) = Reporter::channel(1024);
+        let detach = call.detach.clone();
+        let mut calls = CallReports {
+            worker: self,
+            lease,
+            promotion_id,
+            lines,
+            recorded: Vec::new(),
+            status: None,
+            detach: detach.clone(),
+        };
+        let deploy = backend.deploy(DeployCall { report, ..call });
         tokio::pin!(deploy);
         let mut renewed_at = Instant::now();
+        let never = CancellationToken::new();
+        let shutdown = shutdown.unwrap_or(&never);
         let outcome = loop {
             tokio::select! {
                 outcome = &mut deploy => break outcome,
-                Some(group) = started.recv() => {
-                    let record = process_record(promotion_id, &group);
-                    if !self.record_group(lease, &record).await {
-                        cancel.cancel();
-                    }
-                    recorded.push(record);
-                }
-                _ = tokio::time::sleep(HEARTBEAT), if !cancel.is_cancelled() => {
+                Some(report) = reports.recv() => calls.store(report).await,
+                () = shutdown.cancelled(), if !detach.is_cancelled() => detach.cancel(),
+                _ = tokio::time::sleep(HEARTBEAT), if !detach.is_cancelled() => {
                     if !self.heartbeat(lease, &mut renewed_at).await {
-                        cancel.cancel();
+                        detach.cancel();
                     }
                 }
             }
         };
+        // The backend has returned: what it reported last is still queued.
+        while let Some(report) = reports.recv().await {
+            calls.store(report).await;
+        }
+        let recorded = calls.finish();
         if log_writer.await.is_err() {
             tracing::error!(promotion = promotion_id, "deploy log writer stopped");
         }
@@ -489,6 +505,75 @@ impl DeployWorker {
     }
 }
 
+/// Where one call's reports go, in the order the backend sent them.
+struct CallReports<'a> {
+    worker: &'a DeployWorker,
+    lease: &'a JobLease,
+    promotion_id: i64,
+    lines: mpsc::Sender<String>,
+    recorded: Vec<ProcessRecord>,
+    /// The status last stored, so an unchanged one costs nothing.
+    status: Option<String>,
+    /// Cancelled when the lease is lost: the call is no longer ours.
+    detach: CancellationToken,
+}
+
+impl CallReports<'_> {
+    async fn store(&mut self, report: Report) {
+        let worker = self.worker;
+        let id = self.promotion_id;
+        match report {
+            Report::Line(line) => {
+                let _ = self.lines.send(line).await;
+            }
+            Report::Group(group) => {
+                let record = process_record(id, &group);
+                if !worker.record_group(self.lease, &record).await {
+                    self.detach.cancel();
+                }
+                self.recorded.push(record);
+            }
+            Report::Handle(handle) => {
+                let stored = worker
+                    .store
+                    .save_call_handle(self.lease, id, &handle.to_string())
+                    .await;
+                self.check(stored, "remote handle");
+            }
+            Report::Status(status) if self.status.as_ref() != Some(&status) => {
+                let stored = worker.store.save_call_status(self.lease, id, &status).await;
+                if stored.is_ok() {
+                    worker.ledger.progress_changed(id).await;
+                }
+                self.check(stored, "status");
+                self.status = Some(status);
+            }
+            Report::Status(_) => {}
+        }
+    }
+
+    /// A lost lease detaches the call; another failure is logged (the next report retries).
+    fn check(&self, stored: Result<(), StoreError>, what: &str) {
+        match stored {
+            Ok(()) => {}
+            Err(StoreError::LeaseLost) => {
+                tracing::warn!(
+                    promotion = self.promotion_id,
+                    "deploy lease lost; detaching the call"
+                );
+                self.detach.cancel();
+            }
+            Err(e) => {
+                tracing::warn!(promotion = self.promotion_id, error = %e, "could not store the call's {what}")
+            }
+        }
+    }
+
+    fn finish(self) -> Vec<ProcessRecord> {
+        self.recorded
+    }
+}
+
 /// Why the promotion must not start yet because an older deploy of its environment may still
 /// run: another promotion's job still leased, or a recorded script group still alive (or on
 /// another host, where only the bot there can see and kill it). Dead local groups are forgotten.
@@ -568,18 +653,22 @@ pub(super) async fn fence(tx: &mut Tx, lease: &JobLease) -> Result<(), EngineErr
     }
 }
 
-fn deploy_request(promotion: &Promotion, commit: Option<String>) -> DeployRequest {
-    DeployRequest {
+/// What the backend calls of `promotion` deploy (each call sets its own step).
+async fn deploy_request(tx: &mut Tx, promotion: &Promotion) -> Result<DeployRequest, EngineError> {
+    let release = tx.release(&promotion.service, &promotion.version).await?;
+    Ok(DeployRequest {
         promotion_id: promotion.id,
+        attempt: tx.attempt(promotion.id).await?,
         service: promotion.service.clone(),
         version: promotion.version.to_string(),
         environment: promotion.environment.clone(),
         previous_version: promotion.previous_version.as_ref().map(ToString::to_string),
         requested_by: promotion.requested_by.to_string(),
         rollback: promotion.rollback,
-        commit,
+        commit: release.and_then(|r| r.commit),
+        digest: None,
         step: crate::domain::rollout::Step::FULL,
-    }
+    })
 }
 
 /// Stores a running deploy's output lines and owes its cards an update.
@@ -662,16 +751,19 @@ name = "api"
 
     #[async_trait]
     impl crate::deploy::Backend for Stubborn {
-        async fn deploy(
-            &self,
-            _: DeployRequest,
-            progress: mpsc::Sender<String>,
-            cancel: CancellationToken,
-        ) -> DeployOutcome {
-            let _ = progress.send("early".to_string()).await;
+        fn kind(&self) -> &'static str {
+            "stubborn"
+        }
+
+        async fn check(&self, _: &str, _: &str) -> Result<String, String> {
+            Ok("always there".to_string())
+        }
+
+        async fn deploy(&self, call: DeployCall) -> DeployOutcome {
+            call.report.line("early").await;
             self.started.notify_one();
             let wait_cancel = async {
-                cancel.cancelled().await;
+                call.stopped().await;
                 self.cancelled
                     .store(true, std::sync::atomic::Ordering::SeqCst);
                 std::future::pending::<()>().await;
@@ -680,7 +772,7 @@ name = "api"
                 () = self.release.notified() => {}
                 () = wait_cancel => {}
             }
-            let _ = progress.send("late".to_string()).await;
+            call.report.line("late").await;
             DeployOutcome::Succeeded
         }
     }

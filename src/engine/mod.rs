@@ -98,6 +98,12 @@ impl Backends {
             .cloned()
     }
 
+    /// Whether the environment's backend works remotely (its calls are resumed, not interrupted).
+    fn is_remote(&self, service: &str, environment: &str) -> bool {
+        self.get(service, environment)
+            .is_some_and(|backend| backend.is_remote())
+    }
+
     fn prober(&self, service: &str, environment: &str) -> Option<Arc<dyn Prober>> {
         self.probers
             .get(&(service.to_string(), environment.to_string()))

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::EnvironmentConfig;
-use crate::deploy::{DeployOutcome, DeployRequest};
+use crate::deploy::{DeployCall, DeployOutcome, DeployRequest, Reporter};
 use crate::domain::audit::AuditKind;
 use crate::domain::duration::format_duration;
 use crate::domain::promotion::{Promotion, PromotionEvent, PromotionState, Stage};
@@ -104,13 +104,26 @@ impl Rollout<'_> {
             > 1
     }
 
-    /// One backend call, marked as running so a bot that dies meanwhile leaves it interrupted.
+    /// One backend call, marked as running: a bot that dies meanwhile leaves a local call
+    /// interrupted, while a remote one is resumed by the next holder of the job (the row then
+    /// already says it runs, with the handle its backend reported).
     async fn call(&mut self, position: usize, step: Step) -> Result<ActionEnd, EngineError> {
+        let remote = self
+            .worker
+            .backends
+            .is_remote(&self.promotion.service, &self.promotion.environment);
+        let now = self.worker.time.real_now();
         let mut tx = self.worker.store.begin().await?;
         fence(&mut tx, &self.lease).await?;
-        tx.move_rollout(self.promotion.id, position, true, None)
-            .await?;
-        if self.is_multi_step() {
+        let resumed = tx
+            .rollout(self.promotion.id)
+            .await?
+            .filter(|row| row.calling && row.call_remote && row.position == position);
+        if resumed.is_none() {
+            tx.start_call(self.promotion.id, position, remote, now)
+                .await?;
+        }
+        if resumed.is_none() && self.is_multi_step() {
             let detail = format!("{} {}", step.phase, step.describe());
             tx.audit(
                 Some(self.promotion.id),
@@ -126,16 +139,25 @@ impl Rollout<'_> {
                 .await?;
         }
         tx.commit().await?;
-        let request = DeployRequest {
-            step,
-            ..self.request.clone()
-        };
-        let call_cancel = self.stops.cancel.child_token();
-        let watch = self.watch_abort(call_cancel.clone());
-        let outcome = self
-            .worker
-            .deploy_with_heartbeat(&self.lease, request, call_cancel)
-            .await;
+        let mut call = self.new_call(step);
+        if let Some(row) = resumed {
+            let started_at = row.call_started_at.unwrap_or(now);
+            tracing::info!(
+                promotion = self.promotion.id,
+                position,
+                "resuming a remote backend call"
+            );
+            call.resumed = true;
+            call.started_at = started_at;
+            call.spent = (now - started_at).to_std().unwrap_or_default();
+            call.handle = row
+                .call_handle
+                .as_deref()
+                .and_then(|text| serde_json::from_str(text).ok());
+        }
+        let watch = self.watch_abort(call.abort.clone());
+        let shutdown = remote.then_some(&self.stops.shutdown);
+        let outcome = self.worker.run_call(&self.lease, call, shutdown).await;
         let aborted = watch.stop().await;
         Ok(match outcome {
             DeployOutcome::Succeeded => ActionEnd::Done,
@@ -145,12 +167,29 @@ impl Rollout<'_> {
             }
             DeployOutcome::Failed { reason } => ActionEnd::Failed(reason),
             DeployOutcome::Cancelled if aborted => ActionEnd::Aborted,
-            DeployOutcome::Cancelled => ActionEnd::Stopped,
+            DeployOutcome::Cancelled => {
+                if remote && self.stops.shutdown.is_cancelled() {
+                    // Its work goes on elsewhere: let the next start (or replica) watch it now.
+                    self.release_job().await;
+                }
+                ActionEnd::Stopped
+            }
         })
     }
 
+    /// A fresh call of `step`: stopped when the bot's grace period ends or the lease is lost.
+    fn new_call(&self, step: Step) -> DeployCall {
+        let request = DeployRequest {
+            step,
+            ..self.request.clone()
+        };
+        let mut call = DeployCall::new(request, Reporter::discard(), self.worker.time.real_now());
+        call.detach = self.stops.cancel.child_token();
+        call
+    }
+
     /// Watches the rollout row while a backend call runs; cancels the call once an abort is asked.
-    fn watch_abort(&self, call: CancellationToken) -> AbortWatch {
+    fn watch_abort(&self, abort: CancellationToken) -> AbortWatch {
         let store = self.worker.store.clone();
         let controls = self.worker.controls_changed.clone();
         let id = self.promotion.id;
@@ -165,7 +204,7 @@ impl Rollout<'_> {
                 }
                 if let Ok(Some(row)) = store.rollout(id).await {
                     if row.abort_by.is_some() {
-                        call.cancel();
+                        abort.cancel();
                         return true;
                     }
                 }
@@ -482,16 +521,8 @@ impl Rollout<'_> {
 
     /// Calls phase `discard` (best effort); what to add to the failure reason.
     async fn discard(&self) -> String {
-        let request = DeployRequest {
-            step: Plan::discard_step(),
-            ..self.request.clone()
-        };
-        let cancel = self.stops.cancel.child_token();
-        match self
-            .worker
-            .deploy_with_heartbeat(&self.lease, request, cancel)
-            .await
-        {
+        let call = self.new_call(Plan::discard_step());
+        match self.worker.run_call(&self.lease, call, None).await {
             DeployOutcome::Succeeded => "; the new version was discarded".to_string(),
             DeployOutcome::Failed { reason } => {
                 format!("; discarding the new version failed too: {reason}")

@@ -716,7 +716,7 @@ pub async fn orphaned_deploys<'e, E: Executor<'e, Database = Any>>(
          OR NOT EXISTS (SELECT 1 FROM jobs j WHERE j.promotion_id = p.id AND j.kind = 'deploy' \
              AND (j.lease_owner = $2 OR j.lease_until >= {db_now}))) \
          AND NOT EXISTS (SELECT 1 FROM rollouts r JOIN jobs j ON j.promotion_id = r.promotion_id \
-             AND j.kind = 'deploy' WHERE r.promotion_id = p.id AND r.calling = 0) ORDER BY p.id"
+             AND j.kind = 'deploy' WHERE r.promotion_id = p.id AND (r.calling = 0 OR r.call_remote = 1)) ORDER BY p.id"
     );
     Ok(sqlx::query_scalar(&sql)
         .bind(i64::from(all))

@@ -1,4 +1,4 @@
-//! The SQL of rollouts (migration 0006): where a promotion's rollout is in its plan, the
+//! The SQL of rollouts (migrations 0006, 0007): where a promotion's rollout is in its plan, the
 //! controls people gave it, and each check's tally per gate.
 
 use chrono::{DateTime, Utc};
@@ -7,7 +7,7 @@ use sqlx::{Any, Executor};
 use crate::domain::verification::Tally;
 
 use super::records::{millis, time};
-use super::{Store, StoreError, Tx};
+use super::{queries, JobLease, Store, StoreError, Tx};
 
 /// A promotion's stored rollout.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +28,14 @@ pub struct RolloutRecord {
     pub abort_reason: Option<String>,
     /// The rollback its failure or abort started.
     pub rolled_back_by: Option<i64>,
+    /// The running call's backend works remotely: the call is resumed after a restart.
+    pub call_remote: bool,
+    /// When the running call first started (wall clock).
+    pub call_started_at: Option<DateTime<Utc>>,
+    /// The running call's remote handle (JSON), as its backend reported it.
+    pub call_handle: Option<String>,
+    /// What the running call's backend says it is doing, for the cards.
+    pub call_status: Option<String>,
 }
 
 type RolloutRow = (
@@ -40,14 +48,32 @@ type RolloutRow = (
     Option<String>,
     Option<String>,
     Option<i64>,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
 );
 
 const ROLLOUT_COLUMNS: &str = "promotion_id, position, calling, gate_started_at, paused_by, \
-     advance, abort_by, abort_reason, rolled_back_by";
+     advance, abort_by, abort_reason, rolled_back_by, call_remote, call_started_at, call_handle, \
+     call_status";
 
 fn record(row: RolloutRow) -> Result<RolloutRecord, StoreError> {
-    let (id, position, calling, gate_started_at, paused_by, advance, abort_by, abort_reason, rb) =
-        row;
+    let (
+        id,
+        position,
+        calling,
+        gate_started_at,
+        paused_by,
+        advance,
+        abort_by,
+        abort_reason,
+        rb,
+        call_remote,
+        call_started_at,
+        call_handle,
+        call_status,
+    ) = row;
     Ok(RolloutRecord {
         promotion_id: id,
         position: usize::try_from(position)
@@ -59,6 +85,10 @@ fn record(row: RolloutRow) -> Result<RolloutRecord, StoreError> {
         abort_by,
         abort_reason,
         rolled_back_by: rb,
+        call_remote: call_remote != 0,
+        call_started_at: call_started_at.map(time).transpose()?,
+        call_handle,
+        call_status,
     })
 }
 
@@ -78,6 +108,48 @@ async fn rollout<'e, E: Executor<'e, Database = Any>>(
 type TallyRow = (i64, i64, i64, i64, Option<String>);
 
 impl Store {
+    /// Stores the running call's remote handle, if `lease` still holds its job.
+    pub async fn save_call_handle(
+        &self,
+        lease: &JobLease,
+        promotion_id: i64,
+        handle: &str,
+    ) -> Result<(), StoreError> {
+        self.update_call(lease, promotion_id, "call_handle", handle)
+            .await
+    }
+
+    /// Stores what the running call's backend says it is doing, if `lease` still holds its job.
+    pub async fn save_call_status(
+        &self,
+        lease: &JobLease,
+        promotion_id: i64,
+        status: &str,
+    ) -> Result<(), StoreError> {
+        self.update_call(lease, promotion_id, "call_status", status)
+            .await
+    }
+
+    async fn update_call(
+        &self,
+        lease: &JobLease,
+        promotion_id: i64,
+        column: &str,
+        value: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        queries::hold_lease(&mut *tx, self.dialect.now_millis(), lease).await?;
+        let sql =
+            format!("UPDATE rollouts SET {column} = $1 WHERE promotion_id = $2 AND calling = 1");
+        sqlx::query(&sql)
+            .bind(value)
+            .bind(promotion_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn rollout(&self, promotion_id: i64) -> Result<Option<RolloutRecord>, StoreError> {
         rollout(&self.read, promotion_id).await
     }
@@ -112,6 +184,20 @@ impl Store {
 }
 
 impl Tx {
+    /// Which attempt the promotion is: 1, or one more than the promotion it retries.
+    pub async fn attempt(&mut self, promotion_id: i64) -> Result<u32, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "WITH RECURSIVE chain (id, retry_of) AS ( \
+               SELECT id, retry_of FROM promotions WHERE id = $1 \
+               UNION ALL SELECT p.id, p.retry_of FROM promotions p JOIN chain c ON p.id = c.retry_of) \
+             SELECT COUNT(*) FROM chain",
+        )
+        .bind(promotion_id)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(u32::try_from(count).unwrap_or(u32::MAX).max(1))
+    }
+
     pub async fn rollout(
         &mut self,
         promotion_id: i64,
@@ -138,6 +224,29 @@ impl Tx {
         .bind(position_value(position))
         .bind(i64::from(calling))
         .bind(gate_started_at.map(millis))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Starts the backend call at `position`: running, `remote` or not, since `started_at`
+    /// (wall clock), with no handle or status yet.
+    pub async fn start_call(
+        &mut self,
+        promotion_id: i64,
+        position: usize,
+        remote: bool,
+        started_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE rollouts SET position = $1, calling = 1, gate_started_at = NULL, advance = 0, \
+             call_remote = $2, call_started_at = $3, call_handle = NULL, call_status = NULL \
+             WHERE promotion_id = $4",
+        )
+        .bind(position_value(position))
+        .bind(i64::from(remote))
+        .bind(millis(started_at))
+        .bind(promotion_id)
         .execute(&mut *self.tx)
         .await?;
         Ok(())

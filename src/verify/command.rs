@@ -6,12 +6,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{cancelled, shorten};
 use crate::deploy::command::{CommandBackend, Ended};
-use crate::deploy::{DeployOutcome, DeployRequest};
+use crate::deploy::{DeployOutcome, DeployRequest, Report, Reporter};
 use crate::domain::verification::Reading;
 
 /// How much of the script's last line, or of a failure to run it, a reading keeps.
@@ -35,14 +34,14 @@ impl Script {
     /// when it could not run to an exit of its own (not started, timed out, cancelled).
     pub async fn run(self, request: DeployRequest, cancel: CancellationToken) -> Reading {
         let backend = CommandBackend::new(self.run, self.timeout, self.working_dir, self.env);
-        let (progress, mut lines) = mpsc::channel::<String>(LINE_BUFFER);
         // A check script is not recorded for killing after a crash: its leader still dies with
         // the bot (parent-death signal) and it is short-lived.
-        let (groups, _) = mpsc::unbounded_channel();
+        let (report, mut reports) = Reporter::channel(LINE_BUFFER);
         let promotion_id = request.promotion_id;
         let last_line = async move {
             let mut last = None;
-            while let Some(line) = lines.recv().await {
+            while let Some(report) = reports.recv().await {
+                let Report::Line(line) = report else { continue };
                 tracing::debug!(promotion_id, %line, "check script output");
                 if !line.trim().is_empty() {
                     last = Some(line);
@@ -51,10 +50,7 @@ impl Script {
             last
         };
         // The backend drops `progress` when it returns, which ends `last_line`.
-        let (ended, last) = tokio::join!(
-            backend.execute(request, progress, cancel, groups),
-            last_line
-        );
+        let (ended, last) = tokio::join!(backend.execute(request, report, cancel), last_line);
         reading_of(ended, last)
     }
 }
@@ -106,6 +102,8 @@ mod tests {
         ProbeTarget {
             request: DeployRequest {
                 promotion_id: 42,
+                attempt: 1,
+                digest: None,
                 service: "api".to_string(),
                 version: "1.4.2".to_string(),
                 environment: "production".to_string(),

@@ -8,6 +8,7 @@ pub mod fake_discord;
 pub mod fake_slack;
 pub mod prometheus;
 pub mod rollout;
+pub mod serve;
 pub mod slack;
 
 use std::future::Future;
