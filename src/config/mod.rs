@@ -162,6 +162,32 @@ impl Config {
         self.services.iter().find(|s| s.name == name)
     }
 
+    /// Every secret value the configuration holds (chat tokens, backend secrets and tokens), so
+    /// that text from elsewhere (a deploy's output, a server's error) can be cleaned of them.
+    pub fn secret_values(&self) -> Vec<&str> {
+        let mut secrets = Vec::new();
+        if let Some(slack) = &self.slack {
+            secrets.extend([&slack.bot_token, &slack.signing_secret]);
+            secrets.extend(slack.app_token.iter());
+        }
+        if let Some(discord) = &self.discord {
+            secrets.push(&discord.bot_token);
+        }
+        for env in self.services.iter().flat_map(|s| &s.environments) {
+            match &env.backend {
+                BackendConfig::Webhook(hook) => secrets.extend(hook.secret.iter()),
+                BackendConfig::GithubActions(github) => secrets.push(&github.token),
+                BackendConfig::Argocd(argocd) => secrets.push(&argocd.token),
+                BackendConfig::Command { .. } | BackendConfig::Kubernetes(_) => {}
+            }
+        }
+        secrets
+            .into_iter()
+            .map(Secret::expose)
+            .filter(|value| !value.is_empty())
+            .collect()
+    }
+
     pub fn service_names(&self) -> Vec<&str> {
         self.services.iter().map(|s| s.name.as_str()).collect()
     }

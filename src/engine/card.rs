@@ -53,7 +53,14 @@ fn stand_line(
     }
     let action = plan.action(row.position)?;
     match action {
-        Action::Call(step) => call_line(plan.strategy_kind, step),
+        Action::Call(step) => {
+            let status = row.call_status.as_deref().filter(|_| row.calling);
+            match (call_line(plan.strategy_kind, step), status) {
+                (Some(line), Some(status)) => Some(format!("{line} · {status}")),
+                (None, Some(status)) => Some(status.to_string()),
+                (line, None) => line,
+            }
+        }
         Action::Gate { length, .. } => {
             let length = match length {
                 GateLength::Pause(pause) => pause,
@@ -200,5 +207,54 @@ impl Card {
     pub fn approval_count(&self) -> Option<String> {
         (self.required_approvals > 0)
             .then(|| format!("{}/{}", self.approvals.len(), self.required_approvals))
+    }
+}
+
+#[cfg(test)]
+mod stand_tests {
+    use super::*;
+    use crate::domain::rollout::Strategy;
+    use std::time::Duration;
+
+    fn calling(status: Option<&str>) -> RolloutRecord {
+        RolloutRecord {
+            position: 0,
+            calling: true,
+            call_remote: true,
+            call_status: status.map(str::to_string),
+            ..RolloutRecord::default()
+        }
+    }
+
+    #[test]
+    fn a_remote_call_shows_what_its_backend_says() {
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        let direct = Plan::new(&Strategy::Direct, false, false);
+        let status = "GitHub run 7 waiting for a GitHub environment approval: https://github.com/acme/api/actions/runs/7";
+        let stand = RolloutStand::of(&direct, &calling(Some(status)), &[], now);
+        assert_eq!(stand.line.as_deref(), Some(status));
+        assert_eq!(
+            RolloutStand::of(&direct, &calling(None), &[], now).line,
+            None
+        );
+
+        let canary = Strategy::Canary {
+            steps: vec![25, 100],
+            pause: Duration::from_secs(60),
+        };
+        let canary = Plan::new(&canary, false, false);
+        let stand = RolloutStand::of(
+            &canary,
+            &calling(Some("3 of 4 replicas available")),
+            &[],
+            now,
+        );
+        assert_eq!(
+            stand.line.as_deref(),
+            Some("canary 1/2 · 25% · deploying · 3 of 4 replicas available")
+        );
+        let mut ended = calling(Some("stale"));
+        ended.calling = false;
+        assert_eq!(RolloutStand::of(&direct, &ended, &[], now).line, None);
     }
 }

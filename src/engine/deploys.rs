@@ -37,6 +37,8 @@ pub(super) const HEARTBEAT: Duration = if cfg!(test) {
 };
 pub(super) const MAX_CONCURRENT_DEPLOYS: usize = 16;
 const LOG_BATCH: usize = 100;
+/// Secret values shorter than this are not redacted from deploy output.
+const MIN_REDACTED: usize = 6;
 
 pub(super) struct DeployWorker {
     pub store: Store,
@@ -346,6 +348,12 @@ impl DeployWorker {
             calls.store(report).await;
         }
         let recorded = calls.finish();
+        let outcome = match outcome {
+            DeployOutcome::Failed { reason } => DeployOutcome::Failed {
+                reason: self.redact(reason),
+            },
+            other => other,
+        };
         if log_writer.await.is_err() {
             tracing::error!(promotion = promotion_id, "deploy log writer stopped");
         }
@@ -356,6 +364,19 @@ impl DeployWorker {
             }
         }
         outcome
+    }
+
+    /// `text` without any secret of the configuration: a backend's output or a server's error
+    /// may quote one, and it would reach the deploy log, the cards and the thread.
+    fn redact(&self, text: String) -> String {
+        let mut clean = text;
+        for secret in self.config.secret_values() {
+            // A very short value would blank out ordinary words; a real token is longer.
+            if secret.len() >= MIN_REDACTED && clean.contains(secret) {
+                clean = clean.replace(secret, "***");
+            }
+        }
+        clean
     }
 
     /// Records a started process group with the job; `false` when the lease is lost (stop).
@@ -524,7 +545,7 @@ impl CallReports<'_> {
         let id = self.promotion_id;
         match report {
             Report::Line(line) => {
-                let _ = self.lines.send(line).await;
+                let _ = self.lines.send(worker.redact(line)).await;
             }
             Report::Group(group) => {
                 let record = process_record(id, &group);
@@ -540,7 +561,11 @@ impl CallReports<'_> {
                     .await;
                 self.check(stored, "remote handle");
             }
-            Report::Status(status) if self.status.as_ref() != Some(&status) => {
+            Report::Status(status) => {
+                let status = worker.redact(status);
+                if self.status.as_ref() == Some(&status) {
+                    return;
+                }
                 let stored = worker.store.save_call_status(self.lease, id, &status).await;
                 if stored.is_ok() {
                     worker.ledger.progress_changed(id).await;
@@ -548,7 +573,6 @@ impl CallReports<'_> {
                 self.check(stored, "status");
                 self.status = Some(status);
             }
-            Report::Status(_) => {}
         }
     }
 
@@ -738,6 +762,9 @@ name = "api"
   [[service.environment]]
   name = "staging"
   backend = { kind = "command", run = ["./deploy.sh"] }
+  [[service.environment]]
+  name = "production"
+  backend = { kind = "webhook", url = "http://127.0.0.1:9/hook", secret = "${HOOK_SECRET}" }
 "#;
 
     /// Says a line, reports that it started, waits for `release` (not for cancel: it plays a
@@ -777,12 +804,56 @@ name = "api"
         }
     }
 
-    async fn deploy_worker(dir: &std::path::Path, backend: Arc<Stubborn>) -> DeployWorker {
+    /// Remote work that outlives the bot: the first call reports a handle and a status, then
+    /// waits until detached; a resumed call records what it was given and succeeds.
+    #[derive(Default)]
+    struct Remote {
+        started: Notify,
+        resumed_with: std::sync::Mutex<Option<(bool, Option<serde_json::Value>)>>,
+    }
+
+    #[async_trait]
+    impl crate::deploy::Backend for Remote {
+        fn kind(&self) -> &'static str {
+            "remote"
+        }
+
+        fn is_remote(&self) -> bool {
+            true
+        }
+
+        async fn check(&self, _: &str, _: &str) -> Result<String, String> {
+            Ok("reachable".to_string())
+        }
+
+        async fn deploy(&self, call: DeployCall) -> DeployOutcome {
+            if call.resumed {
+                *self.resumed_with.lock().expect("lock") = Some((true, call.handle.clone()));
+                return DeployOutcome::Succeeded;
+            }
+            call.report
+                .handle(serde_json::json!({ "run": 88, "secret": "hunter2-token" }))
+                .await;
+            call.report
+                .status("run 88 in progress; token hunter2-token")
+                .await;
+            self.started.notify_one();
+            call.detach.cancelled().await;
+            DeployOutcome::Cancelled
+        }
+    }
+
+    async fn deploy_worker(
+        dir: &std::path::Path,
+        backend: Arc<dyn crate::deploy::Backend>,
+    ) -> DeployWorker {
         let url = format!("sqlite://{}", dir.join("bot.db").display());
         let store = Store::connect(&url).await.expect("connect");
         store.migrate().await.expect("migrate");
-        let config: Config =
-            crate::config::parse(CONFIG, dir, &|_: &str| None).expect("test config");
+        let config: Config = crate::config::parse(CONFIG, dir, &|name: &str| {
+            (name == "HOOK_SECRET").then(|| "hunter2-token".to_string())
+        })
+        .expect("test config");
         let config = Arc::new(config);
         let time = Time::system();
         let metrics = Arc::new(Metrics::new());
@@ -850,6 +921,86 @@ name = "api"
         tx.enqueue_deploy(promotion.id, now).await.expect("enqueue");
         tx.commit().await.expect("commit");
         promotion.id
+    }
+
+    /// A remote call cut short (here: the bot shutting down) keeps its handle and status on the
+    /// rollout row, survives the start-up sweep that interrupts local deploys, and the next
+    /// holder of the job resumes it with that handle instead of starting again.
+    #[tokio::test]
+    async fn a_remote_call_is_resumed_from_its_handle_not_interrupted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend = Arc::new(Remote::default());
+        let worker = Arc::new(deploy_worker(dir.path(), backend.clone()).await);
+        let id = approved(&worker.store).await;
+        let jobs = worker.claim_deploys(1).await;
+        let stopping = stops();
+        let running = tokio::spawn({
+            let (worker, job, stopping) = (worker.clone(), jobs[0].clone(), stopping.clone());
+            async move { worker.run_deploy_job(job, stopping).await }
+        });
+        tokio::time::timeout(Duration::from_secs(10), backend.started.notified())
+            .await
+            .expect("the remote call started");
+        let limit = Instant::now() + Duration::from_secs(10);
+        let row = loop {
+            let row = worker
+                .store
+                .rollout(id)
+                .await
+                .expect("row")
+                .expect("a rollout");
+            if row.call_status.is_some() && row.call_handle.is_some() {
+                break row;
+            }
+            assert!(
+                Instant::now() < limit,
+                "handle and status never stored: {row:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(row.calling && row.call_remote, "{row:?}");
+        assert_eq!(
+            row.call_status.as_deref(),
+            Some("run 88 in progress; token ***"),
+            "the webhook's secret is redacted from what the cards show"
+        );
+        stopping.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .expect("the call detached at once on shutdown")
+            .expect("job task");
+
+        assert_eq!(
+            worker.recover().await.expect("recover"),
+            0,
+            "nothing interrupted"
+        );
+        let promotion = worker
+            .store
+            .promotion(id)
+            .await
+            .expect("read")
+            .expect("exists");
+        assert_eq!(promotion.state(), PromotionState::Deploying);
+        let jobs = worker.claim_deploys(1).await;
+        assert_eq!(jobs.len(), 1, "the job is free to be resumed");
+        worker.run_deploy_job(jobs[0].clone(), stops()).await;
+
+        let resumed = backend.resumed_with.lock().expect("lock").clone();
+        assert_eq!(
+            resumed,
+            Some((
+                true,
+                Some(serde_json::json!({ "run": 88, "secret": "hunter2-token" }))
+            ))
+        );
+        let promotion = worker
+            .store
+            .promotion(id)
+            .await
+            .expect("read")
+            .expect("exists");
+        assert_eq!(promotion.state(), PromotionState::Succeeded);
     }
 
     /// Another replica takes the job after our lease ran out on the database's clock: our

@@ -28,6 +28,8 @@ pub struct PromotionView {
 pub struct PromotionDetail {
     pub view: PromotionView,
     pub events: Vec<AuditEvent>,
+    /// What the running backend call says it does, while one runs.
+    pub backend_status: Option<String>,
 }
 
 /// Adds a promotion's approvals and its release's commit and notes.
@@ -69,7 +71,17 @@ impl Reads {
     pub async fn promotion_detail(&self, id: i64) -> Result<PromotionDetail, EngineError> {
         let view = self.promotion_view(id).await?;
         let events = self.store.events(id).await?;
-        Ok(PromotionDetail { view, events })
+        let backend_status = self
+            .store
+            .rollout(id)
+            .await?
+            .filter(|row| row.calling)
+            .and_then(|row| row.call_status);
+        Ok(PromotionDetail {
+            view,
+            events,
+            backend_status,
+        })
     }
 
     pub async fn deploy_log(&self, id: i64) -> Result<Vec<String>, EngineError> {

@@ -116,6 +116,9 @@ pub struct PromotionJson {
     expires_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     events: Option<Vec<EventJson>>,
+    /// What a running remote backend call says it does (a GitHub run's status and link, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend_status: Option<String>,
 }
 
 impl PromotionJson {
@@ -143,6 +146,7 @@ impl PromotionJson {
             commit: None,
             notes: None,
             events: None,
+            backend_status: None,
         }
     }
 
@@ -331,10 +335,14 @@ pub async fn get_promotion(
     ApiActor(_): ApiActor,
     Path(id): Path<String>,
 ) -> ApiResult<PromotionJson> {
-    let PromotionDetail { view, events } =
-        state.engine.promotion_detail(promotion_id(&id)?).await?;
+    let PromotionDetail {
+        view,
+        events,
+        backend_status,
+    } = state.engine.promotion_detail(promotion_id(&id)?).await?;
     let mut json = PromotionJson::from_view(view);
     json.events = Some(events.into_iter().map(EventJson::from).collect());
+    json.backend_status = backend_status;
     Ok((StatusCode::OK, Json(json)))
 }
 
