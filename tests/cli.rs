@@ -282,6 +282,32 @@ fn migrate_with_a_broken_config_exits_2() {
     assert!(stderr(&output).contains("database"), "{}", stderr(&output));
 }
 
+// ---- check-backends ----
+
+#[test]
+fn check_backends_exits_0_when_every_backend_answers() {
+    let (sandbox, _) = Sandbox::new("#!/bin/sh\nexit 0\n");
+    let output = shipmate(&["check-backends", "--config", &sandbox.config()]);
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}{}", stderr(&output));
+    assert!(out.contains("ok      api dev (command)"), "{out}");
+    assert!(out.contains("deploy.sh is executable"), "{out}");
+    assert!(!out.contains("FAILED"), "{out}");
+}
+
+#[test]
+fn check_backends_exits_1_naming_each_backend_that_failed() {
+    let (sandbox, _) = Sandbox::with_config("#!/bin/sh\nexit 0\n", |database_url| {
+        support::test_config(database_url, "./missing.sh")
+    });
+    let output = shipmate(&["check-backends", "--config", &sandbox.config()]);
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}{}", stderr(&output));
+    assert!(out.contains("FAILED  api production (command)"), "{out}");
+    assert!(out.contains("missing.sh: No such file or directory"), "{out}");
+    assert!(out.contains("backends failed"), "{out}");
+}
+
 // ---- serve: crash recovery and graceful shutdown ----
 
 /// Promotes web `version` to staging and waits until its (gated) deploy runs.
