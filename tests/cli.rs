@@ -304,7 +304,10 @@ fn check_backends_exits_1_naming_each_backend_that_failed() {
     let out = stdout(&output);
     assert_eq!(output.status.code(), Some(1), "{out}{}", stderr(&output));
     assert!(out.contains("FAILED  api production (command)"), "{out}");
-    assert!(out.contains("missing.sh: No such file or directory"), "{out}");
+    assert!(
+        out.contains("missing.sh: No such file or directory"),
+        "{out}"
+    );
     assert!(out.contains("backends failed"), "{out}");
 }
 

@@ -1103,3 +1103,137 @@ fn every_rollout_problem_is_listed_at_once_with_its_key() {
         }
     }
 }
+
+// ---- remote backends ----
+
+/// The minimal config with api production deploying through `backend`.
+fn with_backend(backend: &str) -> String {
+    with("").replacen(
+        "name = \"production\"\n  backend = { kind = \"command\", run = [\"./deploy.sh\"] }",
+        &format!("name = \"production\"\n  backend = {backend}"),
+        1,
+    )
+}
+
+fn production_backend(config: &Config) -> &BackendConfig {
+    &config.services[0].environments[1].backend
+}
+
+const BACKEND_KEY: &str = "service[0].environment[1].backend";
+
+#[test]
+fn the_four_remote_backends_parse_with_their_defaults() {
+    let env = env_of(&[
+        ("HOOK_SECRET", "hook-secret-value"),
+        ("GITHUB_TOKEN", "ghp_secretvalue"),
+        ("ARGOCD_TOKEN", "argocd-secret-value"),
+    ]);
+    let parse_with = |backend: &str| {
+        config::parse(&with_backend(backend), &base_dir(), &env)
+            .unwrap_or_else(|p| panic!("{p:#?}"))
+    };
+
+    let config = parse_with(
+        r#"{ kind = "webhook", url = "https://deployer.internal/hooks/{service}", secret = "${HOOK_SECRET}" }"#,
+    );
+    let BackendConfig::Webhook(hook) = production_backend(&config) else {
+        panic!("not a webhook: {:?}", production_backend(&config));
+    };
+    assert_eq!(hook.url, "https://deployer.internal/hooks/{service}");
+    assert_eq!(
+        hook.secret.as_ref().map(|s| s.expose()),
+        Some("hook-secret-value")
+    );
+    assert_eq!(hook.poll_every, Duration::from_secs(5));
+    assert_eq!(hook.timeout, Duration::from_secs(30 * 60));
+    assert!(!format!("{config:?}").contains("hook-secret-value"));
+
+    let config = parse_with(
+        r#"{ kind = "github_actions", repo = "acme/api", workflow = "deploy.yml", ref = "main", token = "${GITHUB_TOKEN}", inputs = { cluster = "eu-1" } }"#,
+    );
+    let BackendConfig::GithubActions(github) = production_backend(&config) else {
+        panic!("not github_actions");
+    };
+    assert_eq!(
+        (
+            github.repo.as_str(),
+            github.workflow.as_str(),
+            github.git_ref.as_str()
+        ),
+        ("acme/api", "deploy.yml", "main")
+    );
+    assert_eq!(github.api_url, "https://api.github.com");
+    assert_eq!(
+        github.inputs.get("cluster").map(String::as_str),
+        Some("eu-1")
+    );
+    assert_eq!(github.poll_every, Duration::from_secs(10));
+    assert!(!format!("{config:?}").contains("ghp_secretvalue"));
+
+    let config = parse_with(
+        r#"{ kind = "kubernetes", namespace = "prod", deployment = "api", container = "api", image = "ghcr.io/acme/api:{version}", kubeconfig = "kube/prod.yaml", canary_deployment = "api-canary" }"#,
+    );
+    let BackendConfig::Kubernetes(kube) = production_backend(&config) else {
+        panic!("not kubernetes");
+    };
+    assert_eq!(kube.kubeconfig, Some(base_dir().join("kube/prod.yaml")));
+    assert_eq!(kube.canary_deployment.as_deref(), Some("api-canary"));
+    assert_eq!(kube.timeout, Duration::from_secs(10 * 60));
+
+    let config = parse_with(
+        r#"{ kind = "argocd", url = "https://argocd.example.com/", app = "api-prod", token = "${ARGOCD_TOKEN}", image = "ghcr.io/acme/api:{version}" }"#,
+    );
+    let BackendConfig::Argocd(argocd) = production_backend(&config) else {
+        panic!("not argocd");
+    };
+    assert_eq!(argocd.url, "https://argocd.example.com");
+    assert_eq!(argocd.revision, None);
+    assert_eq!(argocd.timeout, Duration::from_secs(15 * 60));
+    assert!(!format!("{config:?}").contains("argocd-secret-value"));
+}
+
+#[test]
+fn remote_backend_mistakes_are_named_by_key() {
+    let cases = [
+        (
+            r#"{ kind = "webhook", url = "ftp://x/{service}", run = ["./x"] }"#,
+            vec![("url", "is not an http(s) URL"), ("run", "a webhook backend has no `run`")],
+        ),
+        (
+            r#"{ kind = "github_actions", repo = "acme", workflow = "deploy.yml", ref = "main" }"#,
+            vec![("repo", "is not owner/name"), ("token", "missing: write token = \"${GITHUB_TOKEN}\"")],
+        ),
+        (
+            r#"{ kind = "kubernetes", namespace = "prod", deployment = "api", container = "api", image = "ghcr.io/acme/api:latest", poll_every = "10ms" }"#,
+            vec![("image", "put {version} in it"), ("poll_every", "is too often")],
+        ),
+        (
+            r#"{ kind = "argocd", url = "https://argocd.example.com", app = "api-{release}", token = "t" }"#,
+            vec![("app", "{release}")],
+        ),
+        (
+            r#"{ kind = "helm", chart = "x" }"#,
+            vec![("kind", "unknown kind `helm`; use one of \"command\", \"webhook\", \"github_actions\", \"kubernetes\", \"argocd\"")],
+        ),
+    ];
+    for (backend, expected) in cases {
+        let problems = problems(&with_backend(backend));
+        for (key, message) in expected {
+            let problem = problem_at(&problems, &format!("{BACKEND_KEY}.{key}"));
+            assert!(problem.message.contains(message), "{backend}: {problem:?}");
+        }
+    }
+}
+
+#[test]
+fn a_missing_backend_secret_names_its_variable_and_never_its_value() {
+    let text = with_backend(
+        r#"{ kind = "github_actions", repo = "acme/api", workflow = "deploy.yml", ref = "main", token = "${GITHUB_TOKEN}" }"#,
+    );
+    let problems = problems(&text);
+    let problem = problem_at(&problems, &format!("{BACKEND_KEY}.token"));
+    assert!(
+        problem.message.contains("GITHUB_TOKEN is not set"),
+        "{problem:?}"
+    );
+}

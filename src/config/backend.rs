@@ -211,7 +211,7 @@ impl Validator<'_> {
 
     fn github_actions(&mut self, entry: &Entry) -> GithubActionsConfig {
         self.unknown_keys(entry, &GITHUB_KEYS, "a github_actions backend");
-        let repo = self.text(entry, "repo", "\"acme/api\"").unwrap_or_default();
+        let repo = self.required_text(entry, "repo", "\"acme/api\"");
         let parts: Vec<&str> = repo.split('/').collect();
         if !repo.is_empty() && (parts.len() != 2 || parts.iter().any(|p| p.trim().is_empty())) {
             self.problem(
@@ -228,15 +228,9 @@ impl Validator<'_> {
             None => GITHUB_API.to_string(),
         };
         GithubActionsConfig {
-            repo: repo.to_string(),
-            workflow: self
-                .text(entry, "workflow", "\"deploy.yml\"")
-                .unwrap_or_default()
-                .to_string(),
-            git_ref: self
-                .text(entry, "ref", "\"main\"")
-                .unwrap_or_default()
-                .to_string(),
+            workflow: self.required_text(entry, "workflow", "\"deploy.yml\""),
+            git_ref: self.required_text(entry, "ref", "\"main\""),
+            repo,
             token: Secret::new(
                 self.text(entry, "token", "\"${GITHUB_TOKEN}\"")
                     .unwrap_or_default(),
@@ -297,10 +291,7 @@ impl Validator<'_> {
                 .http_url(entry, "url", "https://argocd.example.com")
                 .trim_end_matches('/')
                 .to_string(),
-            app: self
-                .text(entry, "app", "\"api-prod\"")
-                .unwrap_or_default()
-                .to_string(),
+            app: self.required_text(entry, "app", "\"api-prod\""),
             token: Secret::new(
                 self.text(entry, "token", "\"${ARGOCD_TOKEN}\"")
                     .unwrap_or_default(),
@@ -310,6 +301,13 @@ impl Validator<'_> {
             timeout: self.timeout(entry, DEFAULT_ARGOCD_TIMEOUT),
             poll_every: self.poll_every(entry, DEFAULT_ARGOCD_POLL),
         }
+    }
+
+    /// A required non-blank string with known placeholders; empty when missing (reported).
+    fn required_text(&mut self, entry: &Entry, name: &str, example: &str) -> String {
+        let text = self.text(entry, name, example).unwrap_or_default();
+        self.known_placeholders(&entry.key(name), text);
+        text.to_string()
     }
 
     /// An optional non-blank string with known placeholders; `None` when absent or wrong
