@@ -194,3 +194,21 @@ pub trait Backend: Send + Sync {
     /// by a read-only call that deploys nothing. `Ok` says what was seen, `Err` what to fix.
     async fn check(&self, service: &str, environment: &str) -> Result<String, String>;
 }
+
+/// api 1.4.2 → production, promotion 7, one step: the request the backend and check tests use.
+#[cfg(test)]
+pub(crate) fn sample_request(previous_version: Option<&str>) -> DeployRequest {
+    DeployRequest {
+        promotion_id: 7,
+        attempt: 1,
+        service: "api".to_string(),
+        version: "1.4.2".to_string(),
+        environment: "production".to_string(),
+        previous_version: previous_version.map(str::to_string),
+        requested_by: "slack:U1".to_string(),
+        rollback: false,
+        commit: None,
+        digest: None,
+        step: Step::FULL,
+    }
+}

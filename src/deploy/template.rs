@@ -46,23 +46,8 @@ pub fn substitute(text: &str, request: &DeployRequest) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::rollout::Step;
 
-    fn request(previous: Option<&str>) -> DeployRequest {
-        DeployRequest {
-            promotion_id: 7,
-            attempt: 1,
-            digest: None,
-            service: "api".to_string(),
-            version: "1.4.2".to_string(),
-            environment: "production".to_string(),
-            previous_version: previous.map(str::to_string),
-            requested_by: "slack:U1".to_string(),
-            rollback: false,
-            commit: None,
-            step: Step::FULL,
-        }
-    }
+    use crate::deploy::sample_request as request;
 
     #[test]
     fn the_four_placeholders_are_replaced_and_promql_braces_are_left_alone() {

@@ -233,23 +233,8 @@ fn describe_timeout(timeout: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::rollout::Step;
 
-    fn request(previous: Option<&str>) -> DeployRequest {
-        DeployRequest {
-            promotion_id: 7,
-            attempt: 1,
-            digest: None,
-            service: "api".to_string(),
-            version: "1.4.2".to_string(),
-            environment: "production".to_string(),
-            previous_version: previous.map(str::to_string),
-            requested_by: "slack:U1".to_string(),
-            rollback: false,
-            commit: None,
-            step: Step::FULL,
-        }
-    }
+    use crate::deploy::sample_request as request;
 
     fn check(kind: CheckKind) -> CheckSpec {
         CheckSpec {
