@@ -557,6 +557,19 @@ async fn rollout_steps_are_passed_as_inputs() {
 }
 
 #[tokio::test]
+async fn placeholders_in_the_ref_are_filled_per_call() {
+    let fake = FakeGithub::start(Dispatch::RunDetails).await;
+    fake.script_runs(TO_SUCCESS);
+    let mut tagged = settings(&fake, WORKFLOW);
+    tagged.git_ref = "v{version}".to_string();
+    let backend = GithubActionsBackend::new(tagged);
+    let (call, _r) = fresh_call();
+    assert_eq!(deploy(&backend, call).await, DeployOutcome::Succeeded);
+    assert_eq!(fake.dispatches()[0]["ref"], "v1.4.2");
+    assert_eq!(fake.runs().pop().expect("a run").branch, "v1.4.2");
+}
+
+#[tokio::test]
 async fn check_reads_the_workflow_and_its_file_for_a_workflow_dispatch_trigger() {
     let fake = FakeGithub::start(Dispatch::RunDetails).await;
     let ok = GithubActionsBackend::new(settings(&fake, WORKFLOW))

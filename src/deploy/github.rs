@@ -642,6 +642,28 @@ impl Backend for GithubActionsBackend {
     }
 
     async fn deploy(&self, call: DeployCall) -> DeployOutcome {
+        self.for_request(&call.request).run(call).await
+    }
+
+    async fn check(&self, _service: &str, _environment: &str) -> Result<String, String> {
+        self.check_workflow().await
+    }
+}
+
+impl GithubActionsBackend {
+    /// This backend with `{placeholders}` in `repo`, `workflow` and `ref` filled for `request`.
+    fn for_request(&self, request: &DeployRequest) -> GithubActionsBackend {
+        let mut settings = self.settings.clone();
+        settings.repo = substitute(&settings.repo, request);
+        settings.workflow = substitute(&settings.workflow, request);
+        settings.git_ref = substitute(&settings.git_ref, request);
+        GithubActionsBackend {
+            settings,
+            client: self.client.clone(),
+        }
+    }
+
+    async fn run(&self, call: DeployCall) -> DeployOutcome {
         let client = match &self.client {
             Ok(client) => client,
             Err(e) => {
@@ -685,7 +707,9 @@ impl Backend for GithubActionsBackend {
         self.watch(client, &call, &run, deadline).await
     }
 
-    async fn check(&self, _service: &str, _environment: &str) -> Result<String, String> {
+    /// `check-backends`: the workflow exists, is active, and its file has a `workflow_dispatch`
+    /// trigger.
+    async fn check_workflow(&self) -> Result<String, String> {
         let client = self.client.as_ref().map_err(Clone::clone)?;
         let deadline = Instant::now() + SHORT_CALL;
         let url = self.workflow_url("");
