@@ -570,6 +570,22 @@ async fn placeholders_in_the_ref_are_filled_per_call() {
 }
 
 #[tokio::test]
+async fn more_inputs_than_github_takes_fail_before_dispatching() {
+    let fake = FakeGithub::start(Dispatch::RunDetails).await;
+    let mut many = settings(&fake, WORKFLOW);
+    many.inputs = (0..22)
+        .map(|i| (format!("extra_{i}"), "x".to_string()))
+        .collect();
+    let backend = GithubActionsBackend::new(many);
+    let (call, _r) = fresh_call();
+    assert_eq!(
+        failure(deploy(&backend, call).await),
+        "this deploy would send 26 workflow inputs, more than GitHub's 25; drop some of the backend's `inputs`"
+    );
+    assert!(fake.dispatch_requests().is_empty());
+}
+
+#[tokio::test]
 async fn check_reads_the_workflow_and_its_file_for_a_workflow_dispatch_trigger() {
     let fake = FakeGithub::start(Dispatch::RunDetails).await;
     let ok = GithubActionsBackend::new(settings(&fake, WORKFLOW))
@@ -698,6 +714,33 @@ async fn a_failed_run_or_a_missing_workflow_fails_the_promotion_with_a_reason() 
         "GitHub answered 404: no workflow missing.yml in acme/api, or the token may not see it",
         "{failed:#}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aborting_the_promotion_cancels_the_github_run() {
+    let fake = FakeGithub::start(Dispatch::RunDetails).await;
+    let bot = TestBot::builder()
+        .config(&gh_service(&fake, WORKFLOW))
+        .start()
+        .await
+        .expect("bot");
+    let id = promote_gh(&bot, "2.1.0").await;
+    assert!(
+        wait_until(LIMIT, || async { fake.run_gets() >= 1 }).await,
+        "the run is watched"
+    );
+    let (status, reply) = bot.say(CI_TOKEN, &format!("abort {id} wrong build")).await;
+    assert_eq!(status, 200, "{reply}");
+    let failed = bot.wait_for_state(id, "failed").await;
+    let reason = failed["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("aborted by api:ci: wrong build"),
+        "{reason}"
+    );
+    let run = fake.runs().pop().expect("a run");
+    assert_eq!(fake.cancels(), vec![run.id]);
+    assert_eq!(run.conclusion.as_deref(), Some("cancelled"));
+    assert_eq!(fake.dispatches().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

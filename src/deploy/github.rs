@@ -295,7 +295,7 @@ impl GithubActionsBackend {
         let inputs = workflow_inputs(&self.settings.inputs, &call.request);
         if inputs.len() > MAX_INPUTS {
             return Err(format!(
-                "{} workflow inputs is more than GitHub's {MAX_INPUTS}; drop some of the backend's `inputs`",
+                "this deploy would send {} workflow inputs, more than GitHub's {MAX_INPUTS}; drop some of the backend's `inputs`",
                 inputs.len()
             ));
         }
