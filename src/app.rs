@@ -11,6 +11,7 @@ use crate::chat::discord::{self, Discord};
 use crate::chat::slack::{self, Slack};
 use crate::config::{self, BackendConfig, Config};
 use crate::deploy::command::CommandBackend;
+use crate::deploy::github::{GithubActionsBackend, GithubSettings};
 use crate::deploy::Backend;
 use crate::engine::{Backends, ChatPort, Engine, EngineParts, Time};
 use crate::metrics::Metrics;
@@ -58,6 +59,18 @@ fn backend_from_config(config: &Config, backend: &BackendConfig) -> Arc<dyn Back
             config.base_dir.clone(),
             env.clone(),
         )),
+        BackendConfig::GithubActions(github) => {
+            Arc::new(GithubActionsBackend::new(GithubSettings {
+                repo: github.repo.clone(),
+                workflow: github.workflow.clone(),
+                git_ref: github.git_ref.clone(),
+                token: github.token.expose().to_string(),
+                inputs: github.inputs.clone(),
+                api_url: github.api_url.clone(),
+                poll_every: github.poll_every,
+                timeout: github.timeout,
+            }))
+        }
         other => Arc::new(NotBuilt(other.kind())),
     }
 }

@@ -7,6 +7,7 @@
 //! holder of the job resumes watching instead of starting again.
 
 pub mod command;
+pub mod github;
 pub mod http;
 pub mod process;
 pub mod template;

@@ -5,6 +5,7 @@
 
 pub mod discord;
 pub mod fake_discord;
+pub mod fake_github;
 pub mod fake_slack;
 pub mod prometheus;
 pub mod rollout;
