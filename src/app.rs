@@ -11,6 +11,7 @@ use crate::chat::discord::{self, Discord};
 use crate::chat::slack::{self, Slack};
 use crate::config::{self, BackendConfig, Config};
 use crate::deploy::command::CommandBackend;
+use crate::deploy::webhook::{WebhookBackend, WebhookSettings};
 use crate::deploy::Backend;
 use crate::engine::{Backends, ChatPort, Engine, EngineParts, Time};
 use crate::metrics::Metrics;
@@ -58,6 +59,12 @@ fn backend_from_config(config: &Config, backend: &BackendConfig) -> Arc<dyn Back
             config.base_dir.clone(),
             env.clone(),
         )),
+        BackendConfig::Webhook(hook) => Arc::new(WebhookBackend::new(WebhookSettings {
+            url: hook.url.clone(),
+            secret: hook.secret.as_ref().map(|s| s.expose().to_string()),
+            timeout: hook.timeout,
+            poll_every: hook.poll_every,
+        })),
         other => Arc::new(NotBuilt(other.kind())),
     }
 }

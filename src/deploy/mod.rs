@@ -10,6 +10,7 @@ pub mod command;
 pub mod http;
 pub mod process;
 pub mod template;
+pub mod webhook;
 
 use std::time::Duration;
 

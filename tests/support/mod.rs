@@ -6,6 +6,7 @@
 pub mod discord;
 pub mod fake_discord;
 pub mod fake_slack;
+pub mod fake_webhook;
 pub mod prometheus;
 pub mod rollout;
 pub mod serve;
