@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chat::discord::{self, Discord};
 use crate::chat::slack::{self, Slack};
 use crate::config::{self, BackendConfig, Config};
+use crate::deploy::argocd::{ArgocdBackend, ArgocdSettings};
 use crate::deploy::command::CommandBackend;
 use crate::deploy::webhook::{WebhookBackend, WebhookSettings};
 use crate::deploy::Backend;
@@ -64,6 +65,15 @@ fn backend_from_config(config: &Config, backend: &BackendConfig) -> Arc<dyn Back
             secret: hook.secret.as_ref().map(|s| s.expose().to_string()),
             timeout: hook.timeout,
             poll_every: hook.poll_every,
+        })),
+        BackendConfig::Argocd(argo) => Arc::new(ArgocdBackend::new(ArgocdSettings {
+            url: argo.url.clone(),
+            app: argo.app.clone(),
+            token: argo.token.expose().to_string(),
+            image: argo.image.clone(),
+            revision: argo.revision.clone(),
+            timeout: argo.timeout,
+            poll_every: argo.poll_every,
         })),
         other => Arc::new(NotBuilt(other.kind())),
     }

@@ -6,6 +6,7 @@
 //! worker stores the handle with the job, so after a restart, or on another replica, the next
 //! holder of the job resumes watching instead of starting again.
 
+pub mod argocd;
 pub mod command;
 pub mod http;
 pub mod process;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod discord;
+pub mod fake_argocd;
 pub mod fake_discord;
 pub mod fake_slack;
 pub mod fake_webhook;
