@@ -343,3 +343,56 @@ async fn a_sync_running_when_the_bot_is_killed_is_watched_to_its_end_not_started
     assert_eq!(argo.syncs(), 1, "one sync: {:#?}", argo.received());
     assert_eq!(argo.count("DELETE", "/operation"), 0);
 }
+
+#[tokio::test]
+async fn an_abort_terminates_the_operation() {
+    let argo = FakeArgo::start(0, None, End::Healthy).await;
+    let bot = bot_with(&argo_service(&argo, TOKEN, APP, "20s")).await;
+    let id = promote(&bot, "1.8.0").await;
+    let watching = wait_until(Duration::from_secs(20), || async {
+        argo.gets_since_sync() >= 1
+    })
+    .await;
+    assert!(watching, "{:#?}", argo.received());
+    let (status, reply) = bot.say(CI_TOKEN, &format!("abort {id} wrong image")).await;
+    assert_eq!(status, 200, "{reply}");
+    let reason = reason_of_failed(&bot, id).await;
+    assert!(
+        reason.starts_with("aborted by api:ci: wrong image"),
+        "{reason}"
+    );
+    let terminated = wait_until(Duration::from_secs(10), || async {
+        argo.count("DELETE", "/operation") == 1
+    })
+    .await;
+    assert!(terminated, "{:#?}", argo.received());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_backends_reports_the_app_and_names_a_missing_one() {
+    let argo = FakeArgo::start(0, None, End::Healthy).await;
+    let (sandbox, _port) = Sandbox::new(GATED_SCRIPT);
+    let mut config = std::fs::read_to_string(sandbox.path("bot.toml")).expect("config");
+    config.push_str(&argo_service(&argo, TOKEN, APP, "60s"));
+    config.push_str(&argo_service(&argo, TOKEN, "api-prdo", "60s").replace("\"argo\"", "\"typo\""));
+    std::fs::write(sandbox.path("bot.toml"), config).expect("write config");
+
+    let out = tokio::process::Command::new(support::serve::BIN)
+        .args(["check-backends", "--config", &sandbox.config()])
+        .output()
+        .await
+        .expect("run check-backends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("ok      argo production (argocd): Argo CD application api-prod: Synced, health Healthy"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("FAILED  typo production (argocd): Argo CD answered 403: permission denied"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(TOKEN), "{stdout}");
+    assert_eq!(argo.syncs(), 0);
+}

@@ -476,3 +476,36 @@ async fn a_deploy_running_when_the_bot_is_killed_is_resumed_not_restarted() {
     assert_eq!(hook.deployments().len(), 1, "one deployment started");
     assert!(hook.events("cancel").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_backends_passes_a_good_secret_and_names_a_bad_one() {
+    let hook = FakeWebhook::start(Mode::Succeed).await;
+    let (sandbox, _port) = Sandbox::new(GATED_SCRIPT);
+    let mut config = std::fs::read_to_string(sandbox.path("bot.toml")).expect("config");
+    config.push_str(&hooked(&hook, SECRET, "60s"));
+    config.push_str(
+        &hooked(&hook, "a-wrong-secret", "60s").replace("\"hooked\"", "\"misconfigured\""),
+    );
+    std::fs::write(sandbox.path("bot.toml"), config).expect("write config");
+
+    let out = tokio::process::Command::new(support::serve::BIN)
+        .args(["check-backends", "--config", &sandbox.config()])
+        .output()
+        .await
+        .expect("run check-backends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "ok      hooked production (webhook): the webhook answered the signed check with 200"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FAILED  misconfigured production (webhook): the webhook answered 401"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("a-wrong-secret"), "{stdout}");
+    assert_eq!(hook.events("check").len(), 2);
+    assert!(hook.deployments().is_empty());
+}
