@@ -15,6 +15,7 @@ use crate::deploy::command::CommandBackend;
 use crate::deploy::webhook::{WebhookBackend, WebhookSettings};
 use crate::deploy::Backend;
 use crate::engine::{Backends, ChatPort, Engine, EngineParts, Time};
+use crate::engine::{Clock, SystemClock};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::verify::{self, LiveProber, Prober};
@@ -65,6 +66,7 @@ fn backend_from_config(config: &Config, backend: &BackendConfig) -> Arc<dyn Back
             secret: hook.secret.as_ref().map(|s| s.expose().to_string()),
             timeout: hook.timeout,
             poll_every: hook.poll_every,
+            unix_now: Arc::new(|| SystemClock.now().timestamp()),
         })),
         BackendConfig::Argocd(argo) => Arc::new(ArgocdBackend::new(ArgocdSettings {
             url: argo.url.clone(),

@@ -292,6 +292,7 @@ fn backend(hook: &FakeWebhook, secret: &str) -> WebhookBackend {
         secret: Some(secret.into()),
         timeout: Duration::from_secs(20),
         poll_every: Duration::from_millis(100),
+        unix_now: std::sync::Arc::new(|| Utc::now().timestamp()),
     })
 }
 

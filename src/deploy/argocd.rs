@@ -3,8 +3,9 @@
 //! `GET /api/v1/applications/{app}` until the operation **this call started** has succeeded and
 //! the application is `Synced` and `Healthy`.
 //!
-//! "Ours" is told by time: the operation's `startedAt` is at or after the moment we asked for
-//! the sync (whole seconds, as Argo CD writes it), and, when it equals the start of the operation
+//! "Ours" is told by time: the operation's `startedAt` is at or after the moment the call began
+//! (`DeployCall::started_at`, just before it asked for the sync; whole seconds, as Argo CD writes
+//! it), and, when it equals the start of the operation
 //! shown just before the sync, only once it has been seen running. The first answers after a sync
 //! can still show the previous operation, `Succeeded` and `Healthy`; that is not accepted. The
 //! handle is `{"sync_requested_at", "previous_started_at"}` (RFC 3339). A resumed call without a handle looks at the
@@ -114,7 +115,7 @@ impl AppState {
 /// How to tell the operation a call started from the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Ours {
-    /// When the sync was asked for (whole seconds).
+    /// When the call that asked for the sync began (whole seconds).
     since: DateTime<Utc>,
     /// The start of the operation the application showed just before: Argo CD keeps whole
     /// seconds, so an operation that began in the same second as ours shows the same time, and
@@ -316,8 +317,9 @@ impl ArgocdBackend {
         if let Some(revision) = &self.settings.revision {
             body["revision"] = json!(substitute(revision, &call.request));
         }
+        // The call began before the sync was asked for, and after any operation not ours.
         let ours = Ours {
-            since: Utc::now().trunc_subsecs(0),
+            since: call.started_at.trunc_subsecs(0),
             previous: before.started_at,
         };
         http::send(

@@ -10,6 +10,7 @@
 //! shown, so a line is shown once however often it is polled, restarts included.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -40,7 +41,13 @@ pub struct WebhookSettings {
     pub secret: Option<String>,
     pub timeout: Duration,
     pub poll_every: Duration,
+    /// The wall clock's Unix seconds, for `X-Shipmate-Timestamp` (the bot passes the system
+    /// clock: a receiver checks the timestamp against its own).
+    pub unix_now: UnixNow,
 }
+
+/// Reads the wall clock as Unix seconds.
+pub type UnixNow = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 impl fmt::Debug for WebhookSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -78,7 +85,7 @@ impl WebhookBackend {
         url: &str,
         body: &str,
     ) -> RequestBuilder {
-        let timestamp = chrono::Utc::now().timestamp().to_string();
+        let timestamp = (self.settings.unix_now)().to_string();
         let mut builder = client
             .request(method, url)
             .header("X-Shipmate-Timestamp", &timestamp);
@@ -530,6 +537,7 @@ mod tests {
             secret: Some("hunter2-secret".into()),
             timeout: Duration::from_secs(60),
             poll_every: Duration::from_secs(1),
+            unix_now: Arc::new(|| 0),
         };
         let shown = format!("{:?}", WebhookBackend::new(settings));
         assert!(!shown.contains("hunter2"), "{shown}");
