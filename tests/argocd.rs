@@ -170,7 +170,10 @@ async fn a_timeout_fails_and_terminates_the_operation() {
     let bot = bot_with(&argo_service(&argo, TOKEN, APP, "1s")).await;
     let id = promote(&bot, "1.7.0").await;
     let reason = reason_of_failed(&bot, id).await;
-    assert!(reason.contains("timed out after 1s"), "{reason}");
+    assert!(
+        reason.starts_with("timed out after 1s with Argo CD api-prod at sync Running, OutOfSync, health Progressing"),
+        "{reason}"
+    );
     let terminated = wait_until(Duration::from_secs(10), || async {
         argo.count("DELETE", "/operation") == 1
     })

@@ -412,9 +412,15 @@ impl ArgocdBackend {
             tokio::select! {
                 () = call.stopped() => return self.stopped(call, client, app_url, app).await,
                 () = tokio::time::sleep_until(deadline) => {
-                    return self.ended_by(HttpError::GaveUp {
-                        last: format!("sync {phase}, {}, health {}", state.sync, state.health),
-                    }, call, client, app_url, app).await;
+                    self.terminate(client, app_url, app).await;
+                    return DeployOutcome::Failed {
+                        reason: format!(
+                            "timed out after {} with {WHAT} {app} at sync {phase}, {}, health {}; the operation was terminated",
+                            humantime::format_duration(self.settings.timeout),
+                            state.sync,
+                            state.health
+                        ),
+                    };
                 }
                 () = tokio::time::sleep(self.settings.poll_every) => {}
             }

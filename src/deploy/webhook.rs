@@ -190,9 +190,13 @@ impl WebhookBackend {
             tokio::select! {
                 () = call.stopped() => return self.stopped(call, client, url).await,
                 () = tokio::time::sleep_until(deadline) => {
-                    return self.ended_by(HttpError::GaveUp {
-                        last: "the deployment was still running".into(),
-                    }, call, client, url).await;
+                    self.cancel(client, url, &call.request).await;
+                    return DeployOutcome::Failed {
+                        reason: format!(
+                            "timed out after {} while the webhook's deployment was still running; a cancel was sent",
+                            humantime::format_duration(self.settings.timeout)
+                        ),
+                    };
                 }
                 () = tokio::time::sleep(self.settings.poll_every) => {}
             }
