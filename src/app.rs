@@ -10,10 +10,13 @@ use tokio_util::sync::CancellationToken;
 use crate::chat::discord::{self, Discord};
 use crate::chat::slack::{self, Slack};
 use crate::config::{self, BackendConfig, Config};
+use crate::deploy::argocd::{ArgocdBackend, ArgocdSettings};
 use crate::deploy::command::CommandBackend;
 use crate::deploy::github::{GithubActionsBackend, GithubSettings};
+use crate::deploy::webhook::{WebhookBackend, WebhookSettings};
 use crate::deploy::Backend;
 use crate::engine::{Backends, ChatPort, Engine, EngineParts, Time};
+use crate::engine::{Clock, SystemClock};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::verify::{self, LiveProber, Prober};
@@ -71,6 +74,22 @@ fn backend_from_config(config: &Config, backend: &BackendConfig) -> Arc<dyn Back
                 timeout: github.timeout,
             }))
         }
+        BackendConfig::Webhook(hook) => Arc::new(WebhookBackend::new(WebhookSettings {
+            url: hook.url.clone(),
+            secret: hook.secret.as_ref().map(|s| s.expose().to_string()),
+            timeout: hook.timeout,
+            poll_every: hook.poll_every,
+            unix_now: Arc::new(|| SystemClock.now().timestamp()),
+        })),
+        BackendConfig::Argocd(argo) => Arc::new(ArgocdBackend::new(ArgocdSettings {
+            url: argo.url.clone(),
+            app: argo.app.clone(),
+            token: argo.token.expose().to_string(),
+            image: argo.image.clone(),
+            revision: argo.revision.clone(),
+            timeout: argo.timeout,
+            poll_every: argo.poll_every,
+        })),
         other => Arc::new(NotBuilt(other.kind())),
     }
 }

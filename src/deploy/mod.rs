@@ -6,11 +6,13 @@
 //! worker stores the handle with the job, so after a restart, or on another replica, the next
 //! holder of the job resumes watching instead of starting again.
 
+pub mod argocd;
 pub mod command;
 pub mod github;
 pub mod http;
 pub mod process;
 pub mod template;
+pub mod webhook;
 
 use std::time::Duration;
 

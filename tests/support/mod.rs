@@ -4,9 +4,11 @@
 #![allow(dead_code)]
 
 pub mod discord;
+pub mod fake_argocd;
 pub mod fake_discord;
 pub mod fake_github;
 pub mod fake_slack;
+pub mod fake_webhook;
 pub mod prometheus;
 pub mod rollout;
 pub mod serve;
