@@ -11,6 +11,7 @@ use crate::chat::discord::{self, Discord};
 use crate::chat::slack::{self, Slack};
 use crate::config::{self, BackendConfig, Config};
 use crate::deploy::command::CommandBackend;
+use crate::deploy::kubernetes::{KubernetesBackend, KubernetesSettings};
 use crate::deploy::Backend;
 use crate::engine::{Backends, ChatPort, Engine, EngineParts, Time};
 use crate::metrics::Metrics;
@@ -58,6 +59,17 @@ fn backend_from_config(config: &Config, backend: &BackendConfig) -> Arc<dyn Back
             config.base_dir.clone(),
             env.clone(),
         )),
+        BackendConfig::Kubernetes(k) => Arc::new(KubernetesBackend::new(KubernetesSettings {
+            namespace: k.namespace.clone(),
+            deployment: k.deployment.clone(),
+            container: k.container.clone(),
+            image: k.image.clone(),
+            kubeconfig: k.kubeconfig.clone(),
+            context: k.context.clone(),
+            canary_deployment: k.canary_deployment.clone(),
+            timeout: k.timeout,
+            poll_every: k.poll_every,
+        })),
         other => Arc::new(NotBuilt(other.kind())),
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod command;
 pub mod http;
+pub mod kubernetes;
 pub mod process;
 pub mod template;
 

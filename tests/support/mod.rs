@@ -5,6 +5,7 @@
 
 pub mod discord;
 pub mod fake_discord;
+pub mod fake_kubernetes;
 pub mod fake_slack;
 pub mod prometheus;
 pub mod rollout;
@@ -706,7 +707,7 @@ impl TestBot {
             .unwrap_or_else(|e| panic!("{query}: {e}"))
     }
 
-    async fn raw_connection(&self) -> sqlx::AnyConnection {
+    pub async fn raw_connection(&self) -> sqlx::AnyConnection {
         use sqlx::Connection;
         sqlx::any::install_default_drivers();
         sqlx::AnyConnection::connect(&self.database_url)

@@ -47,13 +47,21 @@ impl Sandbox {
     /// The harness config on a SQLite file in the directory, deploying with `script`, listening
     /// on a free port.
     pub fn new(script: &str) -> (Sandbox, u16) {
+        Sandbox::with_config(script, |database_url| {
+            super::test_config(database_url, "./deploy.sh")
+        })
+    }
+
+    /// A sandbox whose `bot.toml` is `config(database_url)` (it must listen on `127.0.0.1:0`,
+    /// which becomes a free port), beside `deploy.sh` holding `script`.
+    pub fn with_config(script: &str, config: impl FnOnce(&str) -> String) -> (Sandbox, u16) {
         let dir = tempfile::tempdir().expect("temp dir");
         let deploy = dir.path().join("deploy.sh");
         std::fs::write(&deploy, script).expect("write deploy.sh");
         super::make_executable(&deploy);
         let database_url = format!("sqlite://{}", dir.path().join("bot.db").display());
         let port = free_port();
-        let text = super::test_config(&database_url, "./deploy.sh");
+        let text = config(&database_url);
         let listen = "listen = \"127.0.0.1:0\"";
         assert!(
             text.contains(listen),
