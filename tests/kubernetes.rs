@@ -105,7 +105,9 @@ async fn polled(fake: &FakeKubernetes, more: usize) {
 async fn drive(fake: &FakeKubernetes, bot: &TestBot, id: i64) -> Value {
     for _ in 0..200 {
         let promotion = bot.promotion(id).await;
-        if promotion["state"] != "deploying" && promotion["state"] != "requested" {
+        if ["succeeded", "failed", "cancelled", "interrupted"]
+            .contains(&promotion["state"].as_str().unwrap_or_default())
+        {
             return promotion;
         }
         fake.tick();
