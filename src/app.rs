@@ -13,6 +13,7 @@ use crate::config::{self, BackendConfig, Config};
 use crate::deploy::argocd::{ArgocdBackend, ArgocdSettings};
 use crate::deploy::command::CommandBackend;
 use crate::deploy::github::{GithubActionsBackend, GithubSettings};
+use crate::deploy::kubernetes::{KubernetesBackend, KubernetesSettings};
 use crate::deploy::webhook::{WebhookBackend, WebhookSettings};
 use crate::deploy::Backend;
 use crate::engine::{Backends, ChatPort, Engine, EngineParts, Time};
@@ -90,27 +91,17 @@ fn backend_from_config(config: &Config, backend: &BackendConfig) -> Arc<dyn Back
             timeout: argo.timeout,
             poll_every: argo.poll_every,
         })),
-        other => Arc::new(NotBuilt(other.kind())),
-    }
-}
-
-/// Stand-in until each remote backend lands (this commit only reshapes the trait).
-struct NotBuilt(&'static str);
-
-#[async_trait::async_trait]
-impl Backend for NotBuilt {
-    fn kind(&self) -> &'static str {
-        self.0
-    }
-
-    async fn deploy(&self, _call: crate::deploy::DeployCall) -> crate::deploy::DeployOutcome {
-        crate::deploy::DeployOutcome::Failed {
-            reason: format!("the {} backend is not built yet", self.0),
-        }
-    }
-
-    async fn check(&self, _service: &str, _environment: &str) -> Result<String, String> {
-        Err(format!("the {} backend is not built yet", self.0))
+        BackendConfig::Kubernetes(k) => Arc::new(KubernetesBackend::new(KubernetesSettings {
+            namespace: k.namespace.clone(),
+            deployment: k.deployment.clone(),
+            container: k.container.clone(),
+            image: k.image.clone(),
+            kubeconfig: k.kubeconfig.clone(),
+            context: k.context.clone(),
+            canary_deployment: k.canary_deployment.clone(),
+            timeout: k.timeout,
+            poll_every: k.poll_every,
+        })),
     }
 }
 

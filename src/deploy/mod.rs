@@ -10,6 +10,7 @@ pub mod argocd;
 pub mod command;
 pub mod github;
 pub mod http;
+pub mod kubernetes;
 pub mod process;
 pub mod template;
 pub mod webhook;

@@ -7,6 +7,7 @@ pub mod discord;
 pub mod fake_argocd;
 pub mod fake_discord;
 pub mod fake_github;
+pub mod fake_kubernetes;
 pub mod fake_slack;
 pub mod fake_webhook;
 pub mod prometheus;
@@ -709,7 +710,7 @@ impl TestBot {
             .unwrap_or_else(|e| panic!("{query}: {e}"))
     }
 
-    async fn raw_connection(&self) -> sqlx::AnyConnection {
+    pub async fn raw_connection(&self) -> sqlx::AnyConnection {
         use sqlx::Connection;
         sqlx::any::install_default_drivers();
         sqlx::AnyConnection::connect(&self.database_url)
