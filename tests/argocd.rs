@@ -30,33 +30,12 @@ name = "argo"
     )
 }
 
-async fn bot_with(extra: &str) -> TestBot {
-    TestBot::builder()
-        .config(extra)
-        .start()
-        .await
-        .expect("sqlite")
-}
-
-async fn promote(bot: &TestBot, version: &str) -> i64 {
-    let (status, body) = bot
-        .promote(CI_TOKEN, "argo", version, Some("production"))
-        .await;
-    assert_eq!(status, 202, "{body}");
-    body["id"].as_i64().expect("id")
-}
-
-async fn reason_of_failed(bot: &TestBot, id: i64) -> String {
-    let failed = bot.wait_for_state(id, "failed").await;
-    failed["reason"].as_str().expect("reason").to_string()
-}
-
 #[tokio::test]
 async fn sets_the_image_syncs_and_waits_past_the_stale_status_for_its_own_operation() {
     // Two stale answers, then held Running until the test ends it.
     let argo = FakeArgo::start(2, None, End::Healthy).await;
-    let bot = bot_with(&argo_service(&argo, TOKEN, APP, "20s")).await;
-    let id = promote(&bot, "1.2.0").await;
+    let bot = TestBot::with_config(&argo_service(&argo, TOKEN, APP, "20s")).await;
+    let id = bot.promote_id("argo", "1.2.0", Some("production")).await;
 
     let past_stale = wait_until(Duration::from_secs(20), || async {
         argo.gets_since_sync() >= 4
@@ -98,9 +77,9 @@ async fn sets_the_image_syncs_and_waits_past_the_stale_status_for_its_own_operat
 #[tokio::test]
 async fn a_degraded_app_after_the_sync_fails_the_deploy() {
     let argo = FakeArgo::start(1, Some(2), End::Degraded).await;
-    let bot = bot_with(&argo_service(&argo, TOKEN, APP, "20s")).await;
-    let id = promote(&bot, "1.3.0").await;
-    let reason = reason_of_failed(&bot, id).await;
+    let bot = TestBot::with_config(&argo_service(&argo, TOKEN, APP, "20s")).await;
+    let id = bot.promote_id("argo", "1.3.0", Some("production")).await;
+    let reason = bot.failure_reason(id).await;
     assert!(reason.contains("health is Degraded"), "{reason}");
     assert!(reason.contains(APP), "{reason}");
 }
@@ -115,9 +94,9 @@ async fn a_failed_operation_fails_with_its_message() {
         ),
     )
     .await;
-    let bot = bot_with(&argo_service(&argo, TOKEN, APP, "20s")).await;
-    let id = promote(&bot, "1.4.0").await;
-    let reason = reason_of_failed(&bot, id).await;
+    let bot = TestBot::with_config(&argo_service(&argo, TOKEN, APP, "20s")).await;
+    let id = bot.promote_id("argo", "1.4.0", Some("production")).await;
+    let reason = bot.failure_reason(id).await;
     assert!(reason.contains("ended Failed"), "{reason}");
     assert!(
         reason.contains("one or more objects failed to apply"),
@@ -129,9 +108,9 @@ async fn a_failed_operation_fails_with_its_message() {
 async fn another_operation_in_progress_fails_naming_it() {
     let argo = FakeArgo::start(0, Some(1), End::Healthy).await;
     argo.refuse_sync(400, "another operation is already in progress");
-    let bot = bot_with(&argo_service(&argo, TOKEN, APP, "20s")).await;
-    let id = promote(&bot, "1.5.0").await;
-    let reason = reason_of_failed(&bot, id).await;
+    let bot = TestBot::with_config(&argo_service(&argo, TOKEN, APP, "20s")).await;
+    let id = bot.promote_id("argo", "1.5.0", Some("production")).await;
+    let reason = bot.failure_reason(id).await;
     assert!(
         reason.contains("Argo CD answered 400")
             && reason.contains("another operation is already in progress"),
@@ -143,16 +122,16 @@ async fn another_operation_in_progress_fails_naming_it() {
 #[tokio::test]
 async fn a_wrong_token_and_a_missing_app_fail_naming_the_refusal() {
     let argo = FakeArgo::start(0, Some(1), End::Healthy).await;
-    let bot = bot_with(&argo_service(&argo, "stale-token-123", APP, "20s")).await;
-    let id = promote(&bot, "1.6.0").await;
-    let reason = reason_of_failed(&bot, id).await;
+    let bot = TestBot::with_config(&argo_service(&argo, "stale-token-123", APP, "20s")).await;
+    let id = bot.promote_id("argo", "1.6.0", Some("production")).await;
+    let reason = bot.failure_reason(id).await;
     assert!(reason.contains("answered 401"), "{reason}");
     assert!(!reason.contains("stale-token-123"), "{reason}");
 
     let argo = FakeArgo::start(0, Some(1), End::Healthy).await;
-    let bot = bot_with(&argo_service(&argo, TOKEN, "api-prdo", "20s")).await;
-    let id = promote(&bot, "1.6.1").await;
-    let reason = reason_of_failed(&bot, id).await;
+    let bot = TestBot::with_config(&argo_service(&argo, TOKEN, "api-prdo", "20s")).await;
+    let id = bot.promote_id("argo", "1.6.1", Some("production")).await;
+    let reason = bot.failure_reason(id).await;
     assert!(
         reason.contains("answered 403: permission denied"),
         "{reason}"
@@ -167,9 +146,9 @@ async fn a_wrong_token_and_a_missing_app_fail_naming_the_refusal() {
 #[tokio::test]
 async fn a_timeout_fails_and_terminates_the_operation() {
     let argo = FakeArgo::start(0, None, End::Healthy).await;
-    let bot = bot_with(&argo_service(&argo, TOKEN, APP, "1s")).await;
-    let id = promote(&bot, "1.7.0").await;
-    let reason = reason_of_failed(&bot, id).await;
+    let bot = TestBot::with_config(&argo_service(&argo, TOKEN, APP, "1s")).await;
+    let id = bot.promote_id("argo", "1.7.0", Some("production")).await;
+    let reason = bot.failure_reason(id).await;
     assert!(
         reason.starts_with("timed out after 1s with Argo CD api-prod at sync Running, OutOfSync, health Progressing"),
         "{reason}"
@@ -198,7 +177,7 @@ name = "shop"
         url = argo.url,
         health = health.url
     );
-    let bot = bot_with(&config).await;
+    let bot = TestBot::with_config(&config).await;
     support::rollout::walk_canary(&bot, "2.0.0").await;
     assert_eq!(argo.syncs(), 3, "{:#?}", argo.received());
     assert_eq!(argo.count("PATCH", APP), 3);
@@ -350,8 +329,8 @@ async fn a_sync_running_when_the_bot_is_killed_is_watched_to_its_end_not_started
 #[tokio::test]
 async fn an_abort_terminates_the_operation() {
     let argo = FakeArgo::start(0, None, End::Healthy).await;
-    let bot = bot_with(&argo_service(&argo, TOKEN, APP, "20s")).await;
-    let id = promote(&bot, "1.8.0").await;
+    let bot = TestBot::with_config(&argo_service(&argo, TOKEN, APP, "20s")).await;
+    let id = bot.promote_id("argo", "1.8.0", Some("production")).await;
     let watching = wait_until(Duration::from_secs(20), || async {
         argo.gets_since_sync() >= 1
     })
@@ -359,7 +338,7 @@ async fn an_abort_terminates_the_operation() {
     assert!(watching, "{:#?}", argo.received());
     let (status, reply) = bot.say(CI_TOKEN, &format!("abort {id} wrong image")).await;
     assert_eq!(status, 200, "{reply}");
-    let reason = reason_of_failed(&bot, id).await;
+    let reason = bot.failure_reason(id).await;
     assert!(
         reason.starts_with("aborted by api:ci: wrong image"),
         "{reason}"

@@ -640,12 +640,6 @@ name = "gh"
     )
 }
 
-async fn promote_gh(bot: &TestBot, version: &str) -> i64 {
-    let (status, body) = bot.promote(CI_TOKEN, "gh", version, None).await;
-    assert_eq!(status, 202, "{body}");
-    body["id"].as_i64().expect("id")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_promotion_deploys_through_a_workflow_run_and_logs_it() {
     let fake = FakeGithub::start(Dispatch::RunDetails).await;
@@ -655,7 +649,7 @@ async fn a_promotion_deploys_through_a_workflow_run_and_logs_it() {
         .start()
         .await
         .expect("bot");
-    let id = promote_gh(&bot, "2.0.0").await;
+    let id = bot.promote_id("gh", "2.0.0", None).await;
     bot.wait_for_state(id, "succeeded").await;
     let dispatches = fake.dispatches();
     assert_eq!(dispatches.len(), 1);
@@ -688,7 +682,7 @@ async fn a_failed_run_or_a_missing_workflow_fails_the_promotion_with_a_reason() 
         .start()
         .await
         .expect("bot");
-    let id = promote_gh(&bot, "2.0.1").await;
+    let id = bot.promote_id("gh", "2.0.1", None).await;
     let failed = bot.wait_for_state(id, "failed").await;
     let run = fake.runs().pop().expect("a run");
     assert_eq!(
@@ -707,7 +701,7 @@ async fn a_failed_run_or_a_missing_workflow_fails_the_promotion_with_a_reason() 
         .start()
         .await
         .expect("bot");
-    let id = promote_gh(&bot, "2.0.2").await;
+    let id = bot.promote_id("gh", "2.0.2", None).await;
     let failed = bot.wait_for_state(id, "failed").await;
     assert_eq!(
         failed["reason"],
@@ -724,7 +718,7 @@ async fn aborting_the_promotion_cancels_the_github_run() {
         .start()
         .await
         .expect("bot");
-    let id = promote_gh(&bot, "2.1.0").await;
+    let id = bot.promote_id("gh", "2.1.0", None).await;
     assert!(
         wait_until(LIMIT, || async { fake.run_gets() >= 1 }).await,
         "the run is watched"

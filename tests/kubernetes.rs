@@ -51,19 +51,7 @@ name = "kube"
 }
 
 async fn kube_bot(kubeconfig: &str, extra: &str, strategy: &str) -> TestBot {
-    TestBot::builder()
-        .config(&kube_service(kubeconfig, extra, strategy))
-        .start()
-        .await
-        .expect("sqlite")
-}
-
-async fn promote_kube(bot: &TestBot, version: &str) -> i64 {
-    let (status, body) = bot
-        .promote(CI_TOKEN, "kube", version, Some("production"))
-        .await;
-    assert_eq!(status, 202, "{body}");
-    body["id"].as_i64().expect("id")
+    TestBot::with_config(&kube_service(kubeconfig, extra, strategy)).await
 }
 
 async fn log(bot: &TestBot, id: i64) -> Vec<String> {
@@ -100,18 +88,28 @@ async fn polled(fake: &FakeKubernetes, more: usize) {
     assert!(seen, "the bot stopped polling");
 }
 
+/// Whether a promotion's view shows it ended.
+fn ended(promotion: &Value) -> bool {
+    ["succeeded", "failed", "cancelled", "interrupted"]
+        .contains(&promotion["state"].as_str().unwrap_or_default())
+}
+
 /// Ticks the controller once per poll of the bot until promotion `id` leaves `deploying`;
-/// the state it reached.
+/// the state it reached. The bot's last poll may be the one that ends the deploy, so after a
+/// tick it waits for the next poll *or* the end.
 async fn drive(fake: &FakeKubernetes, bot: &TestBot, id: i64) -> Value {
     for _ in 0..200 {
         let promotion = bot.promotion(id).await;
-        if ["succeeded", "failed", "cancelled", "interrupted"]
-            .contains(&promotion["state"].as_str().unwrap_or_default())
-        {
+        if ended(&promotion) {
             return promotion;
         }
         fake.tick();
-        polled(fake, 1).await;
+        let from = fake.gets();
+        let moved = wait_until(Duration::from_secs(10), || async {
+            fake.gets() > from || ended(&bot.promotion(id).await)
+        })
+        .await;
+        assert!(moved, "the bot stopped polling while #{id} was deploying");
     }
     panic!("#{id} never finished deploying");
 }
@@ -120,7 +118,7 @@ async fn drive(fake: &FakeKubernetes, bot: &TestBot, id: i64) -> Value {
 async fn a_promotion_sets_the_image_waits_as_kubectl_does_and_succeeds() {
     let (fake, _dir, kubeconfig) = cluster().await;
     let bot = kube_bot(&kubeconfig, "", "").await;
-    let id = promote_kube(&bot, "2.0.0").await;
+    let id = bot.promote_id("kube", "2.0.0", Some("production")).await;
 
     let patched = wait_until(Duration::from_secs(10), || async {
         !fake.patches("api").is_empty()
@@ -237,7 +235,7 @@ async fn a_promotion_sets_the_image_waits_as_kubectl_does_and_succeeds() {
 async fn a_stalled_rollout_fails_on_its_progress_deadline() {
     let (fake, _dir, kubeconfig) = cluster().await;
     let bot = kube_bot(&kubeconfig, "", "").await;
-    let id = promote_kube(&bot, "2.0.0").await;
+    let id = bot.promote_id("kube", "2.0.0", Some("production")).await;
     fake.stall();
     let failed = drive(&fake, &bot, id).await;
     assert_eq!(failed["state"], "failed", "{failed:#}");
@@ -250,21 +248,13 @@ async fn a_stalled_rollout_fails_on_its_progress_deadline() {
 #[tokio::test]
 async fn a_missing_container_fails_before_any_change_naming_the_containers() {
     let (fake, _dir, kubeconfig) = cluster().await;
-    let bot = kube_bot(&kubeconfig, "", "").await;
     // The same service, but its container is called web.
-    drop(bot);
-    let bot = TestBot::builder()
-        .config(
-            &kube_service(&kubeconfig, "", "")
-                .replace("container = \"api\"", "container = \"web\""),
-        )
-        .start()
-        .await
-        .expect("sqlite");
-    let id = promote_kube(&bot, "2.0.0").await;
-    let failed = bot.wait_for_state(id, "failed").await;
+    let config =
+        kube_service(&kubeconfig, "", "").replace("container = \"api\"", "container = \"web\"");
+    let bot = TestBot::with_config(&config).await;
+    let id = bot.promote_id("kube", "2.0.0", Some("production")).await;
     assert_eq!(
-        failed["reason"],
+        bot.failure_reason(id).await,
         "deployment api has no container web; containers: api, sidecar"
     );
     assert!(fake.patches("api").is_empty());
@@ -275,7 +265,7 @@ async fn forbidden_is_final_and_says_what_the_credentials_may_not_do() {
     let (fake, _dir, kubeconfig) = cluster().await;
     fake.fail_next(Method::PATCH, 403);
     let bot = kube_bot(&kubeconfig, "", "").await;
-    let id = promote_kube(&bot, "2.0.0").await;
+    let id = bot.promote_id("kube", "2.0.0", Some("production")).await;
     let failed = bot.wait_for_state(id, "failed").await;
     let reason = failed["reason"].as_str().expect("reason");
     assert_eq!(
@@ -289,20 +279,12 @@ async fn forbidden_is_final_and_says_what_the_credentials_may_not_do() {
 #[tokio::test]
 async fn a_missing_deployment_is_final() {
     let (fake, _dir, kubeconfig) = cluster().await;
-    let bot = kube_bot(&kubeconfig, "", "").await;
-    drop(bot);
-    let bot = TestBot::builder()
-        .config(
-            &kube_service(&kubeconfig, "", "")
-                .replace("deployment = \"api\"", "deployment = \"apj\""),
-        )
-        .start()
-        .await
-        .expect("sqlite");
-    let id = promote_kube(&bot, "2.0.0").await;
-    let failed = bot.wait_for_state(id, "failed").await;
+    let config =
+        kube_service(&kubeconfig, "", "").replace("deployment = \"api\"", "deployment = \"apj\"");
+    let bot = TestBot::with_config(&config).await;
+    let id = bot.promote_id("kube", "2.0.0", Some("production")).await;
     assert_eq!(
-        failed["reason"],
+        bot.failure_reason(id).await,
         "Kubernetes answered 404: deployments.apps \"apj\" not found (is there a deployment apj in namespace prod?)"
     );
     assert!(fake.changes().is_empty());
@@ -315,7 +297,7 @@ async fn conflicts_and_server_errors_are_retried() {
     fake.fail_next(Method::GET, 500);
     fake.fail_next(Method::GET, 429);
     let bot = kube_bot(&kubeconfig, "", "").await;
-    let id = promote_kube(&bot, "2.0.0").await;
+    let id = bot.promote_id("kube", "2.0.0", Some("production")).await;
     let done = drive(&fake, &bot, id).await;
     assert_eq!(done["state"], "succeeded", "{done:#}");
     assert_eq!(fake.patches("api").len(), 2, "the 409 was sent again");
@@ -330,10 +312,9 @@ async fn the_timeout_fails_naming_it() {
         .start()
         .await
         .expect("sqlite");
-    let id = promote_kube(&bot, "2.0.0").await;
-    let failed = bot.wait_for_state(id, "failed").await;
+    let id = bot.promote_id("kube", "2.0.0", Some("production")).await;
     assert_eq!(
-        failed["reason"],
+        bot.failure_reason(id).await,
         "timed out after 1s (deployment prod/api: waiting for the controller to observe generation 2)"
     );
     assert_eq!(fake.patches("api").len(), 1);
@@ -361,7 +342,7 @@ async fn canary_steps_scale_the_canary_deployment_and_the_last_updates_the_stabl
         "strategy = { kind = \"canary\", steps = [10, 50, 100], pause = \"5m\" }",
     )
     .await;
-    let id = promote_kube(&bot, "2.0.0").await;
+    let id = bot.promote_id("kube", "2.0.0", Some("production")).await;
 
     rollout::wait_for_gate(&bot, id, 1).await;
     let canary = fake.patches("api-canary");

@@ -31,26 +31,6 @@ name = "hooked"
     )
 }
 
-async fn bot_with(extra: &str) -> TestBot {
-    TestBot::builder()
-        .config(extra)
-        .start()
-        .await
-        .expect("sqlite")
-}
-
-async fn promote(bot: &TestBot, version: &str) -> i64 {
-    let (status, body) = bot
-        .promote(CI_TOKEN, "hooked", version, Some("production"))
-        .await;
-    assert_eq!(status, 202, "{body}");
-    body["id"].as_i64().expect("id")
-}
-
-async fn log_of(bot: &TestBot, id: i64) -> Vec<String> {
-    bot.store.deploy_log(id).await.expect("deploy log")
-}
-
 fn count(lines: &[String], wanted: &str) -> usize {
     lines.iter().filter(|l| l.contains(wanted)).count()
 }
@@ -58,8 +38,8 @@ fn count(lines: &[String], wanted: &str) -> usize {
 #[tokio::test]
 async fn a_signed_deploy_that_succeeds_at_once() {
     let hook = FakeWebhook::start(Mode::Succeed).await;
-    let bot = bot_with(&hooked(&hook, SECRET, "20s")).await;
-    let id = promote(&bot, "1.4.2").await;
+    let bot = TestBot::with_config(&hooked(&hook, SECRET, "20s")).await;
+    let id = bot.promote_id("hooked", "1.4.2", Some("production")).await;
     bot.wait_for_state(id, "succeeded").await;
 
     let deploys = hook.events("deploy");
@@ -77,12 +57,12 @@ async fn a_signed_deploy_that_succeeds_at_once() {
                "requested_by":"api:ci","commit":null,"digest":null,"step":1,"steps":1,
                "weight":100,"phase":"deploy"})
     );
-    let log = log_of(&bot, id).await;
+    let log = bot.deploy_log(id).await;
     assert_eq!(count(&log, "deployed 1.4.2"), 1, "{log:#?}");
 
     // The next deploy names the version it replaces; an empty 200 is a success too.
     hook.set_mode(Mode::SucceedEmpty);
-    let next = promote(&bot, "1.4.3").await;
+    let next = bot.promote_id("hooked", "1.4.3", Some("production")).await;
     bot.wait_for_state(next, "succeeded").await;
     let deploys = hook.events("deploy");
     assert_eq!(deploys[1].body["previous_version"], "1.4.2");
@@ -91,8 +71,8 @@ async fn a_signed_deploy_that_succeeds_at_once() {
 #[tokio::test]
 async fn a_failed_answer_fails_with_the_receivers_message() {
     let hook = FakeWebhook::start(Mode::Fail("migration 12 failed: table locked".into())).await;
-    let bot = bot_with(&hooked(&hook, SECRET, "20s")).await;
-    let id = promote(&bot, "2.0.0").await;
+    let bot = TestBot::with_config(&hooked(&hook, SECRET, "20s")).await;
+    let id = bot.promote_id("hooked", "2.0.0", Some("production")).await;
     let failed = bot.wait_for_state(id, "failed").await;
     let reason = failed["reason"].as_str().expect("reason");
     assert!(
@@ -108,8 +88,8 @@ async fn a_running_deployment_is_polled_until_it_succeeds_showing_each_log_line_
         fail: None,
     })
     .await;
-    let bot = bot_with(&hooked(&hook, SECRET, "20s")).await;
-    let id = promote(&bot, "3.1.0").await;
+    let bot = TestBot::with_config(&hooked(&hook, SECRET, "20s")).await;
+    let id = bot.promote_id("hooked", "3.1.0", Some("production")).await;
     bot.wait_for_state(id, "succeeded").await;
 
     assert_eq!(hook.deployments().len(), 1);
@@ -120,7 +100,7 @@ async fn a_running_deployment_is_polled_until_it_succeeds_showing_each_log_line_
         .collect();
     assert_eq!(polls.len(), 4, "{polls:#?}");
     assert!(polls.iter().all(|p| p.signed), "every poll is signed");
-    let log = log_of(&bot, id).await;
+    let log = bot.deploy_log(id).await;
     // Every answer carries the whole log so far; each line shows once.
     assert_eq!(count(&log, "accepted 3.1.0"), 1, "{log:#?}");
     for poll in 1..=4 {
@@ -135,8 +115,8 @@ async fn a_running_deployment_that_fails_fails_with_its_message() {
         fail: Some("pods crash-looping: OOMKilled".into()),
     })
     .await;
-    let bot = bot_with(&hooked(&hook, SECRET, "20s")).await;
-    let id = promote(&bot, "3.2.0").await;
+    let bot = TestBot::with_config(&hooked(&hook, SECRET, "20s")).await;
+    let id = bot.promote_id("hooked", "3.2.0", Some("production")).await;
     let failed = bot.wait_for_state(id, "failed").await;
     let reason = failed["reason"].as_str().expect("reason");
     assert!(reason.contains("pods crash-looping: OOMKilled"), "{reason}");
@@ -145,8 +125,8 @@ async fn a_running_deployment_that_fails_fails_with_its_message() {
 #[tokio::test]
 async fn a_503_is_retried_after_its_retry_after_with_the_same_key() {
     let hook = FakeWebhook::start(Mode::UnavailableOnce).await;
-    let bot = bot_with(&hooked(&hook, SECRET, "20s")).await;
-    let id = promote(&bot, "4.0.0").await;
+    let bot = TestBot::with_config(&hooked(&hook, SECRET, "20s")).await;
+    let id = bot.promote_id("hooked", "4.0.0", Some("production")).await;
     bot.wait_for_state(id, "succeeded").await;
     let deploys = hook.events("deploy");
     assert_eq!(deploys.len(), 2, "one 503, one success: {deploys:#?}");
@@ -157,8 +137,8 @@ async fn a_503_is_retried_after_its_retry_after_with_the_same_key() {
 #[tokio::test]
 async fn a_400_fails_naming_the_status_and_the_body() {
     let hook = FakeWebhook::start(Mode::BadRequest).await;
-    let bot = bot_with(&hooked(&hook, SECRET, "20s")).await;
-    let id = promote(&bot, "5.0.0").await;
+    let bot = TestBot::with_config(&hooked(&hook, SECRET, "20s")).await;
+    let id = bot.promote_id("hooked", "5.0.0", Some("production")).await;
     let failed = bot.wait_for_state(id, "failed").await;
     let reason = failed["reason"].as_str().expect("reason");
     assert!(reason.contains("answered 400"), "{reason}");
@@ -169,8 +149,8 @@ async fn a_400_fails_naming_the_status_and_the_body() {
 #[tokio::test]
 async fn a_wrong_secret_is_refused_by_the_receiver_and_fails_the_deploy() {
     let hook = FakeWebhook::start(Mode::Succeed).await;
-    let bot = bot_with(&hooked(&hook, "not-the-secret", "20s")).await;
-    let id = promote(&bot, "5.1.0").await;
+    let bot = TestBot::with_config(&hooked(&hook, "not-the-secret", "20s")).await;
+    let id = bot.promote_id("hooked", "5.1.0", Some("production")).await;
     let failed = bot.wait_for_state(id, "failed").await;
     let reason = failed["reason"].as_str().expect("reason");
     assert!(reason.contains("answered 401"), "{reason}");
@@ -185,8 +165,8 @@ async fn a_timeout_fails_and_sends_one_cancel() {
         fail: None,
     })
     .await;
-    let bot = bot_with(&hooked(&hook, SECRET, "1s")).await;
-    let id = promote(&bot, "6.0.0").await;
+    let bot = TestBot::with_config(&hooked(&hook, SECRET, "1s")).await;
+    let id = bot.promote_id("hooked", "6.0.0", Some("production")).await;
     let failed = bot.wait_for_state(id, "failed").await;
     let reason = failed["reason"].as_str().expect("reason");
     assert!(
@@ -207,8 +187,8 @@ async fn an_abort_sends_one_cancel() {
         fail: None,
     })
     .await;
-    let bot = bot_with(&hooked(&hook, SECRET, "20s")).await;
-    let id = promote(&bot, "6.1.0").await;
+    let bot = TestBot::with_config(&hooked(&hook, SECRET, "20s")).await;
+    let id = bot.promote_id("hooked", "6.1.0", Some("production")).await;
     let polled = wait_until(Duration::from_secs(20), || async { hook.polls() >= 1 }).await;
     assert!(polled, "the deployment is being polled");
     let (status, reply) = bot.say(CI_TOKEN, &format!("abort {id} wrong build")).await;
@@ -244,7 +224,7 @@ name = "shop"
         url = hook.url,
         health = health.url
     );
-    let bot = bot_with(&config).await;
+    let bot = TestBot::with_config(&config).await;
     let id = support::rollout::walk_canary(&bot, "7.0.0").await;
     let steps: Vec<(Value, Value, Value, Value, String)> = hook
         .events("deploy")

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use super::http::{self, HttpError};
 use super::template::substitute;
 use super::{Backend, DeployCall, DeployOutcome, DeployRequest};
-use crate::domain::rollout::{Phase, Step};
+use crate::domain::rollout::Phase;
 
 const WHAT: &str = "Argo CD";
 /// A terminate or a check is one short try.
@@ -163,11 +163,7 @@ impl ArgocdBackend {
     }
 
     fn app_url(&self, app: &str) -> String {
-        format!(
-            "{}/api/v1/applications/{}",
-            self.settings.url.trim_end_matches('/'),
-            url_segment(app)
-        )
+        application_url(&self.settings.url, app)
     }
 
     fn authed(&self, client: &reqwest::Client, method: Method, url: &str) -> RequestBuilder {
@@ -428,37 +424,16 @@ impl ArgocdBackend {
     }
 }
 
-/// `app` as one path segment.
-fn url_segment(app: &str) -> String {
-    app.chars()
-        .map(|c| match c {
-            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '.' | '~' => c.to_string(),
-            other => {
-                let mut buf = [0u8; 4];
-                other
-                    .encode_utf8(&mut buf)
-                    .bytes()
-                    .map(|b| format!("%{b:02X}"))
-                    .collect()
-            }
-        })
-        .collect()
-}
-
-fn placeholder_request(service: &str, environment: &str) -> DeployRequest {
-    DeployRequest {
-        promotion_id: 0,
-        attempt: 0,
-        service: service.to_string(),
-        version: String::new(),
-        environment: environment.to_string(),
-        previous_version: None,
-        requested_by: String::new(),
-        rollback: false,
-        commit: None,
-        digest: None,
-        step: Step::FULL,
+/// `base` + `/api/v1/applications/<app>`, `app` encoded as one path segment.
+fn application_url(base: &str, app: &str) -> String {
+    let mut url = format!("{}/api/v1/applications", base.trim_end_matches('/'));
+    if let Ok(mut parsed) = url::Url::parse(&url) {
+        if let Ok(mut segments) = parsed.path_segments_mut() {
+            segments.push(app);
+        }
+        url = parsed.into();
     }
+    url
 }
 
 #[async_trait]
@@ -531,7 +506,7 @@ impl Backend for ArgocdBackend {
         let client = self.client.as_ref().map_err(Clone::clone)?;
         let app = substitute(
             &self.settings.app,
-            &placeholder_request(service, environment),
+            &DeployRequest::for_check(service, environment),
         );
         let app_url = self.app_url(&app);
         let answer = http::send(
@@ -627,7 +602,14 @@ mod tests {
 
     #[test]
     fn app_names_are_one_path_segment() {
-        assert_eq!(url_segment("api-prod"), "api-prod");
-        assert_eq!(url_segment("a/b c"), "a%2Fb%20c");
+        let base = "https://argocd.example.com/";
+        assert_eq!(
+            application_url(base, "api-prod"),
+            "https://argocd.example.com/api/v1/applications/api-prod"
+        );
+        assert_eq!(
+            application_url(base, "a/b c"),
+            "https://argocd.example.com/api/v1/applications/a%2Fb%20c"
+        );
     }
 }

@@ -77,7 +77,7 @@ impl HttpError {
             }
             HttpError::Refused { status, body } => format!("{what} answered {status}: {body}"),
             HttpError::GaveUp { last } => {
-                format!("{what} could not be reached in time; last: {last}")
+                format!("{what} could not be reached in time (last: {last}); check that it is up, then retry the promotion")
             }
             HttpError::Stopped => format!("stopped while waiting for {what}"),
         }

@@ -302,6 +302,15 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// What one roll sets: the Deployment, its container's image and the version it carries, and
+/// for a canary its replica count.
+struct Target<'a> {
+    name: &'a str,
+    image: &'a str,
+    version: &'a str,
+    replicas: Option<i32>,
+}
+
 impl KubernetesBackend {
     pub fn new(settings: KubernetesSettings) -> KubernetesBackend {
         KubernetesBackend {
@@ -460,21 +469,21 @@ impl KubernetesBackend {
             .await
     }
 
-    /// Sets the image on Deployment `name` (with `replicas`, for a canary), reports the handle
-    /// and waits for the rollout.
-    // The target (name, image, version, replicas) varies per canary step; a struct for it is
-    // the next refactor.
-    #[allow(clippy::too_many_arguments)]
+    /// Sets the image on the target Deployment (with its replicas, for a canary), reports the
+    /// handle and waits for the rollout.
     async fn roll(
         &self,
         call: &DeployCall,
         api: &Api<Deployment>,
         stops: &Stops<'_>,
-        name: &str,
-        image: &str,
-        version: &str,
-        replicas: Option<i32>,
+        target: Target<'_>,
     ) -> Result<(), Halt> {
+        let Target {
+            name,
+            image,
+            version,
+            replicas,
+        } = target;
         let current = self.get(api, stops, name).await?;
         let was =
             container_image(&current, name, &self.settings.container).map_err(Halt::Failed)?;
@@ -608,16 +617,13 @@ impl KubernetesBackend {
                 self.name(&s.deployment)
             ))
             .await;
-        self.roll(
-            call,
-            api,
-            stops,
-            &s.deployment,
-            &image,
-            &previous_version,
-            None,
-        )
-        .await
+        let target = Target {
+            name: &s.deployment,
+            image: &image,
+            version: &previous_version,
+            replicas: None,
+        };
+        self.roll(call, api, stops, target).await
     }
 
     async fn run(&self, call: &DeployCall, stops: &Stops<'_>) -> Result<(), Halt> {
@@ -664,29 +670,23 @@ impl KubernetesBackend {
                 let stable_replicas = stable.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
                 let replicas = canary_replicas(request.step.weight, stable_replicas);
                 let image = substitute(&s.image, request);
-                self.roll(
-                    call,
-                    &api,
-                    stops,
-                    canary,
-                    &image,
-                    &request.version,
-                    Some(replicas),
-                )
-                .await?;
+                let target = Target {
+                    name: canary,
+                    image: &image,
+                    version: &request.version,
+                    replicas: Some(replicas),
+                };
+                self.roll(call, &api, stops, target).await?;
             }
             (None, None) => {
                 let image = substitute(&s.image, request);
-                self.roll(
-                    call,
-                    &api,
-                    stops,
-                    &s.deployment,
-                    &image,
-                    &request.version,
-                    None,
-                )
-                .await?;
+                let target = Target {
+                    name: &s.deployment,
+                    image: &image,
+                    version: &request.version,
+                    replicas: None,
+                };
+                self.roll(call, &api, stops, target).await?;
             }
         }
         if canary_step.is_none() {
@@ -800,19 +800,7 @@ impl Backend for KubernetesBackend {
     }
 
     async fn check(&self, service: &str, environment: &str) -> Result<String, String> {
-        let request = DeployRequest {
-            promotion_id: 0,
-            attempt: 1,
-            service: service.to_string(),
-            version: String::new(),
-            environment: environment.to_string(),
-            previous_version: None,
-            requested_by: String::new(),
-            rollback: false,
-            commit: None,
-            digest: None,
-            step: crate::domain::rollout::Step::FULL,
-        };
+        let request = DeployRequest::for_check(service, environment);
         let backend = self.for_request(&request).await?;
         let never = CancellationToken::new();
         let stops = Stops {

@@ -45,6 +45,24 @@ pub struct DeployRequest {
 }
 
 impl DeployRequest {
+    /// What `check-backends` fills a backend's placeholders from: the service and environment,
+    /// no version (nothing is deployed).
+    pub fn for_check(service: &str, environment: &str) -> DeployRequest {
+        DeployRequest {
+            promotion_id: 0,
+            attempt: 0,
+            service: service.to_string(),
+            version: String::new(),
+            environment: environment.to_string(),
+            previous_version: None,
+            requested_by: String::new(),
+            rollback: false,
+            commit: None,
+            digest: None,
+            step: Step::FULL,
+        }
+    }
+
     /// `shipmate-<promotion_id>-<attempt>-<step>-<phase>`: the same for every send of one call,
     /// across retries and restarts, so a receiver can tell a repeat from new work.
     pub fn idempotency_key(&self) -> String {

@@ -448,19 +448,7 @@ impl Backend for WebhookBackend {
 
     async fn check(&self, service: &str, environment: &str) -> Result<String, String> {
         let client = self.client.as_ref().map_err(Clone::clone)?;
-        let request = DeployRequest {
-            promotion_id: 0,
-            attempt: 0,
-            service: service.to_string(),
-            version: String::new(),
-            environment: environment.to_string(),
-            previous_version: None,
-            requested_by: String::new(),
-            rollback: false,
-            commit: None,
-            digest: None,
-            step: Step::FULL,
-        };
+        let request = DeployRequest::for_check(service, environment);
         let url = substitute(&self.settings.url, &request);
         let body =
             json!({"event": "check", "service": service, "environment": environment}).to_string();

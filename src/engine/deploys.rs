@@ -896,6 +896,26 @@ name = "api"
         }
     }
 
+    /// Approves a promotion, claims its deploy job and runs it in a task until the backend says
+    /// it `started`; the promotion's id and the running task.
+    async fn run_first_job(
+        worker: &Arc<DeployWorker>,
+        started: &Notify,
+        stopping: Stops,
+    ) -> (i64, tokio::task::JoinHandle<()>) {
+        let id = approved(&worker.store).await;
+        let jobs = worker.claim_deploys(1).await;
+        assert_eq!(jobs.len(), 1);
+        let running = tokio::spawn({
+            let (worker, job) = (worker.clone(), jobs[0].clone());
+            async move { worker.run_deploy_job(job, stopping).await }
+        });
+        tokio::time::timeout(Duration::from_secs(10), started.notified())
+            .await
+            .expect("the backend call started");
+        (id, running)
+    }
+
     async fn approved(store: &Store) -> i64 {
         let version: Version = "1.0.0".parse().expect("version");
         let who = Identity::new("api", "ci");
@@ -931,16 +951,8 @@ name = "api"
         let dir = tempfile::tempdir().expect("temp dir");
         let backend = Arc::new(Remote::default());
         let worker = Arc::new(deploy_worker(dir.path(), backend.clone()).await);
-        let id = approved(&worker.store).await;
-        let jobs = worker.claim_deploys(1).await;
         let stopping = stops();
-        let running = tokio::spawn({
-            let (worker, job, stopping) = (worker.clone(), jobs[0].clone(), stopping.clone());
-            async move { worker.run_deploy_job(job, stopping).await }
-        });
-        tokio::time::timeout(Duration::from_secs(10), backend.started.notified())
-            .await
-            .expect("the remote call started");
+        let (id, running) = run_first_job(&worker, &backend.started, stopping.clone()).await;
         let limit = Instant::now() + Duration::from_secs(10);
         let row = loop {
             let row = worker
@@ -1011,17 +1023,7 @@ name = "api"
         let dir = tempfile::tempdir().expect("temp dir");
         let backend = Arc::new(Stubborn::default());
         let worker = Arc::new(deploy_worker(dir.path(), backend.clone()).await);
-        let id = approved(&worker.store).await;
-        let jobs = worker.claim_deploys(1).await;
-        assert_eq!(jobs.len(), 1);
-        let running = tokio::spawn({
-            let worker = worker.clone();
-            let job = jobs[0].clone();
-            async move { worker.run_deploy_job(job, stops()).await }
-        });
-        tokio::time::timeout(Duration::from_secs(10), backend.started.notified())
-            .await
-            .expect("the deploy started");
+        let (id, running) = run_first_job(&worker, &backend.started, stops()).await;
         let limit = Instant::now() + Duration::from_secs(10);
         while worker.store.deploy_log(id).await.expect("log") != ["early"] {
             assert!(Instant::now() < limit, "the early line was never stored");

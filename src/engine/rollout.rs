@@ -183,6 +183,7 @@ impl Rollout<'_> {
             step,
             ..self.request.clone()
         };
+        // `run_call` gives the call the reporter whose reports it stores.
         let mut call = DeployCall::new(request, Reporter::discard(), self.worker.time.real_now());
         call.detach = self.stops.cancel.child_token();
         call

@@ -310,6 +310,15 @@ impl TestBot {
         }
     }
 
+    /// A bot on SQLite whose config is the harness's plus `extra` (services, tables).
+    pub async fn with_config(extra: &str) -> TestBot {
+        TestBot::builder()
+            .config(extra)
+            .start()
+            .await
+            .expect("sqlite")
+    }
+
     pub async fn start() -> TestBot {
         Self::builder()
             .start()
@@ -366,6 +375,24 @@ impl TestBot {
             body["environment"] = json!(env);
         }
         self.post("/api/v1/promotions", token, body).await
+    }
+
+    /// Promotes as CI and returns the new promotion's id (the API must answer 202).
+    pub async fn promote_id(&self, service: &str, version: &str, environment: Option<&str>) -> i64 {
+        let (status, body) = self.promote(CI_TOKEN, service, version, environment).await;
+        assert_eq!(status, 202, "{body}");
+        body["id"].as_i64().expect("id")
+    }
+
+    /// Waits until promotion `id` failed and returns its reason.
+    pub async fn failure_reason(&self, id: i64) -> String {
+        let failed = self.wait_for_state(id, "failed").await;
+        failed["reason"].as_str().expect("reason").to_string()
+    }
+
+    /// The promotion's stored deploy output.
+    pub async fn deploy_log(&self, id: i64) -> Vec<String> {
+        self.store.deploy_log(id).await.expect("deploy log")
     }
 
     /// `POST /api/v1/promotions/{id}/{action}` (approve, cancel, retry, …) with an empty body.
