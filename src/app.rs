@@ -19,7 +19,7 @@ use crate::deploy::Backend;
 use crate::engine::{Backends, ChatPort, Engine, EngineParts, Time};
 use crate::engine::{Clock, SystemClock};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use crate::store::{ServeLock, Store, StoreError};
 use crate::verify::{self, LiveProber, Prober};
 
 /// A bot ready to run: the engine and the chat adapters that feed it.
@@ -172,6 +172,12 @@ pub async fn check_backends(config: &Config) -> Vec<BackendCheck> {
     checks
 }
 
+/// Makes this process the only `serve` of a SQLite file (the lock lasts as long as the value);
+/// PostgreSQL takes any number of replicas. Taken before anything is read or written.
+pub fn lock_database(database_url: &str) -> Result<Option<ServeLock>, StoreError> {
+    crate::store::lock_for_serving(database_url, &crate::deploy::process::host_name())
+}
+
 /// Connects to the database, applies migrations, and builds the engine and chat adapters.
 /// `backends` replaces the configured ones (benchmarks).
 pub async fn build(
@@ -239,35 +245,28 @@ pub async fn run(
     }
     let grace = engine.config().server.shutdown_grace;
     let workers = tokio::spawn(engine.clone().run_workers(shutdown.clone(), grace));
-    let socket_mode = bot
-        .slack
-        .clone()
-        .filter(|slack| slack.config.app_token.is_some())
-        .map(|slack| {
-            tokio::spawn(slack::socket_mode::run(
-                engine.clone(),
-                slack,
-                shutdown.clone(),
-            ))
-        });
-    let gateway = bot
-        .discord
-        .clone()
-        .map(|inbound| tokio::spawn(discord::gateway::run(inbound, shutdown.clone())));
+    let cluster = engine.cluster().clone();
+    let heartbeat = tokio::spawn(cluster.clone().run_heartbeat(shutdown.clone()));
+    let wakeups = tokio::spawn(cluster.run_wakeups(shutdown.clone()));
+    let connections = tokio::spawn(run_platform_connections(
+        engine.clone(),
+        bot.slack.clone(),
+        bot.discord.clone(),
+        shutdown.clone(),
+    ));
     let router = crate::http::router(engine.clone(), bot.chat_routes());
     let stop = shutdown.clone();
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;
     shutdown.cancel();
-    if let Some(socket_mode) = socket_mode {
-        if socket_mode.await.is_err() {
-            tracing::error!("Slack Socket Mode stopped abnormally");
-        }
-    }
-    if let Some(gateway) = gateway {
-        if gateway.await.is_err() {
-            tracing::error!("the Discord gateway task stopped abnormally");
+    for (task, name) in [
+        (connections, "the chat platform connections"),
+        (heartbeat, "the replica heartbeat"),
+        (wakeups, "the job listener"),
+    ] {
+        if task.await.is_err() {
+            tracing::error!("{name} stopped abnormally");
         }
     }
     if workers.await.is_err() {
@@ -275,4 +274,53 @@ pub async fn run(
     }
     engine.close().await;
     served
+}
+
+/// The connections a platform keeps open to the bot — the Discord gateway and Slack Socket
+/// Mode — run on one replica at a time: the holder of the gateway lock (SPEC §8). A replica
+/// waits for its turn, runs them while it holds the lock, and closes them the moment it is lost.
+async fn run_platform_connections(
+    engine: Engine,
+    slack: Option<Arc<Slack>>,
+    discord: Option<Arc<discord::inbound::Inbound>>,
+    shutdown: CancellationToken,
+) {
+    let slack = slack.filter(|slack| slack.config.app_token.is_some());
+    if slack.is_none() && discord.is_none() {
+        return;
+    }
+    while let Some(turn) = engine.cluster().gateway_turn(&shutdown).await {
+        let stop = shutdown.child_token();
+        let socket_mode = slack
+            .clone()
+            .map(|slack| slack::socket_mode::run(engine.clone(), slack, &turn, stop.clone()));
+        let gateway = discord
+            .clone()
+            .map(|inbound| discord::gateway::run(inbound, &turn, stop.clone()));
+        let lost = async {
+            turn.lost().await;
+            stop.cancel();
+        };
+        tokio::join!(
+            async {
+                if let Some(socket_mode) = socket_mode {
+                    socket_mode.await;
+                }
+            },
+            async {
+                if let Some(gateway) = gateway {
+                    gateway.await;
+                }
+            },
+            async {
+                tokio::select! {
+                    () = lost => {}
+                    () = stop.cancelled() => {}
+                }
+            },
+        );
+        if shutdown.is_cancelled() {
+            return;
+        }
+    }
 }

@@ -216,6 +216,8 @@ async fn register_discord_commands(config: &Config) -> anyhow::Result<String> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.server.listen;
+    // Held until the process ends: a second `serve` on the same SQLite file refuses to start.
+    let _serving = shipmate::app::lock_database(&config.database_url)?;
     let bot = shipmate::app::build(config, Time::system(), None).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

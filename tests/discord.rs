@@ -304,6 +304,42 @@ async fn removing_an_approve_reaction_withdraws_the_approval() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// A gateway event carries no delivery id; a resumed or handed-over session may repeat one. The
+/// repeat of an add is dropped as a duplicate, while adding again after a removal counts again.
+async fn a_repeated_reaction_event_takes_effect_once_and_a_readd_counts_again() {
+    let bot = discord_bot().await;
+    let fake = bot.fake_discord();
+    let (id, card) = awaiting_production(&bot).await;
+    let roles = [DISCORD_LEADS_ROLE];
+    let add = fake.reaction_add(DISCORD_LEAD2, &roles, CHANNEL_ID, GUILD_ID, card.id, "✔️");
+    let remove = fake.reaction_remove(DISCORD_LEAD2, CHANNEL_ID, GUILD_ID, card.id, "✔️");
+    let approvals = || async {
+        bot.promotion(id).await["approvals"]
+            .as_array()
+            .map(Vec::len)
+    };
+
+    fake.dispatch("MESSAGE_REACTION_ADD", add.clone()).await;
+    fake.dispatch("MESSAGE_REACTION_ADD", add.clone()).await;
+    until_reactions_handled(&bot, 2).await;
+    assert_eq!(approvals().await, Some(1));
+    assert_eq!(reaction_outcomes(&bot, "duplicate").await, 1);
+
+    fake.dispatch("MESSAGE_REACTION_REMOVE", remove).await;
+    until_reactions_handled(&bot, 3).await;
+    assert_eq!(
+        approvals().await,
+        Some(0),
+        "the removal withdrew the approval"
+    );
+
+    fake.dispatch("MESSAGE_REACTION_ADD", add).await;
+    until_reactions_handled(&bot, 4).await;
+    assert_eq!(approvals().await, Some(1), "adding again approves again");
+    assert_eq!(reaction_outcomes(&bot, "duplicate").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_help_and_status_are_ephemeral() {
     let bot = discord_bot().await;
     let text = promote_as_dev(&bot, "nope", "1.0.0").await;
@@ -565,6 +601,12 @@ async fn a_hung_interaction_callback_does_not_hold_the_handler() {
 
 /// How many reactions the bot has handled (`shipmate_chat_events_total`, any outcome).
 async fn reactions_handled(bot: &TestBot) -> u64 {
+    reaction_outcomes(bot, "").await
+}
+
+/// How many reactions ended in `outcome` (every outcome: "").
+async fn reaction_outcomes(bot: &TestBot, outcome: &str) -> u64 {
+    let outcome = format!(r#"outcome="{outcome}"#);
     let (_, metrics) = bot
         .request(reqwest::Method::GET, "/metrics", None, None)
         .await;
@@ -576,6 +618,7 @@ async fn reactions_handled(bot: &TestBot) -> u64 {
             line.starts_with("shipmate_chat_events_total{")
                 && line.contains(r#"platform="discord""#)
                 && line.contains(r#"kind="reaction""#)
+                && line.contains(&outcome)
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()

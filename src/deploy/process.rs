@@ -34,18 +34,24 @@ pub struct LocalGroup {
 pub fn host_identity() -> String {
     static HOST: OnceLock<String> = OnceLock::new();
     HOST.get_or_init(|| {
-        let read = |path: &str| {
-            std::fs::read_to_string(path)
-                .map(|text| text.trim().to_string())
-                .unwrap_or_else(|_| "unknown".to_string())
-        };
         format!(
             "{}/{}",
-            read("/proc/sys/kernel/hostname"),
-            read("/proc/sys/kernel/random/boot_id")
+            host_name(),
+            kernel_value("/proc/sys/kernel/random/boot_id")
         )
     })
     .clone()
+}
+
+/// This machine's host name, as people know it.
+pub fn host_name() -> String {
+    kernel_value("/proc/sys/kernel/hostname")
+}
+
+fn kernel_value(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|text| text.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
 }
 
 /// (process group, start time) of a live, non-zombie process; `None` when there is none.

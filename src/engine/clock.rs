@@ -3,9 +3,16 @@
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
 
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
+
+    /// Rung when the clock jumps (a manual clock moved by a test): whoever sleeps until a time
+    /// on this clock must look again. A clock that only runs never jumps.
+    fn jumped(&self) -> Option<Arc<Notify>> {
+        None
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -21,12 +28,14 @@ impl Clock for SystemClock {
 #[derive(Debug)]
 pub struct ManualClock {
     now: Mutex<DateTime<Utc>>,
+    jumped: Arc<Notify>,
 }
 
 impl ManualClock {
     pub fn new(start: DateTime<Utc>) -> Self {
         ManualClock {
             now: Mutex::new(start),
+            jumped: Arc::default(),
         }
     }
 
@@ -37,6 +46,7 @@ impl ManualClock {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         *now += by;
+        self.jumped.notify_one();
     }
 
     pub fn set(&self, to: DateTime<Utc>) {
@@ -44,6 +54,7 @@ impl ManualClock {
             .now
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = to;
+        self.jumped.notify_one();
     }
 }
 
@@ -53,6 +64,10 @@ impl Clock for ManualClock {
             .now
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn jumped(&self) -> Option<Arc<Notify>> {
+        Some(self.jumped.clone())
     }
 }
 
@@ -95,5 +110,13 @@ impl Time {
     /// Real time, for leases, job due times and platform pacing.
     pub fn real_now(&self) -> DateTime<Utc> {
         self.real.now()
+    }
+
+    /// Resolves when the real clock jumps (never, on the system clock).
+    pub async fn real_clock_jumped(&self) {
+        match self.real.jumped() {
+            Some(jumped) => jumped.notified().await,
+            None => std::future::pending().await,
+        }
     }
 }

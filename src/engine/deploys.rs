@@ -27,13 +27,15 @@ use tokio::sync::Notify;
 
 /// A deploy job is ours for this long, renewed by heartbeats. Leases are measured on the
 /// database's clock (the one all replicas share); they are about processes being alive, whatever
-/// the rules clock says.
-const LEASE: Duration = Duration::from_secs(60);
+/// the rules clock says. A replica that dies frees its deploys after this long (SPEC §8):
+/// short enough to take a remote deploy over promptly, three heartbeats long so one slow
+/// renewal does not lose it.
+const LEASE: Duration = Duration::from_secs(30);
 /// Unit tests renew often so a lost lease shows within a test's patience.
 pub(super) const HEARTBEAT: Duration = if cfg!(test) {
     Duration::from_millis(100)
 } else {
-    Duration::from_secs(20)
+    Duration::from_secs(10)
 };
 pub(super) const MAX_CONCURRENT_DEPLOYS: usize = 16;
 const LOG_BATCH: usize = 100;

@@ -48,10 +48,6 @@ impl Ledger {
         self.jobs_ready.notify_one();
     }
 
-    pub fn jobs_ready(&self) -> &Notify {
-        &self.jobs_ready
-    }
-
     /// Moves `promotion` through `event` inside `tx`, with its audit event. The stored row must
     /// still be in the state we read (a replica or worker may have moved it).
     pub async fn apply(

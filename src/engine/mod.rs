@@ -18,6 +18,7 @@ mod calendar;
 pub mod card;
 pub mod chat;
 pub mod clock;
+pub mod cluster;
 mod commands;
 mod controls;
 mod deploys;
@@ -52,6 +53,7 @@ use crate::verify::Prober;
 pub use crate::domain::approval::ReactionVote;
 pub use chat::{ChatError, ChatOrigin, ChatPlatform, ChatPort};
 pub use clock::{Clock, ManualClock, SystemClock, Time};
+pub use cluster::{Cluster, ClusterView, GatewayTurn, ReplicaView};
 pub use error::{EngineError, ErrorKind};
 pub use reply::{EnvironmentStatus, Reply, ServiceStatus};
 pub use request::{Delivery, Request, RequestKind};
@@ -125,6 +127,7 @@ struct Parts {
     commands: Arc<Commands>,
     deliveries: Deliveries,
     workers: worker::Workers,
+    cluster: cluster::Cluster,
     /// For building the commands of a request that records its delivery.
     shared: Shared,
 }
@@ -206,8 +209,8 @@ impl Shared {
         commands: Arc<Commands>,
         backends: Backends,
         chats: HashMap<ChatPlatform, Arc<dyn ChatPort>>,
+        worker_id: String,
     ) -> worker::Workers {
-        let worker_id = format!("worker-{}", uuid::Uuid::new_v4());
         worker::Workers {
             deploys: Arc::new(deploys::DeployWorker {
                 store: self.store.clone(),
@@ -240,7 +243,6 @@ impl Shared {
                 since: Mutex::new(None),
             },
             commands,
-            ledger: self.ledger.clone(),
             last_prune: Mutex::new(None),
         }
     }
@@ -261,7 +263,8 @@ impl Engine {
             .map(|chat| (chat.platform(), chat))
             .collect();
         let platforms: Arc<HashSet<ChatPlatform>> = Arc::new(chats.keys().copied().collect());
-        let jobs_ready = Arc::new(Notify::new());
+        let jobs_ready = store.jobs_ready();
+        let replica = Arc::new(cluster::Replica::new(time.real_now()));
         let shared = Shared {
             ledger: ledger::Ledger::new(
                 store.clone(),
@@ -280,7 +283,7 @@ impl Engine {
             metrics,
         };
         let commands = Arc::new(shared.commands());
-        let workers = shared.workers(commands.clone(), backends, chats);
+        let workers = shared.workers(commands.clone(), backends, chats, replica.id.clone());
         Engine {
             inner: Arc::new(Parts {
                 deliveries: Deliveries::new(
@@ -294,6 +297,7 @@ impl Engine {
                 time: shared.time.clone(),
                 commands,
                 workers,
+                cluster: cluster::Cluster::new(shared.store.clone(), replica),
                 shared,
             }),
         }
@@ -327,7 +331,11 @@ impl Engine {
                 deliveries.count(platform, label, outcome);
             }
         };
-        let mark = match &request.delivery {
+        let delivery = match &request.delivery {
+            Some(delivery) => Some(deliveries.resolve(delivery).await?),
+            None => None,
+        };
+        let mark = match &delivery {
             Some(delivery) if deliveries.seen(delivery).await? => {
                 count("duplicate");
                 return Ok(Reply::Duplicate);
@@ -502,6 +510,16 @@ impl Engine {
     /// Runs the workers until `shutdown`; then lets running deploys finish for `grace`.
     pub async fn run_workers(self, shutdown: CancellationToken, grace: Duration) {
         self.inner.workers.run(shutdown, grace).await
+    }
+
+    /// This replica's part among several (SPEC §8): heartbeat, gateway lock, wake-ups.
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
+    }
+
+    /// `GET /api/v1/cluster`: the replicas seen lately.
+    pub async fn cluster_view(&self) -> Result<ClusterView, EngineError> {
+        self.inner.cluster.view().await
     }
 
     /// Closes the database connections (after the workers stopped).

@@ -28,9 +28,14 @@ pub struct Request {
 /// `trigger_id`, Discord interaction id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
-    /// Where the id comes from: `slack:event`, `slack:interaction`, `discord:interaction`.
+    /// Where the id comes from: `slack:event`, `slack:interaction`, `discord:interaction`,
+    /// `discord:reaction`.
     pub source: &'static str,
     pub id: String,
+    /// For a reaction (which carries no delivery id): whether it was added or removed. Its id
+    /// (message, user, emoji) is then numbered by how often the opposite happened before, so a
+    /// repeat of the same add (or remove) is caught and adding again after a removal is new.
+    pub added: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +92,17 @@ impl Request {
         self.delivery = Some(Delivery {
             source,
             id: id.into(),
+            added: None,
+        });
+        self
+    }
+
+    /// A reaction `key` (message, user and emoji) added or removed: see [`Delivery::added`].
+    pub fn reacted(mut self, source: &'static str, key: impl Into<String>, added: bool) -> Self {
+        self.delivery = Some(Delivery {
+            source,
+            id: key.into(),
+            added: Some(added),
         });
         self
     }
@@ -107,6 +123,28 @@ impl Deliveries {
             time,
             metrics,
         }
+    }
+
+    /// The delivery with its final id: a reaction's is `<key>:add:<n>` or `<key>:remove:<n>`,
+    /// `n` the number of opposite moves recorded for the key.
+    pub async fn resolve(&self, delivery: &Delivery) -> Result<Delivery, EngineError> {
+        let Some(added) = delivery.added else {
+            return Ok(delivery.clone());
+        };
+        let (this, opposite) = if added {
+            ("add", "remove")
+        } else {
+            ("remove", "add")
+        };
+        let before = self
+            .store
+            .count_inbound_prefixed(delivery.source, &format!("{}:{opposite}:", delivery.id))
+            .await?;
+        Ok(Delivery {
+            source: delivery.source,
+            id: format!("{}:{this}:{before}", delivery.id),
+            added: None,
+        })
     }
 
     /// Whether a delivery took effect before. A database error is an error, not "seen": the

@@ -1,7 +1,8 @@
-//! The worker loop: wakes when a transaction leaves a job (or every [`POLL`] as a safety net),
-//! runs housekeeping (scheduler tick, approval expiry, orphaned deploys), starts claimed deploys
-//! and sends due cards and announcements; on shutdown lets running deploys finish for the grace
-//! period.
+//! The worker loop: wakes when a job becomes claimable — a commit of this process, a `NOTIFY`
+//! from another replica, or the due time of the earliest waiting job — and otherwise only every
+//! [`SAFETY_NET`]; runs housekeeping (scheduler tick, approval expiry, orphaned deploys) every
+//! [`HOUSEKEEPING_EVERY`]; starts claimed deploys and sends due cards and announcements; on
+//! shutdown lets running deploys finish for the grace period.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,17 +14,23 @@ use tokio_util::sync::CancellationToken;
 
 use super::commands::Commands;
 use super::deploys::{DeployWorker, MAX_CONCURRENT_DEPLOYS};
-use super::ledger::Ledger;
 use super::outbox::Outbox;
 use super::rollout::Stops;
 use super::scheduler::Scheduler;
+use crate::store::JobKind;
 
 /// Platform delivery ids and fired occurrences are kept this long: far past any platform retry
 /// and the scheduler's five-minute look-back.
 const RECORD_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Sweeps and claims also run this often when nothing wakes the workers.
-const POLL: Duration = Duration::from_millis(500);
+/// Time-driven sweeps (the scheduler's tick, approval expiry, orphaned deploys) run this often.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(500);
+/// Claims also run this often when nothing woke the workers: a lost notification (or a lease
+/// that ran out on a dead replica) costs at most this long.
+const SAFETY_NET: Duration = Duration::from_secs(5);
+/// A job due now that the last claim left (every slot busy, a platform pausing for its rate
+/// limit) is looked at again after this long, not in a busy loop.
+const RECHECK_DUE: Duration = Duration::from_millis(250);
 const MAX_CONCURRENT_SENDS: usize = 16;
 
 pub(super) struct Workers {
@@ -32,7 +39,6 @@ pub(super) struct Workers {
     pub scheduler: Scheduler,
     /// For the approval expiry sweep.
     pub commands: Arc<Commands>,
-    pub ledger: Ledger,
     /// When old records were last pruned (through the deploy worker's store and clock).
     pub last_prune: Mutex<Option<DateTime<Utc>>>,
 }
@@ -44,37 +50,81 @@ impl Workers {
         let abort_deploys = CancellationToken::new();
         let mut running = JoinSet::new();
         let mut sends = JoinSet::new();
-        let mut last_housekeeping: Option<Instant> = None;
+        let jobs_ready = self.deploys.store.jobs_ready();
+        let kinds = self.claimed_kinds();
+        let mut next_housekeeping = Instant::now();
+        let mut claim = true;
         loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = self.ledger.jobs_ready().notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
-                Some(_) = running.join_next(), if !running.is_empty() => {}
-                Some(_) = sends.join_next(), if !sends.is_empty() => {}
-            }
             while running.try_join_next().is_some() {}
             while sends.try_join_next().is_some() {}
-            // Sweeps are cheap but not free: once per poll interval, however often we wake.
-            if last_housekeeping.is_none_or(|at| at.elapsed() >= POLL) {
+            if Instant::now() >= next_housekeeping {
                 self.housekeeping().await;
-                last_housekeeping = Some(Instant::now());
+                next_housekeeping = Instant::now() + HOUSEKEEPING_EVERY;
             }
-            let capacity = MAX_CONCURRENT_DEPLOYS.saturating_sub(running.len());
-            for job in self.deploys.claim_deploys(capacity).await {
-                let deploys = self.deploys.clone();
-                let stops = Stops {
-                    shutdown: shutdown.clone(),
-                    cancel: abort_deploys.child_token(),
-                };
-                running.spawn(async move { deploys.run_deploy_job(job, stops).await });
+            if claim {
+                self.start_deploys(&mut running, &shutdown, &abort_deploys)
+                    .await;
+                self.send_cards(&mut sends).await;
+                self.send_announcements(&mut sends).await;
             }
-            self.send_cards(&mut sends).await;
-            self.send_announcements(&mut sends).await;
+            let claim_wait = self.until_next_due(&kinds).await;
+            claim = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = jobs_ready.notified() => true,
+                _ = self.deploys.time.real_clock_jumped() => true,
+                _ = tokio::time::sleep(claim_wait) => true,
+                _ = tokio::time::sleep_until(next_housekeeping.into()) => false,
+                Some(_) = running.join_next(), if !running.is_empty() => true,
+                Some(_) = sends.join_next(), if !sends.is_empty() => true,
+            };
         }
         // Sends in flight finish (they take well under a second); pending ones wait in the outbox.
         while sends.join_next().await.is_some() {}
         drain(running, grace, abort_deploys).await;
+    }
+
+    /// The kinds of job this process works on.
+    fn claimed_kinds(&self) -> Vec<JobKind> {
+        let mut kinds = vec![JobKind::Deploy];
+        for port in self.outbox.chat_ports() {
+            kinds.push(JobKind::Card(port.platform()));
+            kinds.push(JobKind::Announce(port.platform()));
+        }
+        kinds
+    }
+
+    /// How long until the earliest waiting job is due, between [`RECHECK_DUE`] and
+    /// [`SAFETY_NET`].
+    async fn until_next_due(&self, kinds: &[JobKind]) -> Duration {
+        match self.deploys.store.next_job_due(kinds).await {
+            Ok(Some(due)) => (due - self.deploys.time.real_now())
+                .to_std()
+                .unwrap_or_default()
+                .clamp(RECHECK_DUE, SAFETY_NET),
+            Ok(None) => SAFETY_NET,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read when the next job is due");
+                HOUSEKEEPING_EVERY
+            }
+        }
+    }
+
+    /// Claims deploy jobs up to the free slots and starts them.
+    async fn start_deploys(
+        &self,
+        running: &mut JoinSet<()>,
+        shutdown: &CancellationToken,
+        abort_deploys: &CancellationToken,
+    ) {
+        let capacity = MAX_CONCURRENT_DEPLOYS.saturating_sub(running.len());
+        for job in self.deploys.claim_deploys(capacity).await {
+            let deploys = self.deploys.clone();
+            let stops = Stops {
+                shutdown: shutdown.clone(),
+                cancel: abort_deploys.child_token(),
+            };
+            running.spawn(async move { deploys.run_deploy_job(job, stops).await });
+        }
     }
 
     /// Claims due card jobs for every chat platform and sends them concurrently.

@@ -14,7 +14,7 @@ use crate::domain::promotion::Promotion;
 use crate::domain::release::Release;
 use crate::domain::version::{Version, VersionSpec};
 use crate::engine::{
-    EnvironmentStatus, PromotionDetail, PromotionView, Reply, Request, ServiceStatus,
+    ClusterView, EnvironmentStatus, PromotionDetail, PromotionView, Reply, Request, ServiceStatus,
 };
 
 use super::auth::ApiActor;
@@ -549,6 +549,14 @@ pub async fn services(
         StatusCode::OK,
         Json(status.into_iter().map(ServiceJson::from).collect()),
     ))
+}
+
+/// `GET /api/v1/cluster`: the replicas seen in the last 15 s (SPEC §8), oldest first.
+pub async fn cluster(
+    State(state): State<AppState>,
+    ApiActor(_): ApiActor,
+) -> ApiResult<ClusterView> {
+    Ok((StatusCode::OK, Json(state.engine.cluster_view().await?)))
 }
 
 pub async fn history(

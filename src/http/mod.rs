@@ -47,6 +47,7 @@ pub fn router(engine: Engine, chat: Router) -> Router {
         .route("/services", get(api::services))
         .route("/services/{name}/history", get(api::history))
         .route("/commands", post(api::command))
+        .route("/cluster", get(api::cluster))
         .fallback(api_not_found);
     Router::new()
         .nest("/api/v1", api)

@@ -4,6 +4,7 @@
 //! sqlx's `Any` driver; the few dialect differences are in [`Dialect`]. Writes go through [`Tx`]:
 //! one transaction per state change, carrying the audit event and the outbox jobs it owes.
 
+mod cluster;
 mod delivery;
 mod queries;
 pub mod records;
@@ -18,6 +19,7 @@ use chrono::{DateTime, Utc};
 use sqlx::any::{AnyPoolOptions, AnyQueryResult};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Executor, Transaction};
+use tokio::sync::Notify;
 
 use crate::domain::approval::Approval;
 use crate::domain::audit::{AuditEvent, AuditKind};
@@ -27,6 +29,9 @@ use crate::domain::promotion::{Promotion, PromotionState};
 use crate::domain::release::Release;
 use crate::domain::version::Version;
 
+pub use cluster::{
+    lock_for_serving, GatewayLock, JobWakeups, ReplicaBeat, ReplicaRecord, ServeLock, Wakeup,
+};
 pub use delivery::DeliveryMark;
 pub use queries::{
     active_states_sql, ChatCardRecord, ClaimedJob, JobKind, JobLease, NewPromotion, NewRelease,
@@ -56,6 +61,9 @@ pub enum StoreError {
     /// out): the write was refused, and the holder must stop working on the job.
     #[error("the job's lease was lost (another worker may hold it now); nothing was written")]
     LeaseLost,
+    /// Another process serves this SQLite file (or its lock file could not be used).
+    #[error("{0}")]
+    Locked(String),
 }
 
 /// The few places where SQLite and PostgreSQL need different SQL; nobody outside the store sees it.
@@ -103,6 +111,11 @@ pub struct Store {
     status_cache: Option<Arc<status_cache::StatusCache>>,
     /// The platform delivery the transactions of this handle record at commit (see `delivery`).
     delivery: Option<DeliveryMark>,
+    /// PostgreSQL only: for the dedicated connections of the gateway lock and the listener.
+    postgres_url: Option<cluster::PostgresUrl>,
+    /// Rung after every write that leaves a job claimable, so this process's workers start it
+    /// at once (other replicas hear of it through `LISTEN`, see [`Store::job_wakeups`]).
+    jobs_ready: Arc<Notify>,
 }
 
 impl Store {
@@ -123,6 +136,8 @@ impl Store {
                 dialect: Dialect::Postgres,
                 status_cache: None,
                 delivery: None,
+                postgres_url: Some(cluster::PostgresUrl(url.to_string())),
+                jobs_ready: Arc::default(),
             })
         }
     }
@@ -164,6 +179,8 @@ impl Store {
             dialect: Dialect::Sqlite,
             status_cache: Some(Arc::default()),
             delivery: None,
+            postgres_url: None,
+            jobs_ready: Arc::default(),
         })
     }
 
@@ -213,7 +230,28 @@ impl Store {
             dialect: self.dialect,
             status_cache: self.status_cache.clone(),
             delivery: self.delivery.clone(),
+            jobs_ready: self.jobs_ready.clone(),
+            owes_wakeup: false,
         })
+    }
+
+    /// Rung whenever a write of this process leaves a job claimable.
+    pub fn jobs_ready(&self) -> Arc<Notify> {
+        self.jobs_ready.clone()
+    }
+
+    fn wake_job_workers(&self) {
+        self.jobs_ready.notify_one();
+    }
+
+    /// When the earliest unclaimed job of `kinds` is due (due times are the bot's real clock):
+    /// the workers sleep until then unless something wakes them first.
+    pub async fn next_job_due(
+        &self,
+        kinds: &[JobKind],
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let names: Vec<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
+        queries::next_job_due(&self.read, &names).await
     }
 
     /// This store, with every transaction it begins recording `mark` when it commits (the first
@@ -238,6 +276,23 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// How many deliveries of `source` whose id starts with `prefix` were recorded.
+    pub async fn count_inbound_prefixed(
+        &self,
+        source: &str,
+        prefix: &str,
+    ) -> Result<i64, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM inbound_events \
+             WHERE source = $1 AND substr(event_id, 1, length($2)) = $2",
+        )
+        .bind(source)
+        .bind(prefix)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(count)
     }
 
     /// Whether a delivery was recorded before.
@@ -389,6 +444,7 @@ impl Store {
         .bind(lease.attempt)
         .execute(&self.write)
         .await?;
+        self.wake_job_workers();
         Ok(())
     }
 
@@ -456,7 +512,9 @@ impl Store {
         promotion_id: i64,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        queries::touch_cards(&self.write, promotion_id, now).await
+        queries::touch_cards(&self.write, promotion_id, now).await?;
+        self.wake_job_workers();
+        Ok(())
     }
 
     pub async fn chat_card(
@@ -511,6 +569,7 @@ impl Store {
         let mut tx = self.write.begin().await?;
         queries::finish_card_job(&mut tx, job_id, next).await?;
         tx.commit().await?;
+        self.wake_job_workers();
         Ok(())
     }
 
@@ -520,7 +579,10 @@ impl Store {
         run_at: DateTime<Utc>,
         error: &str,
     ) -> Result<(), StoreError> {
-        queries::retry_job(&self.write, job_id, run_at, Some(error)).await
+        queries::retry_job(&self.write, job_id, run_at, Some(error)).await?;
+        // The workers may be sleeping until a later due time.
+        self.wake_job_workers();
+        Ok(())
     }
 
     /// Records an inbound platform event; `false` when it was seen before (a retry).
@@ -540,6 +602,9 @@ pub struct Tx {
     dialect: Dialect,
     status_cache: Option<Arc<status_cache::StatusCache>>,
     delivery: Option<DeliveryMark>,
+    jobs_ready: Arc<Notify>,
+    /// A job was written: the workers are woken once this commits.
+    owes_wakeup: bool,
 }
 
 impl Tx {
@@ -569,6 +634,9 @@ impl Tx {
         }
         if let Some(cache) = &self.status_cache {
             cache.invalidate();
+        }
+        if self.owes_wakeup {
+            self.jobs_ready.notify_one();
         }
         Ok(())
     }
@@ -710,6 +778,7 @@ impl Tx {
         promotion_id: i64,
         run_at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        self.owes_wakeup = true;
         queries::enqueue_deploy(&mut *self.tx, promotion_id, run_at).await
     }
 
@@ -736,6 +805,7 @@ impl Tx {
         promotion_id: i64,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.owes_wakeup = true;
         queries::touch_cards(&mut *self.tx, promotion_id, now).await
     }
 

@@ -16,7 +16,8 @@ use crate::domain::release::Release;
 use crate::domain::version::Version;
 
 use super::records::{
-    millis, ApprovalRow, AuditRow, PromotionRow, ReleaseRow, PROMOTION_COLUMNS, PROMOTION_FIELDS,
+    millis, time, ApprovalRow, AuditRow, PromotionRow, ReleaseRow, PROMOTION_COLUMNS,
+    PROMOTION_FIELDS,
 };
 use super::StoreError;
 
@@ -454,6 +455,27 @@ pub async fn enqueue_deploy<'e, E: Executor<'e, Database = Any>>(
     .execute(db)
     .await?;
     Ok(result.rows_affected() == 1)
+}
+
+/// The due time of the earliest unclaimed job among `kinds` (the kinds this process works on:
+/// a job no worker here claims must not keep its workers awake).
+pub async fn next_job_due<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    kinds: &[&str],
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    if kinds.is_empty() {
+        return Ok(None);
+    }
+    let placeholders: Vec<String> = (1..=kinds.len()).map(|n| format!("${n}")).collect();
+    let sql = format!(
+        "SELECT MIN(run_at) FROM jobs WHERE lease_owner IS NULL AND kind IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query_scalar::<_, Option<i64>>(&sql);
+    for kind in kinds {
+        query = query.bind(*kind);
+    }
+    query.fetch_one(db).await?.map(time).transpose()
 }
 
 pub async fn delete_jobs<'e, E: Executor<'e, Database = Any>>(

@@ -273,6 +273,7 @@ impl Tx {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let payload = serde_json::json!({"channel": channel, "text": text}).to_string();
+        self.owes_wakeup = true;
         sqlx::query("INSERT INTO jobs (kind, payload, run_at, created_at) VALUES ($1, $2, $3, $3)")
             .bind(JobKind::Announce(platform).as_str())
             .bind(payload)

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::inbound::Inbound;
 use super::{build_http, commands};
+use crate::engine::GatewayTurn;
 
 const MAX_RESTART_DELAY: Duration = Duration::from_secs(60);
 
@@ -47,8 +48,10 @@ impl EventHandler for Handler {
     }
 }
 
-/// Registers `/release`, then keeps a gateway session up until `shutdown`.
-pub async fn run(inbound: Arc<Inbound>, shutdown: CancellationToken) {
+/// Registers `/release`, then keeps a gateway session up until `shutdown`. Only the replica
+/// holding the gateway lock may: `turn` is the proof (the caller fires `shutdown` when the turn
+/// is lost, and a lost turn opens no new session).
+pub async fn run(inbound: Arc<Inbound>, turn: &GatewayTurn, shutdown: CancellationToken) {
     let config = inbound.discord().config.clone();
     match commands::register(inbound.discord().http(), config.guild_id).await {
         Ok(()) => tracing::info!(guild = ?config.guild_id, "registered the /release command"),
@@ -58,7 +61,7 @@ pub async fn run(inbound: Arc<Inbound>, shutdown: CancellationToken) {
     }
     let handler = Arc::new(Handler { inbound });
     let mut delay = Duration::from_secs(1);
-    while !shutdown.is_cancelled() {
+    while !shutdown.is_cancelled() && !turn.is_lost() {
         let http = match build_http(&config) {
             Ok(http) => http,
             Err(e) => {

@@ -34,6 +34,8 @@ use crate::engine::{ChatOrigin, ChatPlatform, Engine, ReactionVote, Reply, Reque
 const DEFER_AFTER: Duration = Duration::from_millis(1500);
 /// Signed requests older (or newer) than this are refused, like Slack's 5 minutes.
 const MAX_SIGNATURE_AGE_SECS: i64 = 300;
+/// The delivery source of reactions (see [`Request::reacted`]).
+const REACTION_SOURCE: &str = "discord:reaction";
 /// Longest any one answer to Discord (a callback, an edit of the deferred answer, a follow-up)
 /// may take: a hung call must not hold the handler, or the interim answer that keeps the
 /// interaction alive, hostage.
@@ -216,7 +218,13 @@ impl Inbound {
                 message_id: reaction.message_id.to_string(),
                 vote,
             },
-        };
+        }
+        // A gateway event has no delivery id; a resumed or handed-over session may repeat one.
+        .reacted(
+            REACTION_SOURCE,
+            format!("{}:{user}:{emoji}", reaction.message_id),
+            added,
+        );
         if let Err(error) = self.engine.handle(request).await {
             let text = format!("<@{user}> {}", error.message);
             self.discord

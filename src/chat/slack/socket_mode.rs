@@ -17,17 +17,27 @@ use tokio_util::sync::CancellationToken;
 
 use super::inbound::Inbound;
 use super::Slack;
-use crate::engine::Engine;
+use crate::engine::{Engine, GatewayTurn};
 
 /// What slack-morphism passes to error handlers (its own alias is private).
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Listens on Socket Mode with `[slack].app_token` until `shutdown` fires, then closes the
-/// connections. Returns at once when no app token is configured.
-pub async fn run(engine: Engine, slack: Arc<Slack>, shutdown: CancellationToken) {
+/// connections. Returns at once when no app token is configured. Only the replica holding the
+/// gateway lock listens (`turn` is the proof; the caller fires `shutdown` when it is lost), so
+/// with several replicas one set of connections is open.
+pub async fn run(
+    engine: Engine,
+    slack: Arc<Slack>,
+    turn: &GatewayTurn,
+    shutdown: CancellationToken,
+) {
     let Some(app_token) = slack.config.app_token.as_ref() else {
         return;
     };
+    if turn.is_lost() {
+        return;
+    }
     let token = SlackApiToken::new(app_token.expose().to_string().into());
     let environment = SlackClientEventsListenerEnvironment::new(slack.client())
         .with_error_handler(on_error)
