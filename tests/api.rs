@@ -729,3 +729,29 @@ async fn the_commands_endpoint_speaks_the_rollout_controls() {
         assert!(help.contains(usage), "{usage} missing in {help}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// SPEC §8's cluster view on a single replica: its own heartbeat row; no chat platform, so nobody
+/// holds the gateway. A token is needed, as for every /api/v1 route.
+async fn the_cluster_view_lists_this_replica_from_its_heartbeat() {
+    let bot = TestBot::start().await;
+    let (status, _) = bot
+        .request(reqwest::Method::GET, "/api/v1/cluster", None, None)
+        .await;
+    assert_eq!(status, 401);
+    let listed = wait_until(Duration::from_secs(10), || async {
+        let (_, view) = bot.get("/api/v1/cluster", CI_TOKEN).await;
+        view["replicas"].as_array().is_some_and(|r| r.len() == 1)
+    })
+    .await;
+    assert!(listed, "the replica's heartbeat row did not show");
+    let (status, view) = bot.get("/api/v1/cluster", CI_TOKEN).await;
+    assert_eq!(status, 200);
+    let replica = &view["replicas"][0];
+    assert_eq!(replica["id"], view["this_replica"]);
+    assert_eq!(replica["pid"], json!(std::process::id()));
+    assert_eq!(replica["holds_gateway"], json!(false));
+    assert_eq!(view["gateway_holder"], Value::Null);
+    assert!(replica["host"].as_str().is_some_and(|h| !h.is_empty()));
+    assert!(replica["last_seen"].as_str().is_some());
+}

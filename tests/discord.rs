@@ -730,3 +730,17 @@ async fn rollout_control_buttons_and_subcommands_reach_the_engine() {
     }
     assert_eq!(bot.promotion(id).await["state"], "awaiting_approval");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// With Discord configured, the one replica holds the gateway (on SQLite, by being the only
+/// process on the file) and says so in the cluster view.
+async fn the_replica_running_the_gateway_is_shown_as_its_holder() {
+    let bot = discord_bot().await;
+    let held = wait_until(WAIT, || async {
+        let (_, view) = bot.get("/api/v1/cluster", CI_TOKEN).await;
+        view["gateway_holder"] == view["this_replica"]
+            && view["replicas"][0]["holds_gateway"] == true
+    })
+    .await;
+    assert!(held, "{}", bot.get("/api/v1/cluster", CI_TOKEN).await.1);
+}
