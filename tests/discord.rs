@@ -309,10 +309,7 @@ async fn removing_an_approve_reaction_withdraws_the_approval() {
 async fn a_repeated_reaction_event_takes_effect_once_and_a_readd_counts_again() {
     let bot = discord_bot().await;
     let fake = bot.fake_discord();
-    let (id, card) = awaiting_production(&bot).await;
-    let roles = [DISCORD_LEADS_ROLE];
-    let add = fake.reaction_add(DISCORD_LEAD2, &roles, CHANNEL_ID, GUILD_ID, card.id, "✔️");
-    let remove = fake.reaction_remove(DISCORD_LEAD2, CHANNEL_ID, GUILD_ID, card.id, "✔️");
+    let (id, _card, add, remove) = lead2_checkmark_events(&bot).await;
     let approvals = || async {
         bot.promotion(id).await["approvals"]
             .as_array()
@@ -599,6 +596,16 @@ async fn a_hung_interaction_callback_does_not_hold_the_handler() {
     assert_eq!(fake.held_calls(Route::Callback), 1);
 }
 
+/// A production promotion awaiting approval, and a lead's ✔️ add and remove events on its card.
+async fn lead2_checkmark_events(bot: &TestBot) -> (i64, fake_discord::Message, Value, Value) {
+    let fake = bot.fake_discord();
+    let (id, card) = awaiting_production(bot).await;
+    let roles = [DISCORD_LEADS_ROLE];
+    let add = fake.reaction_add(DISCORD_LEAD2, &roles, CHANNEL_ID, GUILD_ID, card.id, "✔️");
+    let remove = fake.reaction_remove(DISCORD_LEAD2, CHANNEL_ID, GUILD_ID, card.id, "✔️");
+    (id, card, add, remove)
+}
+
 /// How many reactions the bot has handled (`shipmate_chat_events_total`, any outcome).
 async fn reactions_handled(bot: &TestBot) -> u64 {
     reaction_outcomes(bot, "").await
@@ -638,10 +645,7 @@ async fn until_reactions_handled(bot: &TestBot, n: u64) {
 async fn reaction_events_out_of_order_leave_the_vote_as_the_card_shows_it() {
     let bot = discord_bot().await;
     let fake = bot.fake_discord();
-    let (id, card) = awaiting_production(&bot).await;
-    let roles = [DISCORD_LEADS_ROLE];
-    let add = fake.reaction_add(DISCORD_LEAD2, &roles, CHANNEL_ID, GUILD_ID, card.id, "✔️");
-    let remove = fake.reaction_remove(DISCORD_LEAD2, CHANNEL_ID, GUILD_ID, card.id, "✔️");
+    let (id, card, add, remove) = lead2_checkmark_events(&bot).await;
     // On Discord the reaction is already gone; its two events come late and swapped.
     fake.set_user_reaction(card.id, "✔️", DISCORD_LEAD2, false);
     for (name, event) in [

@@ -55,32 +55,7 @@ pub struct ClusterView {
     /// The replica that answered.
     pub this_replica: String,
     pub gateway_holder: Option<String>,
-    pub replicas: Vec<ReplicaView>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ReplicaView {
-    pub id: String,
-    pub host: String,
-    pub pid: i64,
-    pub started_at: DateTime<Utc>,
-    pub last_seen: DateTime<Utc>,
-    pub holds_gateway: bool,
-    pub jobs_running: i64,
-}
-
-impl From<ReplicaRecord> for ReplicaView {
-    fn from(record: ReplicaRecord) -> Self {
-        ReplicaView {
-            id: record.id,
-            host: record.host,
-            pid: record.pid,
-            started_at: record.started_at,
-            last_seen: record.last_seen,
-            holds_gateway: record.holds_gateway,
-            jobs_running: record.jobs_running,
-        }
-    }
+    pub replicas: Vec<ReplicaRecord>,
 }
 
 /// The proof that this replica holds the gateway lock, which the platform connections need to
@@ -245,13 +220,7 @@ impl Cluster {
 
     /// The replicas seen lately.
     pub async fn view(&self) -> Result<ClusterView, EngineError> {
-        let replicas: Vec<ReplicaView> = self
-            .store
-            .replicas(ALIVE_WITHIN)
-            .await?
-            .into_iter()
-            .map(ReplicaView::from)
-            .collect();
+        let replicas = self.store.replicas(ALIVE_WITHIN).await?;
         let gateway_holder = replicas
             .iter()
             .find(|replica| replica.holds_gateway)

@@ -51,9 +51,10 @@ use crate::store::{DeliveryMark, Store};
 use crate::verify::Prober;
 
 pub use crate::domain::approval::ReactionVote;
+pub use crate::store::ReplicaRecord;
 pub use chat::{ChatError, ChatOrigin, ChatPlatform, ChatPort};
 pub use clock::{Clock, ManualClock, SystemClock, Time};
-pub use cluster::{Cluster, ClusterView, GatewayTurn, ReplicaView};
+pub use cluster::{Cluster, ClusterView, GatewayTurn};
 pub use error::{EngineError, ErrorKind};
 pub use reply::{EnvironmentStatus, Reply, ServiceStatus};
 pub use request::{Delivery, Request, RequestKind};

@@ -30,8 +30,8 @@ const LOCK_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// The notification channel the jobs trigger (migration 0008) notifies.
 const JOBS_CHANNEL: &str = "shipmate_jobs";
 
-/// A replica as its heartbeat row shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A replica as its heartbeat row shows it (and `GET /api/v1/cluster` lists it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReplicaRecord {
     pub id: String,
     pub host: String,
