@@ -16,11 +16,13 @@ use crate::deploy::github::{GithubActionsBackend, GithubSettings};
 use crate::deploy::kubernetes::{KubernetesBackend, KubernetesSettings};
 use crate::deploy::webhook::{WebhookBackend, WebhookSettings};
 use crate::deploy::Backend;
+use crate::domain::audit_chain::{ChainCheck, ChainWalker};
 use crate::engine::{Backends, ChatPort, Engine, EngineParts, Time};
 use crate::engine::{Clock, SystemClock};
 use crate::metrics::Metrics;
 use crate::store::{ServeLock, Store, StoreError};
 use crate::verify::{self, LiveProber, Prober};
+use chrono::{DateTime, SecondsFormat, Utc};
 
 /// A bot ready to run: the engine and the chat adapters that feed it.
 pub struct Bot {
@@ -170,6 +172,67 @@ pub async fn check_backends(config: &Config) -> Vec<BackendCheck> {
         }
     }
     checks
+}
+
+/// Audit events are read in pages of this many.
+const AUDIT_PAGE: u32 = 1000;
+
+/// `shipmate audit verify`: walks the whole chain in the order it was written.
+pub async fn verify_audit(config: &Config) -> anyhow::Result<ChainCheck> {
+    let store = connect(&config.database_url).await?;
+    let mut walker = ChainWalker::default();
+    let mut after = 0;
+    loop {
+        let page = store.audit_page(after, None, AUDIT_PAGE).await?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.id;
+        for link in &page {
+            if let Err(broken) = walker.step(link) {
+                store.close().await;
+                return Ok(broken);
+            }
+        }
+    }
+    store.close().await;
+    Ok(walker.finish())
+}
+
+/// `shipmate audit export`: events at or after `since` as JSON lines; returns how many.
+pub async fn export_audit(
+    config: &Config,
+    since: Option<DateTime<Utc>>,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<u64> {
+    let store = connect(&config.database_url).await?;
+    let mut after = 0;
+    let mut written = 0;
+    loop {
+        let page = store.audit_page(after, since, AUDIT_PAGE).await?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.id;
+        for link in page {
+            let at = DateTime::from_timestamp_millis(link.event.at)
+                .map(|at| at.to_rfc3339_opts(SecondsFormat::Millis, true));
+            let line = serde_json::json!({
+                "id": link.id,
+                "at": at,
+                "promotion_id": link.event.promotion_id,
+                "actor": link.event.actor,
+                "platform": link.event.platform,
+                "kind": link.event.kind,
+                "detail": link.event.detail,
+                "hash": link.hash,
+            });
+            writeln!(out, "{line}")?;
+            written += 1;
+        }
+    }
+    store.close().await;
+    Ok(written)
 }
 
 /// Makes this process the only `serve` of a SQLite file (the lock lasts as long as the value);

@@ -59,6 +59,28 @@ enum Action {
         #[command(subcommand)]
         action: DiscordAction,
     },
+    /// The tamper-evident audit trail.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Walk the hash chain; exit 0 when every event matches, 1 naming the first that does not.
+    Verify {
+        #[arg(long, default_value = "bot.toml")]
+        config: PathBuf,
+    },
+    /// Write audit events (with their hashes) as JSON lines to standard output.
+    Export {
+        #[arg(long, default_value = "bot.toml")]
+        config: PathBuf,
+        /// Only events at or after this time: RFC 3339 (2026-12-01T09:00:00Z) or a date (2026-12-01, UTC).
+        #[arg(long)]
+        since: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -127,6 +149,33 @@ async fn run(action: Action) -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Action::Audit {
+            action: AuditAction::Verify { config },
+        } => {
+            let Ok(config) = load(&config) else {
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            verify_audit(&config).await
+        }
+        Action::Audit {
+            action: AuditAction::Export { config, since },
+        } => {
+            let Ok(config) = load(&config) else {
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            let since = match since.as_deref().map(parse_since).transpose() {
+                Ok(since) => since,
+                Err(problem) => {
+                    eprintln!("shipmate: {problem}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let mut out = std::io::stdout().lock();
+            match shipmate::app::export_audit(&config, since, &mut out).await {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
         Action::CheckBackends { config } => {
             let Ok(config) = load(&config) else {
                 return ExitCode::from(EXIT_CONFIG);
@@ -190,6 +239,35 @@ async fn check_backends(config: &Config) -> ExitCode {
         println!("{failed} of {} backends failed", checks.len());
         ExitCode::from(EXIT_RUNTIME)
     }
+}
+
+async fn verify_audit(config: &Config) -> ExitCode {
+    use shipmate::domain::audit_chain::ChainCheck;
+    match shipmate::app::verify_audit(config).await {
+        Ok(ChainCheck::Intact { events, head }) => {
+            println!("audit chain intact: {events} events; head {head}");
+            ExitCode::SUCCESS
+        }
+        Ok(ChainCheck::Broken { id, why }) => {
+            println!("audit chain broken at event #{id}: {why}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// `--since`: an RFC 3339 time, or a date meaning its midnight UTC.
+fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+        .map(|midnight| midnight.and_utc())
+        .ok_or_else(|| {
+            format!("--since `{text}` is neither an RFC 3339 time (2026-12-01T09:00:00Z) nor a date (2026-12-01)")
+        })
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {

@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 
 use crate::domain::approval::Approval;
 use crate::domain::audit::{AuditEvent, AuditKind};
+use crate::domain::audit_chain::{ChainedEvent, StoredLink};
 use crate::domain::identity::Identity;
 use crate::domain::platform::ChatPlatform;
 use crate::domain::promotion::{Promotion, PromotionState};
@@ -232,6 +233,7 @@ impl Store {
             delivery: self.delivery.clone(),
             jobs_ready: self.jobs_ready.clone(),
             owes_wakeup: false,
+            audit: Vec::new(),
         })
     }
 
@@ -298,6 +300,17 @@ impl Store {
     /// Whether a delivery was recorded before.
     pub async fn seen_inbound(&self, source: &str, id: &str) -> Result<bool, StoreError> {
         queries::seen_inbound(&self.read, source, id).await
+    }
+
+    /// Up to `limit` audit events after event `after_id`, in the order they were written (the
+    /// chain's order), with their hashes; only those at or after `since` when given.
+    pub async fn audit_page(
+        &self,
+        after_id: i64,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<StoredLink>, StoreError> {
+        queries::audit_page(&self.read, after_id, since, limit).await
     }
 
     // ---- reads ----
@@ -605,12 +618,20 @@ pub struct Tx {
     jobs_ready: Arc<Notify>,
     /// A job was written: the workers are woken once this commits.
     owes_wakeup: bool,
+    /// Audit events of this transaction, chained and written at commit (see [`Tx::commit`]).
+    audit: Vec<ChainedEvent>,
 }
 
 impl Tx {
     /// Commits; a request's delivery mark is written first, and a delivery seen before rolls the
     /// whole transaction back ([`StoreError::Concurrent`], with the mark saying so).
+    ///
+    /// The transaction's audit events are written last, each hashed onto the chain (SPEC §10):
+    /// the chain's head row is locked for the rest of the transaction, so concurrent writers on
+    /// PostgreSQL append one after the other and keep one chain, and no transaction waits for
+    /// any other lock while it holds the head (it is always the last lock taken).
     pub async fn commit(mut self) -> Result<(), StoreError> {
+        self.append_audit().await?;
         let mark = self.delivery.take();
         let pending = mark.as_ref().and_then(DeliveryMark::take_pending);
         if let (Some(mark), Some((source, id, at))) = (&mark, pending) {
@@ -638,6 +659,31 @@ impl Tx {
         if self.owes_wakeup {
             self.jobs_ready.notify_one();
         }
+        Ok(())
+    }
+
+    async fn append_audit(&mut self) -> Result<(), StoreError> {
+        if self.audit.is_empty() {
+            return Ok(());
+        }
+        let lock = match self.dialect {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => "FOR UPDATE",
+        };
+        let mut previous: String = sqlx::query_scalar(&format!(
+            "SELECT last_hash FROM audit_chain WHERE id = 1 {lock}"
+        ))
+        .fetch_one(&mut *self.tx)
+        .await?;
+        for event in std::mem::take(&mut self.audit) {
+            let hash = event.hash_after(&previous);
+            queries::audit(&mut *self.tx, &event, &hash).await?;
+            previous = hash;
+        }
+        sqlx::query("UPDATE audit_chain SET last_hash = $1 WHERE id = 1")
+            .bind(previous)
+            .execute(&mut *self.tx)
+            .await?;
         Ok(())
     }
 
@@ -769,7 +815,15 @@ impl Tx {
         detail: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        queries::audit(&mut *self.tx, promotion_id, actor, kind, detail, at).await
+        self.audit.push(ChainedEvent {
+            promotion_id,
+            at: records::millis(at),
+            actor: actor.as_str().to_string(),
+            platform: actor.platform().to_string(),
+            kind: kind.as_str().to_string(),
+            detail: detail.to_string(),
+        });
+        Ok(())
     }
 
     /// Owes the promotion its deploy job; `false` when it has one already.

@@ -7,7 +7,8 @@ use sqlx::any::AnyQueryResult;
 use sqlx::{Any, Executor};
 
 use crate::domain::approval::Approval;
-use crate::domain::audit::{AuditEvent, AuditKind};
+use crate::domain::audit::AuditEvent;
+use crate::domain::audit_chain::{ChainedEvent, StoredLink};
 use crate::domain::identity::Identity;
 use crate::domain::platform::ChatPlatform;
 use crate::domain::promotion::PromotionState;
@@ -402,27 +403,70 @@ pub async fn remove_approval<'e, E: Executor<'e, Database = Any>>(
     Ok(())
 }
 
+/// Appends one audit event with its chain hash (see [`super::Tx::commit`]).
 pub async fn audit<'e, E: Executor<'e, Database = Any>>(
     db: E,
-    promotion_id: Option<i64>,
-    actor: &Identity,
-    kind: AuditKind,
-    detail: &str,
-    at: DateTime<Utc>,
+    event: &ChainedEvent,
+    hash: &str,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO audit_events (promotion_id, at, actor, platform, kind, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO audit_events (promotion_id, at, actor, platform, kind, detail, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(promotion_id)
-    .bind(millis(at))
-    .bind(actor.as_str())
-    .bind(actor.platform())
-    .bind(kind.as_str())
-    .bind(detail)
+    .bind(event.promotion_id)
+    .bind(event.at)
+    .bind(&event.actor)
+    .bind(&event.platform)
+    .bind(&event.kind)
+    .bind(&event.detail)
+    .bind(hash)
     .execute(db)
     .await?;
     Ok(())
+}
+
+pub async fn audit_page<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    after_id: i64,
+    since: Option<DateTime<Utc>>,
+    limit: u32,
+) -> Result<Vec<StoredLink>, StoreError> {
+    type Row = (
+        i64,
+        Option<i64>,
+        i64,
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, promotion_id, at, actor, platform, kind, detail, hash FROM audit_events \
+         WHERE id > $1 AND at >= $2 ORDER BY id LIMIT $3",
+    )
+    .bind(after_id)
+    .bind(since.map(millis).unwrap_or(i64::MIN))
+    .bind(i64::from(limit))
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, promotion_id, at, actor, platform, kind, detail, hash)| StoredLink {
+                id,
+                event: ChainedEvent {
+                    promotion_id,
+                    at,
+                    actor,
+                    platform,
+                    kind,
+                    detail,
+                },
+                hash,
+            },
+        )
+        .collect())
 }
 
 pub async fn events<'e, E: Executor<'e, Database = Any>>(
