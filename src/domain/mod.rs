@@ -7,6 +7,7 @@ pub mod audit_chain;
 pub mod command;
 pub mod duration;
 pub mod identity;
+pub mod manifest;
 pub mod permission;
 pub mod pipeline;
 pub mod platform;

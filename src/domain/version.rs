@@ -24,6 +24,11 @@ impl Version {
     pub fn is_newer_than(&self, other: &Version) -> bool {
         self.0.cmp_precedence(&other.0) == std::cmp::Ordering::Greater
     }
+
+    /// (major, minor) of the version: what a release-type judgement looks at.
+    pub fn major_minor(&self) -> (u64, u64) {
+        (self.0.major, self.0.minor)
+    }
 }
 
 impl FromStr for Version {
