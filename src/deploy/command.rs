@@ -286,8 +286,10 @@ fn environment(request: &DeployRequest) -> [(&'static str, String); 13] {
             "SHIPMATE_COMMIT",
             request.commit.clone().unwrap_or_default(),
         ),
-        // Digests arrive with release governance (§10); the variable is there from now on.
-        ("SHIPMATE_DIGEST", String::new()),
+        (
+            "SHIPMATE_DIGEST",
+            request.digest.clone().unwrap_or_default(),
+        ),
         ("SHIPMATE_STEP", request.step.number.to_string()),
         ("SHIPMATE_STEPS", request.step.of.to_string()),
         ("SHIPMATE_WEIGHT", request.step.weight.to_string()),

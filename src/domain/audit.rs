@@ -11,6 +11,10 @@ use super::promotion::PromotionState;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuditKind {
     ReleaseCreated,
+    /// A release's manifest changed (a new digest, changes, commit time).
+    ReleaseUpdated,
+    /// A promotion's approvals were cleared (its release's digest changed while it waited).
+    ApprovalsCleared,
     /// A promotion was asked for.
     Requested,
     /// One approval counted (`approval 1/2`).
@@ -42,6 +46,8 @@ impl AuditKind {
     pub fn as_str(self) -> &'static str {
         match self {
             AuditKind::ReleaseCreated => "release_created",
+            AuditKind::ReleaseUpdated => "release_updated",
+            AuditKind::ApprovalsCleared => "approvals_cleared",
             AuditKind::Requested => "requested",
             AuditKind::Approval => "approval",
             AuditKind::ApprovalWithdrawn => "approval_withdrawn",
@@ -60,6 +66,8 @@ impl AuditKind {
     fn all() -> impl Iterator<Item = AuditKind> {
         [
             AuditKind::ReleaseCreated,
+            AuditKind::ReleaseUpdated,
+            AuditKind::ApprovalsCleared,
             AuditKind::Requested,
             AuditKind::Approval,
             AuditKind::ApprovalWithdrawn,

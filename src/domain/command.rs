@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::domain::duration::parse_duration;
+use crate::domain::manifest::{BadDigest, Manifest};
 use crate::domain::version::{Version, VersionSpec};
 
 pub type PromotionId = i64;
@@ -24,6 +25,8 @@ pub enum Command {
         version: Version,
         commit: Option<String>,
         notes: Option<String>,
+        /// Digest, commit time, changes (the chat grammar gives only the digest).
+        manifest: Manifest,
     },
     Promote {
         service: String,
@@ -149,7 +152,7 @@ const COMMANDS: [CommandInfo; 17] = [
     CommandInfo {
         name: "create",
         aliases: &["prepare"],
-        usage: "/release create <service> <version> [commit <sha>] [notes <text...>]",
+        usage: "/release create <service> <version> [commit <sha>] [digest sha256:<hex>] [notes <text...>]",
         summary: "register a release before promoting it (alias: prepare)",
         details: "Records <service> at <version>, optionally with the commit it was built from and \
                   release notes; everything after `notes` is the notes text. `promote` also creates \
@@ -559,7 +562,7 @@ fn parse_help(mut args: Args<'_>) -> Result<Command, ParseError> {
 }
 
 fn is_create_option(token: &str) -> bool {
-    is_word(token, "commit") || is_word(token, "notes")
+    is_word(token, "commit") || is_word(token, "digest") || is_word(token, "notes")
 }
 
 fn parse_create(mut args: Args<'_>) -> Result<Command, ParseError> {
@@ -572,8 +575,21 @@ fn parse_create(mut args: Args<'_>) -> Result<Command, ParseError> {
     let version = args.version(version_token)?;
     let mut commit = None;
     let mut notes = None;
+    let mut manifest = Manifest::default();
     while let Some(token) = args.next() {
-        if is_word(token, "commit") {
+        if is_word(token, "digest") {
+            if manifest.digest.is_some() {
+                return Err(args.error("`digest` given twice: give one"));
+            }
+            let digest = args.required(is_create_option, || {
+                "`digest` needs the artifact's digest, e.g. digest sha256:9f86d08…".to_string()
+            })?;
+            manifest.digest = Some(
+                digest
+                    .parse()
+                    .map_err(|e: BadDigest| args.error(e.to_string()))?,
+            );
+        } else if is_word(token, "commit") {
             if commit.is_some() {
                 return Err(args.error("`commit` given twice: give one sha"));
             }
@@ -595,7 +611,7 @@ fn parse_create(mut args: Args<'_>) -> Result<Command, ParseError> {
         } else {
             return Err(args.unexpected(
                 token,
-                "after the version, create takes only `commit <sha>` and `notes <text...>`",
+                "after the version, create takes only `commit <sha>`, `digest sha256:<hex>` and `notes <text...>`",
             ));
         }
     }
@@ -604,6 +620,7 @@ fn parse_create(mut args: Args<'_>) -> Result<Command, ParseError> {
         version,
         commit,
         notes,
+        manifest,
     })
 }
 
@@ -935,6 +952,7 @@ mod tests {
             version: v(version),
             commit: commit.map(s),
             notes: notes.map(s),
+            manifest: Manifest::default(),
         }
     }
 
@@ -974,6 +992,7 @@ mod tests {
 
     #[test]
     fn parses_every_command_alias_and_option_order() {
+        let with_digest = format!("create api 1.4.2 digest sha256:{} notes n", "AB".repeat(32));
         let cases: Vec<(&str, Command)> = vec![
             // Prefixes, whitespace and empty input.
             ("", Command::Help { topic: None }),
@@ -1036,6 +1055,23 @@ mod tests {
                     Some("0123456789abcdef0123456789abcdef01234567"),
                     None,
                 ),
+            ),
+            (
+                &with_digest,
+                Command::Create {
+                    service: s("api"),
+                    version: v("1.4.2"),
+                    commit: None,
+                    notes: Some(s("n")),
+                    manifest: Manifest {
+                        digest: Some(
+                            format!("sha256:{}", "ab".repeat(32))
+                                .parse()
+                                .expect("digest"),
+                        ),
+                        ..Manifest::default()
+                    },
+                },
             ),
             // promote
             (
@@ -1281,6 +1317,9 @@ mod tests {
             "create api 1.4.2 notes \"\"",
             "create api 1.4.2 banana",
             "create api commit 3f9a2c1",
+            "create api 1.4.2 digest",
+            "create api 1.4.2 digest sha256:abc",
+            "create api 1.4.2 digest md5:0123",
             // promote
             "promote",
             "promote api",

@@ -5,7 +5,41 @@
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
+
 use super::version::Version;
+
+/// The parts of a release record beyond its commit and notes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Manifest {
+    /// When the release's commit was made: lead time runs from here when given.
+    pub committed_at: Option<DateTime<Utc>>,
+    /// The artifact: what was tested in one environment is what ships to the next.
+    pub digest: Option<Digest>,
+    /// Commit subjects since the previous version.
+    pub changes: Vec<String>,
+}
+
+impl Manifest {
+    pub fn is_empty(&self) -> bool {
+        *self == Manifest::default()
+    }
+
+    /// What `update` would change in this manifest, or `None` when it adds nothing: a field
+    /// given in `update` replaces this one's.
+    pub fn updated_by(&self, update: &Manifest) -> Option<Manifest> {
+        let merged = Manifest {
+            committed_at: update.committed_at.or(self.committed_at),
+            digest: update.digest.clone().or_else(|| self.digest.clone()),
+            changes: if update.changes.is_empty() {
+                self.changes.clone()
+            } else {
+                update.changes.clone()
+            },
+        };
+        (merged != *self).then_some(merged)
+    }
+}
 
 /// An artifact digest: `sha256:` and 64 lower-case hex characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -44,6 +78,37 @@ impl Digest {
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// "What was tested is what ships": promoting `version` into the environment after `previous`
+/// needs the release's digest to be the one that succeeded in `previous` (`tested`: `None` when
+/// it never succeeded there — the pipeline rules answer that — `Some(None)` when it succeeded
+/// without a digest). A release without a digest is not held to it.
+pub fn check_tested_digest(
+    service: &str,
+    version: &Version,
+    previous: &str,
+    digest: Option<&Digest>,
+    tested: Option<Option<&str>>,
+) -> Result<(), String> {
+    let (Some(digest), Some(tested)) = (digest, tested) else {
+        return Ok(());
+    };
+    let again = format!(
+        "what ships must be what was tested: release the new artifact as a new version (/release create {service} <version> digest …) and promote that from the start, or an admin can promote with --force"
+    );
+    match tested {
+        Some(tested) if tested == digest.as_str() => Ok(()),
+        Some(tested) => Err(format!(
+            "{service} {version} is now {} but {previous} tested {}; {again}",
+            digest.short(),
+            tested.get(..14).unwrap_or(tested)
+        )),
+        None => Err(format!(
+            "{service} {version} succeeded in {previous} before it had a digest; its digest is now {}: {again}",
+            digest.short()
+        )),
     }
 }
 
@@ -173,6 +238,32 @@ mod tests {
     }
 
     #[test]
+    fn an_update_replaces_the_fields_it_gives_and_nothing_else() {
+        let digest = |c: char| {
+            Some(
+                format!("sha256:{}", c.to_string().repeat(64))
+                    .parse()
+                    .expect("digest"),
+            )
+        };
+        let old = Manifest {
+            committed_at: None,
+            digest: digest('a'),
+            changes: vec!["fix: one".to_string()],
+        };
+        assert_eq!(old.updated_by(&Manifest::default()), None);
+        assert_eq!(old.updated_by(&old), None);
+        let new = old
+            .updated_by(&Manifest {
+                digest: digest('b'),
+                ..Manifest::default()
+            })
+            .expect("a new digest is an update");
+        assert_eq!(new.digest, digest('b'));
+        assert_eq!(new.changes, old.changes);
+    }
+
+    #[test]
     fn digests_are_sha256_with_64_hex_characters() {
         let good = format!("sha256:{}", "A".repeat(64));
         let digest: Digest = good.parse().expect("valid");
@@ -190,6 +281,31 @@ mod tests {
             let error = bad.parse::<Digest>().expect_err(bad);
             assert!(error.to_string().contains("sha256:"), "{error}");
         }
+    }
+
+    #[test]
+    fn the_next_environment_needs_the_digest_the_one_before_tested() {
+        let digest = |c: char| -> Digest {
+            format!("sha256:{}", c.to_string().repeat(64))
+                .parse()
+                .expect("digest")
+        };
+        let (a, b) = (digest('a'), digest('b'));
+        let version = v("1.4.2");
+        let check = |digest: Option<&Digest>, tested: Option<Option<&str>>| {
+            check_tested_digest("api", &version, "staging", digest, tested)
+        };
+        assert_eq!(check(None, Some(Some(a.as_str()))), Ok(()));
+        assert_eq!(check(Some(&a), None), Ok(()));
+        assert_eq!(check(Some(&a), Some(Some(a.as_str()))), Ok(()));
+        let changed = check(Some(&b), Some(Some(a.as_str()))).expect_err("changed digest");
+        assert!(
+            changed.contains("now sha256:bbbbbbb but staging tested sha256:aaaaaaa")
+                && changed.contains("release the new artifact as a new version"),
+            "{changed}"
+        );
+        let untested = check(Some(&a), Some(None)).expect_err("tested without a digest");
+        assert!(untested.contains("before it had a digest"), "{untested}");
     }
 
     #[test]

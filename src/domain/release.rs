@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::manifest::Manifest;
 use super::version::Version;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,4 +14,5 @@ pub struct Release {
     pub notes: Option<String>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
+    pub manifest: Manifest,
 }

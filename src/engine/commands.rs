@@ -36,6 +36,7 @@ impl Commands {
                 version,
                 commit,
                 notes,
+                manifest,
             } => promotions
                 .create_release(
                     actor,
@@ -43,6 +44,7 @@ impl Commands {
                     &version,
                     commit.as_deref(),
                     notes.as_deref(),
+                    &manifest,
                 )
                 .await
                 .map(Reply::Release),

@@ -692,7 +692,7 @@ async fn deploy_request(tx: &mut Tx, promotion: &Promotion) -> Result<DeployRequ
         requested_by: promotion.requested_by.to_string(),
         rollback: promotion.rollback,
         commit: release.and_then(|r| r.commit),
-        digest: None,
+        digest: tx.promotion_digest(promotion.id).await?,
         step: crate::domain::rollout::Step::FULL,
     })
 }

@@ -16,6 +16,7 @@ use crate::domain::approval::{approval_deadline, carried_approvals, Approval, Ap
 use crate::domain::audit::AuditKind;
 use crate::domain::duration::format_duration;
 use crate::domain::identity::Actor;
+use crate::domain::manifest::{self, Digest, Manifest};
 use crate::domain::permission::{authorize, Action, Denied};
 use crate::domain::pipeline::{self, Pipeline, PipelineRefusal};
 use crate::domain::platform::ChatPlatform;
@@ -99,6 +100,9 @@ impl Promotions {
         known_service(&self.config, name)
     }
 
+    /// Creates a release; for one that exists, a manifest that adds something (a new digest,
+    /// changes, a commit time) updates it, and a changed digest clears the approvals of its
+    /// promotions awaiting approval: what was approved is not what would ship.
     pub async fn create_release(
         &self,
         actor: &Actor,
@@ -106,6 +110,7 @@ impl Promotions {
         version: &Version,
         commit: Option<&str>,
         notes: Option<&str>,
+        manifest: &Manifest,
     ) -> Result<Release, EngineError> {
         self.service(service)?;
         self.authorize(actor, Action::CreateRelease)?;
@@ -113,13 +118,103 @@ impl Promotions {
         let inserted = self
             .insert_release(&mut tx, actor, service, version, commit, notes)
             .await?;
-        let Some(release) = inserted else {
-            return Err(EngineError::conflict(format!(
-                "{service} {version} already exists; promote it with /release promote {service} {version}, or create a new version"
-            )));
+        let release = match inserted {
+            Some(mut release) => {
+                if !manifest.is_empty() {
+                    tx.set_manifest(release.id, manifest).await?;
+                    release.manifest = manifest.clone();
+                }
+                release
+            }
+            None => {
+                self.update_manifest(&mut tx, actor, service, version, manifest)
+                    .await?
+            }
         };
         tx.commit().await?;
         Ok(release)
+    }
+
+    async fn update_manifest(
+        &self,
+        tx: &mut Tx,
+        actor: &Actor,
+        service: &str,
+        version: &Version,
+        update: &Manifest,
+    ) -> Result<Release, EngineError> {
+        let exists = || {
+            EngineError::conflict(format!(
+                "{service} {version} already exists; promote it with /release promote {service} {version}, or create a new version"
+            ))
+        };
+        let mut release = tx.release(service, version).await?.ok_or_else(exists)?;
+        let Some(updated) = release.manifest.updated_by(update) else {
+            return Err(exists());
+        };
+        tx.set_manifest(release.id, &updated).await?;
+        let now = self.time.now();
+        let digest_changed = updated.digest != release.manifest.digest;
+        let shown = |digest: &Option<Digest>| {
+            digest
+                .as_ref()
+                .map_or("none".to_string(), |d| d.short().to_string())
+        };
+        let detail = if digest_changed {
+            format!(
+                "{service} {version}: digest {} → {}",
+                shown(&release.manifest.digest),
+                shown(&updated.digest)
+            )
+        } else {
+            format!("{service} {version}: manifest updated")
+        };
+        tx.audit(
+            None,
+            &actor.identity,
+            AuditKind::ReleaseUpdated,
+            &detail,
+            now,
+        )
+        .await?;
+        if digest_changed {
+            self.clear_approvals_of(tx, actor, service, version, &updated)
+                .await?;
+        }
+        release.manifest = updated;
+        Ok(release)
+    }
+
+    /// The release's digest changed: its promotions awaiting approval start their approvals over,
+    /// and deploy the new digest.
+    async fn clear_approvals_of(
+        &self,
+        tx: &mut Tx,
+        actor: &Actor,
+        service: &str,
+        version: &Version,
+        manifest: &Manifest,
+    ) -> Result<(), EngineError> {
+        let now = self.time.now();
+        let digest = manifest.digest.as_ref().map(Digest::as_str);
+        for id in tx.awaiting_of_release(service, version).await? {
+            let cleared = tx.clear_approvals(id).await?;
+            tx.set_promotion_digest(id, digest).await?;
+            let detail = format!(
+                "{cleared} approval(s) cleared: the digest of {service} {version} changed to {}; approve again",
+                manifest.digest.as_ref().map_or("none", Digest::short)
+            );
+            tx.audit(
+                Some(id),
+                &actor.identity,
+                AuditKind::ApprovalsCleared,
+                &detail,
+                now,
+            )
+            .await?;
+            self.ledger.touch_cards(tx, id).await?;
+        }
+        Ok(())
     }
 
     /// Inserts a release with its audit event; `None` when it exists already.
@@ -191,6 +286,10 @@ impl Promotions {
         self.refuse_if_active(&mut tx, service, target).await?;
         let current = tx.current(service, target).await?.map(|p| p.version);
         pipeline::check_newer(service, target, current.as_ref(), &version)?;
+        if force_reason.is_none() {
+            self.check_tested_digest(&mut tx, &pipeline, target, &version)
+                .await?;
+        }
         // Promoting a version nobody created creates it (SPEC §1); a concurrent creator wins quietly.
         self.insert_release(&mut tx, actor, service, &version, None, None)
             .await?;
@@ -212,6 +311,34 @@ impl Promotions {
             )
             .await?;
         self.finish(tx, promotion).await
+    }
+
+    /// "What was tested is what ships" (SPEC §10): past the first environment, the release's
+    /// digest must be the one that succeeded in the environment before.
+    async fn check_tested_digest(
+        &self,
+        tx: &mut Tx,
+        pipeline: &Pipeline<'_>,
+        target: &str,
+        version: &Version,
+    ) -> Result<(), EngineError> {
+        let Some(previous) = pipeline.previous(target)? else {
+            return Ok(());
+        };
+        let Some(release) = tx.release(pipeline.service, version).await? else {
+            return Ok(());
+        };
+        let tested = tx
+            .succeeded_digest(pipeline.service, version, previous)
+            .await?;
+        manifest::check_tested_digest(
+            pipeline.service,
+            version,
+            previous,
+            release.manifest.digest.as_ref(),
+            tested.as_ref().map(Option::as_deref),
+        )
+        .map_err(EngineError::refused)
     }
 
     async fn resolve_latest(
@@ -339,6 +466,12 @@ impl Promotions {
             }
             other => other?,
         };
+        let digest = tx
+            .release(request.service, request.version)
+            .await?
+            .and_then(|release| release.manifest.digest);
+        tx.set_promotion_digest(promotion.id, digest.as_ref().map(Digest::as_str))
+            .await?;
         self.record_opening(tx, actor, &promotion, &request, needs_approval)
             .await?;
         self.open_cards(tx, &promotion, request.origin).await?;

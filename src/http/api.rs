@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::audit::AuditEvent;
 use crate::domain::command::Command;
 use crate::domain::identity::Actor;
+use crate::domain::manifest::{BadDigest, Manifest};
 use crate::domain::promotion::Promotion;
 use crate::domain::release::Release;
 use crate::domain::version::{Version, VersionSpec};
@@ -49,6 +50,9 @@ pub struct ReleaseJson {
     notes: Option<String>,
     created_by: String,
     created_at: String,
+    committed_at: Option<String>,
+    digest: Option<String>,
+    changes: Vec<String>,
 }
 
 impl From<Release> for ReleaseJson {
@@ -61,6 +65,9 @@ impl From<Release> for ReleaseJson {
             notes: r.notes,
             created_by: r.created_by,
             created_at: time(r.created_at),
+            committed_at: r.manifest.committed_at.map(time),
+            digest: r.manifest.digest.map(|d| d.to_string()),
+            changes: r.manifest.changes,
         }
     }
 }
@@ -234,6 +241,62 @@ pub struct CreateRelease {
     version: String,
     commit: Option<String>,
     notes: Option<String>,
+    /// RFC 3339.
+    committed_at: Option<String>,
+    /// `sha256:<64 hex>`.
+    digest: Option<String>,
+    /// Commit subjects since the previous version.
+    changes: Option<Vec<String>>,
+}
+
+/// The most changes a release may list, and the longest one: a changelog, not a dump.
+const MAX_CHANGES: usize = 1000;
+const MAX_CHANGE_CHARS: usize = 1000;
+
+impl CreateRelease {
+    fn manifest(&self) -> Result<Manifest, ApiError> {
+        let committed_at = self
+            .committed_at
+            .as_deref()
+            .map(|text| {
+                DateTime::parse_from_rfc3339(text)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|_| {
+                        ApiError::bad_request(format!(
+                            "committed_at `{text}` is not an RFC 3339 time, e.g. 2026-12-04T09:30:00Z"
+                        ))
+                    })
+            })
+            .transpose()?;
+        let digest = self
+            .digest
+            .as_deref()
+            .map(|text| {
+                text.parse()
+                    .map_err(|e: BadDigest| ApiError::bad_request(format!("digest: {e}")))
+            })
+            .transpose()?;
+        let changes = self.changes.clone().unwrap_or_default();
+        if changes.len() > MAX_CHANGES {
+            return Err(ApiError::bad_request(format!(
+                "changes lists {} entries; at most {MAX_CHANGES}",
+                changes.len()
+            )));
+        }
+        if let Some(long) = changes
+            .iter()
+            .position(|c| c.chars().count() > MAX_CHANGE_CHARS)
+        {
+            return Err(ApiError::bad_request(format!(
+                "changes[{long}] is over {MAX_CHANGE_CHARS} characters; give the commit subject"
+            )));
+        }
+        Ok(Manifest {
+            committed_at,
+            digest,
+            changes,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -286,11 +349,13 @@ pub async fn create_release(
     json: Result<Json<CreateRelease>, JsonRejection>,
 ) -> ApiResult<ReleaseJson> {
     let request = body(json)?;
+    let manifest = request.manifest()?;
     let command = Command::Create {
         version: version(&request.version)?,
         service: request.service,
         commit: request.commit,
         notes: request.notes,
+        manifest,
     };
     match execute(&state, actor, command).await? {
         Reply::Release(release) => Ok((StatusCode::CREATED, Json(release.into()))),

@@ -25,6 +25,7 @@ use crate::domain::approval::Approval;
 use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::audit_chain::{ChainedEvent, StoredLink};
 use crate::domain::identity::Identity;
+use crate::domain::manifest::Manifest;
 use crate::domain::platform::ChatPlatform;
 use crate::domain::promotion::{Promotion, PromotionState};
 use crate::domain::release::Release;
@@ -762,6 +763,55 @@ impl Tx {
         release: NewRelease<'_>,
     ) -> Result<Option<Release>, StoreError> {
         queries::insert_release(&mut *self.tx, release).await
+    }
+
+    pub async fn set_manifest(
+        &mut self,
+        release_id: i64,
+        manifest: &Manifest,
+    ) -> Result<(), StoreError> {
+        queries::set_manifest(&mut *self.tx, release_id, manifest).await
+    }
+
+    /// The digest of the newest succeeded promotion of a version in an environment: `Some(None)`
+    /// when it succeeded without one, `None` when it never succeeded there.
+    pub async fn succeeded_digest(
+        &mut self,
+        service: &str,
+        version: &Version,
+        environment: &str,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        queries::succeeded_digest(&mut *self.tx, service, version, environment).await
+    }
+
+    /// The digest a promotion deploys.
+    pub async fn promotion_digest(
+        &mut self,
+        promotion_id: i64,
+    ) -> Result<Option<String>, StoreError> {
+        queries::promotion_digest(&mut *self.tx, promotion_id).await
+    }
+
+    pub async fn set_promotion_digest(
+        &mut self,
+        promotion_id: i64,
+        digest: Option<&str>,
+    ) -> Result<(), StoreError> {
+        queries::set_promotion_digest(&mut *self.tx, promotion_id, digest).await
+    }
+
+    /// Active promotions of a release awaiting approval.
+    pub async fn awaiting_of_release(
+        &mut self,
+        service: &str,
+        version: &Version,
+    ) -> Result<Vec<i64>, StoreError> {
+        queries::awaiting_of_release(&mut *self.tx, service, version).await
+    }
+
+    /// Removes every approval of a promotion; returns how many there were.
+    pub async fn clear_approvals(&mut self, promotion_id: i64) -> Result<u64, StoreError> {
+        queries::clear_approvals(&mut *self.tx, promotion_id).await
     }
 
     pub async fn insert_promotion(

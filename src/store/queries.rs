@@ -10,6 +10,7 @@ use crate::domain::approval::Approval;
 use crate::domain::audit::AuditEvent;
 use crate::domain::audit_chain::{ChainedEvent, StoredLink};
 use crate::domain::identity::Identity;
+use crate::domain::manifest::Manifest;
 use crate::domain::platform::ChatPlatform;
 use crate::domain::promotion::PromotionState;
 use crate::domain::promotion::{Promotion, Stage};
@@ -240,7 +241,8 @@ fn parse_versions(texts: Vec<String>) -> Result<Vec<Version>, StoreError> {
         .collect()
 }
 
-const RELEASE_COLUMNS: &str = "id, service, version, commit_sha, notes, created_by, created_at";
+const RELEASE_COLUMNS: &str =
+    "id, service, version, commit_sha, notes, created_by, created_at, committed_at, digest, changes";
 
 pub async fn release<'e, E: Executor<'e, Database = Any>>(
     db: E,
@@ -277,6 +279,98 @@ pub async fn insert_release<'e, E: Executor<'e, Database = Any>>(
         .fetch_optional(db)
         .await?;
     row.map(Release::try_from).transpose()
+}
+
+/// Replaces a release's manifest.
+pub async fn set_manifest<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    release_id: i64,
+    manifest: &Manifest,
+) -> Result<(), StoreError> {
+    let changes = serde_json::to_string(&manifest.changes)
+        .map_err(|e| StoreError::Corrupt(format!("changes: {e}")))?;
+    sqlx::query("UPDATE releases SET committed_at = $1, digest = $2, changes = $3 WHERE id = $4")
+        .bind(manifest.committed_at.map(millis))
+        .bind(manifest.digest.as_ref().map(|d| d.as_str().to_string()))
+        .bind(changes)
+        .bind(release_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The digest a promotion deployed (or will): the release's when it was asked for.
+pub async fn promotion_digest<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    promotion_id: i64,
+) -> Result<Option<String>, StoreError> {
+    let digest: Option<Option<String>> =
+        sqlx::query_scalar("SELECT digest FROM promotions WHERE id = $1")
+            .bind(promotion_id)
+            .fetch_optional(db)
+            .await?;
+    Ok(digest.flatten())
+}
+
+/// Records the digest a promotion deploys.
+pub async fn set_promotion_digest<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    promotion_id: i64,
+    digest: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE promotions SET digest = $1 WHERE id = $2")
+        .bind(digest)
+        .bind(promotion_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The digest of the newest succeeded promotion of a version in an environment: `Some(None)`
+/// when it succeeded without one, `None` when it never succeeded there.
+pub async fn succeeded_digest<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    service: &str,
+    version: &Version,
+    environment: &str,
+) -> Result<Option<Option<String>>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT digest FROM promotions WHERE service = $1 AND version = $2 AND environment = $3 \
+         AND state = 'succeeded' AND is_rollback = 0 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(service)
+    .bind(version.to_string())
+    .bind(environment)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Active promotions of a release awaiting approval.
+pub async fn awaiting_of_release<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    service: &str,
+    version: &Version,
+) -> Result<Vec<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM promotions WHERE service = $1 AND version = $2 \
+         AND state = 'awaiting_approval' ORDER BY id",
+    )
+    .bind(service)
+    .bind(version.to_string())
+    .fetch_all(db)
+    .await?)
+}
+
+/// Removes every approval of a promotion; returns how many there were.
+pub async fn clear_approvals<'e, E: Executor<'e, Database = Any>>(
+    db: E,
+    promotion_id: i64,
+) -> Result<u64, StoreError> {
+    let result = sqlx::query("DELETE FROM approvals WHERE promotion_id = $1")
+        .bind(promotion_id)
+        .execute(db)
+        .await?;
+    Ok(result.rows_affected())
 }
 
 pub async fn insert_promotion<'e, E: Executor<'e, Database = Any>>(

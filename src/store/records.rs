@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use crate::domain::approval::Approval;
 use crate::domain::audit::AuditEvent;
 use crate::domain::identity::Identity;
+use crate::domain::manifest::Manifest;
 use crate::domain::promotion::{Promotion, Stage, StageColumns};
 use crate::domain::release::Release;
 
@@ -86,6 +87,9 @@ pub(super) struct ReleaseRow {
     notes: Option<String>,
     created_by: String,
     created_at: i64,
+    committed_at: Option<i64>,
+    digest: Option<String>,
+    changes: String,
 }
 
 impl TryFrom<ReleaseRow> for Release {
@@ -103,6 +107,17 @@ impl TryFrom<ReleaseRow> for Release {
             notes: row.notes,
             created_by: row.created_by,
             created_at: time(row.created_at)?,
+            manifest: Manifest {
+                committed_at: row.committed_at.map(time).transpose()?,
+                digest: row
+                    .digest
+                    .map(|d| d.parse())
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt(format!("release {}: {e}", row.id)))?,
+                changes: serde_json::from_str(&row.changes).map_err(|e| {
+                    StoreError::Corrupt(format!("release {}: changes: {e}", row.id))
+                })?,
+            },
         })
     }
 }
