@@ -164,3 +164,39 @@ async fn a_changed_digest_clears_the_approvals_of_a_waiting_promotion() {
         "{cleared}"
     );
 }
+
+const BILLING: &str = r#"
+[[service]]
+name = "billing"
+  [[service.environment]]
+  name = "production"
+  backend = { kind = "command", run = ["./deploy.sh"], timeout = "30s" }
+  approvals = { required = 1, from = "leads", major = 2 }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_major_release_asks_for_the_major_number_of_approvals() {
+    let bot = TestBot::with_config(BILLING).await;
+    let required = |body: &Value| body["required_approvals"].as_i64();
+
+    let (status, first) = bot.promote(CI_TOKEN, "billing", "1.0.0", None).await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(required(&first), Some(1), "a first release is not major");
+    let first = first["id"].as_i64().expect("id");
+    bot.act(first, "approve", LEAD_TOKEN).await;
+    bot.wait_for_state(first, "succeeded").await;
+
+    let (_, minor) = bot.promote(CI_TOKEN, "billing", "1.1.0", None).await;
+    assert_eq!(required(&minor), Some(1), "{minor}");
+    let minor = minor["id"].as_i64().expect("id");
+    let (status, _) = bot.act(minor, "cancel", CI_TOKEN).await;
+    assert_eq!(status, 200);
+
+    let (_, major) = bot.promote(CI_TOKEN, "billing", "2.0.0", None).await;
+    assert_eq!(required(&major), Some(2), "1.0.0 → 2.0.0 is major: {major}");
+    let major = major["id"].as_i64().expect("id");
+    let (_, once) = bot.act(major, "approve", LEAD_TOKEN).await;
+    assert_eq!(once["state"], "awaiting_approval", "one of two: {once}");
+    let (_, twice) = bot.act(major, "approve", LEAD2_TOKEN).await;
+    assert_eq!(twice["state"], "approved", "{twice}");
+}

@@ -261,6 +261,7 @@ fn policy() -> impl Strategy<Value = ApprovalPolicy> {
         from_role: "leads".into(),
         self_approval,
         expires: Duration::from_secs(hours * 3600),
+        major: None,
     })
 }
 
@@ -298,6 +299,7 @@ impl Ballots {
         }
         let ballot = Ballot {
             policy: &self.policy,
+            required: self.policy.required,
             requester: &self.promotion.requested_by,
             voter,
             voter_eligible: cast.eligible,
@@ -517,6 +519,7 @@ impl Environment {
         }
         let ballot = Ballot {
             policy: &self.policy,
+            required: self.policy.required,
             requester: &promotion.requested_by,
             voter: &person(voter),
             voter_eligible: true,
@@ -552,6 +555,7 @@ proptest! {
                 from_role: "leads".into(),
                 self_approval: false,
                 expires: Duration::from_secs(6 * 3600),
+                major: None,
             },
         };
         let mut now = start();

@@ -653,6 +653,8 @@ struct RawApprovals {
     #[serde(default)]
     self_approval: bool,
     expires: Option<String>,
+    /// Approvals a major release needs instead.
+    major: Option<i64>,
 }
 
 // ---- validation ----
@@ -1171,8 +1173,22 @@ impl Validator<'_> {
                 ),
             );
         }
+        let required = required.unwrap_or(1);
+        let major = raw.major.and_then(|major| {
+            let valid = u32::try_from(major).ok().filter(|n| *n >= required);
+            if valid.is_none() {
+                self.problem(
+                    format!("{key}.major"),
+                    format!(
+                        "{major} approvals for a major release is fewer than the {required} every release needs; use {required} or more, or remove `major`"
+                    ),
+                );
+            }
+            valid
+        });
         ApprovalPolicy {
-            required: required.unwrap_or(1),
+            required,
+            major,
             from_role: raw.from,
             self_approval: raw.self_approval,
             expires: self.duration(

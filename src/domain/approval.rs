@@ -5,6 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::identity::Identity;
+use super::manifest::ReleaseType;
 
 /// `approvals = { required, from, self_approval, expires }` of one environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +14,18 @@ pub struct ApprovalPolicy {
     pub from_role: String,
     pub self_approval: bool,
     pub expires: Duration,
+    /// Approvals a major release needs instead (SPEC §10: `major = 2`).
+    pub major: Option<u32>,
+}
+
+impl ApprovalPolicy {
+    /// The approvals a release of this type needs.
+    pub fn required_for(&self, release: ReleaseType) -> u32 {
+        match (release, self.major) {
+            (ReleaseType::Major, Some(major)) => major,
+            _ => self.required,
+        }
+    }
 }
 
 /// The default approval lifetime (SPEC §2).
@@ -108,6 +121,8 @@ impl ReactionVote {
 #[derive(Debug, Clone, Copy)]
 pub struct Ballot<'a> {
     pub policy: &'a ApprovalPolicy,
+    /// The approvals this promotion needs (set when it opened: more for a major release).
+    pub required: u32,
     pub requester: &'a Identity,
     pub voter: &'a Identity,
     pub voter_eligible: bool,
@@ -142,7 +157,7 @@ pub fn decide_vote(ballot: Ballot<'_>, vote: Vote) -> Result<VoteOutcome, VoteRe
         Vote::Approve if already => Ok(VoteOutcome::AlreadyCounted { approvals: count }),
         Vote::Approve => Ok(VoteOutcome::Counted {
             approvals: count + 1,
-            complete: count + 1 >= ballot.policy.required as usize,
+            complete: count + 1 >= ballot.required as usize,
         }),
     }
 }
@@ -202,6 +217,7 @@ mod tests {
             from_role: "leads".into(),
             self_approval: false,
             expires: Duration::from_secs(4 * 3600),
+            major: None,
         };
         let lead = Identity::new("slack", "U1");
         let lead2 = Identity::new("slack", "U2");
@@ -250,7 +266,20 @@ mod tests {
             from_role: "leads".into(),
             self_approval,
             expires: Duration::from_secs(3600),
+            major: None,
         }
+    }
+
+    #[test]
+    fn a_major_release_needs_the_major_count_when_one_is_set() {
+        let strict = ApprovalPolicy {
+            major: Some(3),
+            ..policy(1, false)
+        };
+        assert_eq!(strict.required_for(ReleaseType::Major), 3);
+        assert_eq!(strict.required_for(ReleaseType::Minor), 1);
+        assert_eq!(strict.required_for(ReleaseType::First), 1);
+        assert_eq!(policy(2, false).required_for(ReleaseType::Major), 2);
     }
 
     #[test]
@@ -390,6 +419,7 @@ mod tests {
         for (name, policy, voter, eligible, approvals, vote, expected) in cases {
             let ballot = Ballot {
                 policy: &policy,
+                required: policy.required,
                 requester: &alice,
                 voter,
                 voter_eligible: eligible,
@@ -406,6 +436,7 @@ mod tests {
         let policy = policy(1, false);
         let ballot = Ballot {
             policy: &policy,
+            required: policy.required,
             requester: &who("alice"),
             voter: &who("bob"),
             voter_eligible: true,

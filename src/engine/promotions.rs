@@ -16,7 +16,7 @@ use crate::domain::approval::{approval_deadline, carried_approvals, Approval, Ap
 use crate::domain::audit::AuditKind;
 use crate::domain::duration::format_duration;
 use crate::domain::identity::Actor;
-use crate::domain::manifest::{self, Digest, Manifest};
+use crate::domain::manifest::{self, Digest, Manifest, ReleaseType};
 use crate::domain::permission::{authorize, Action, Denied};
 use crate::domain::pipeline::{self, Pipeline, PipelineRefusal};
 use crate::domain::platform::ChatPlatform;
@@ -50,13 +50,14 @@ enum ApprovalSource {
 }
 
 impl ApprovalSource {
-    /// Whether a promotion under `policy` opened with these approvals must wait for (more) votes.
-    fn needs_approval(&self, policy: Option<&ApprovalPolicy>) -> bool {
+    /// Whether a promotion under `policy`, needing `required` approvals, opened with these
+    /// approvals must wait for (more) votes.
+    fn needs_approval(&self, policy: Option<&ApprovalPolicy>, required: u32) -> bool {
         match (policy, self) {
             (None, _) | (_, ApprovalSource::Automatic) => false,
             (Some(_), ApprovalSource::Policy) => true,
-            (Some(policy), ApprovalSource::Carried { approvals, .. }) => {
-                approvals.len() < policy.required as usize
+            (Some(_), ApprovalSource::Carried { approvals, .. }) => {
+                approvals.len() < required as usize
             }
         }
     }
@@ -423,7 +424,9 @@ impl Promotions {
     ) -> Result<Promotion, EngineError> {
         let now = self.time.now();
         let policy = request.environment.approvals.as_ref();
-        let needs_approval = request.approvals.needs_approval(policy);
+        let release_type = ReleaseType::between(request.previous_version, request.version);
+        let required = policy.map_or(0, |p| p.required_for(release_type));
+        let needs_approval = request.approvals.needs_approval(policy, required);
         let event = if needs_approval {
             PromotionEvent::NeedsApproval
         } else {
@@ -443,7 +446,7 @@ impl Promotions {
                 previous_version: request.previous_version,
                 required_approvals: match request.approvals {
                     ApprovalSource::Automatic => 0,
-                    _ => policy.map_or(0, |p| p.required),
+                    _ => required,
                 },
                 force_reason: request.force_reason,
                 retry_of: request.retry_of,

@@ -75,6 +75,7 @@ impl Promotions {
         };
         let ballot = Ballot {
             policy,
+            required: promotion.required_approvals,
             requester: &promotion.requested_by,
             voter: &actor.identity,
             voter_eligible: self.config.roles.holds(actor, &policy.from_role),
