@@ -301,6 +301,15 @@ async fn a_command_deploy_dies_with_its_killed_replica_is_interrupted_and_retrie
         poll(Duration::from_secs(10), || group_members(leader).len() >= 2),
         "the script's sleep never started"
     );
+    // Killed mid-deploy: once the replica has recorded the script's process group. (Killed in
+    // the instant between the fork and that record, the leader still dies by its parent-death
+    // signal, but nothing would know to kill its children.)
+    let recorded = format!("SELECT COUNT(*) FROM deploy_processes WHERE promotion_id = {id}");
+    let recorded = wait_until(Duration::from_secs(10), || async {
+        cluster.sql_count(&recorded).await == 1
+    })
+    .await;
+    assert!(recorded, "the script's process group was never recorded");
     // The retry must not linger.
     std::fs::remove_file(cluster.path("hold")).expect("release the hold");
 
@@ -334,8 +343,9 @@ async fn a_command_deploy_dies_with_its_killed_replica_is_interrupted_and_retrie
     // The script's child, beyond the parent-death signal's reach, was killed by a replica's sweep.
     assert!(
         poll(Duration::from_secs(5), || group_members(leader).is_empty()),
-        "left of the killed deploy: {:?}",
-        group_members(leader)
+        "left of the killed deploy: {:?}\n{}",
+        group_members(leader),
+        cluster.logs()
     );
 
     let other = cluster.round_robin(0);

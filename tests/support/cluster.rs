@@ -247,6 +247,18 @@ impl Cluster {
         body
     }
 
+    /// The number a `SELECT COUNT(*) …` on the cluster's database answers.
+    pub async fn sql_count(&self, query: &str) -> i64 {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&self.database_url)
+            .await
+            .expect("connect to the cluster's database");
+        sqlx::query_scalar(query)
+            .fetch_one(&mut db)
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e}"))
+    }
+
     /// The runs [`RECORD_SCRIPT`] wrote so far.
     pub fn runs(&self) -> Vec<Run> {
         let text = std::fs::read_to_string(self.path("runs.txt")).unwrap_or_default();
