@@ -21,7 +21,8 @@
 //! - Gateway: HELLO, IDENTIFY → READY (`guilds: []`), heartbeats → ACK, and RESUME: a known
 //!   session resumes (missed dispatches are replayed, then RESUMED), an unknown one (or any, after
 //!   [`FakeDiscord::reject_resumes`]) gets op 9 `d: false`. Only one session receives dispatches:
-//!   the one that identified or resumed last.
+//!   the one that identified or resumed last. Sessions open at once are counted, with their
+//!   high-water mark, so a test of several bot processes can tell that only one held the gateway.
 //!
 //! Not modelled: permissions, attachments/multipart, gateway events the fake would emit by itself
 //! (MESSAGE_CREATE, THREAD_CREATE, ...), zlib compression, real rate-limit buckets (429s only come
@@ -236,6 +237,10 @@ struct Gateway {
     heartbeats: usize,
     connections: usize,
     reject_resumes: bool,
+    /// Connections with a session (identified or resumed) that are still open.
+    sessioned: std::collections::HashSet<u64>,
+    /// The most connections with a session open at one time.
+    max_sessioned: usize,
 }
 
 /// How the fake answers during an outage ([`FakeDiscord::start_outage`]).
@@ -644,6 +649,17 @@ impl FakeDiscord {
     /// Heartbeats (op 1) received so far.
     pub fn heartbeats(&self) -> usize {
         self.state().gateway.heartbeats
+    }
+
+    /// Open connections that have a session (identified or resumed): the bot's live gateway
+    /// sessions, however many processes it runs in.
+    pub fn open_sessions(&self) -> usize {
+        self.state().gateway.sessioned.len()
+    }
+
+    /// The most sessions that were open at one time since the fake started.
+    pub fn max_open_sessions(&self) -> usize {
+        self.state().gateway.max_sessioned
     }
 
     /// Whether a session is ready to receive dispatches.
@@ -2147,8 +2163,17 @@ async fn gateway_connection(tcp: tokio::net::TcpStream, state: Shared) {
     let mut state = lock(&state);
     let gateway = &mut state.gateway;
     gateway.conns.remove(&conn);
+    gateway.sessioned.remove(&conn);
     if gateway.live.as_ref().is_some_and(|live| live.conn == conn) {
         gateway.live = None;
+    }
+}
+
+impl Gateway {
+    /// Counts `conn` as holding a session from now until it closes.
+    fn open_session(&mut self, conn: u64) {
+        self.sessioned.insert(conn);
+        self.max_sessioned = self.max_sessioned.max(self.sessioned.len());
     }
 }
 
@@ -2221,6 +2246,7 @@ fn client_frame(state: &Shared, conn: u64, text: &str) -> Reply {
                 },
             );
             gateway.live = Some(Live { conn, session_id });
+            gateway.open_session(conn);
             Reply::Frames(vec![ready])
         }
         Some(6) => {
@@ -2252,6 +2278,7 @@ fn client_frame(state: &Shared, conn: u64, text: &str) -> Reply {
             session.log.push((session.seq, resumed.clone()));
             frames.push(resumed);
             gateway.live = Some(Live { conn, session_id });
+            gateway.open_session(conn);
             Reply::Frames(frames)
         }
         _ => Reply::Close(4001, "Unknown opcode."),

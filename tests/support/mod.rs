@@ -3,6 +3,7 @@
 //! when SHIPMATE_TEST_POSTGRES_URL is set and the test asks for it) and a manual clock.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod discord;
 pub mod fake_argocd;
 pub mod fake_discord;
