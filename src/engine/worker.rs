@@ -54,6 +54,8 @@ impl Workers {
         let kinds = self.claimed_kinds();
         let mut next_housekeeping = Instant::now();
         let mut claim = true;
+        // When claims run next without a wake-up; housekeeping wake-ups must not push it back.
+        let mut next_claim = Instant::now();
         loop {
             while running.try_join_next().is_some() {}
             while sends.try_join_next().is_some() {}
@@ -67,12 +69,13 @@ impl Workers {
                 self.send_cards(&mut sends).await;
                 self.send_announcements(&mut sends).await;
             }
-            let claim_wait = self.until_next_due(&kinds).await;
+            let due = Instant::now() + self.until_next_due(&kinds).await;
+            next_claim = if claim { due } else { next_claim.min(due) };
             claim = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = jobs_ready.notified() => true,
                 _ = self.deploys.time.real_clock_jumped() => true,
-                _ = tokio::time::sleep(claim_wait) => true,
+                _ = tokio::time::sleep_until(next_claim.into()) => true,
                 _ = tokio::time::sleep_until(next_housekeeping.into()) => false,
                 Some(_) = running.join_next(), if !running.is_empty() => true,
                 Some(_) = sends.join_next(), if !sends.is_empty() => true,
