@@ -26,11 +26,13 @@ pub mod error;
 mod freezes;
 mod ledger;
 mod outbox;
+pub mod pages;
 mod promotions;
 pub mod reply;
 pub mod request;
 mod rollout;
 mod scheduler;
+pub mod signing;
 pub mod view;
 mod votes;
 mod worker;
@@ -128,6 +130,7 @@ struct Parts {
     deliveries: Deliveries,
     workers: worker::Workers,
     cluster: cluster::Cluster,
+    pages: pages::WebReads,
     /// For building the commands of a request that records its delivery.
     shared: Shared,
 }
@@ -154,6 +157,8 @@ struct Shared {
     platforms: Arc<HashSet<ChatPlatform>>,
     /// Woken when a rollout control is stored, so the rollout sees it at once.
     controls_changed: Arc<Notify>,
+    /// Signs card links to the web pages and the pages' sign-ins.
+    signer: Arc<signing::Signer>,
 }
 
 impl Shared {
@@ -231,6 +236,7 @@ impl Shared {
                 chats,
                 worker_id,
                 rate_limited: Default::default(),
+                signer: self.signer.clone(),
             }),
             scheduler: scheduler::Scheduler {
                 config: self.config.clone(),
@@ -277,6 +283,7 @@ impl Engine {
             announcer: announcer::Announcer::new(config.clone(), time.clone(), platforms.clone()),
             platforms,
             controls_changed: Arc::new(Notify::new()),
+            signer: Arc::new(signing::Signer::from_config(&config)),
             config,
             store,
             time,
@@ -284,6 +291,13 @@ impl Engine {
         };
         let commands = Arc::new(shared.commands());
         let workers = shared.workers(commands.clone(), backends, chats, replica.id.clone());
+        let pages = pages::WebReads {
+            config: shared.config.clone(),
+            store: shared.store.clone(),
+            time: shared.time.clone(),
+            calendar: shared.calendar.clone(),
+            reads: commands.reads.clone(),
+        };
         Engine {
             inner: Arc::new(Parts {
                 deliveries: Deliveries::new(
@@ -298,6 +312,7 @@ impl Engine {
                 commands,
                 workers,
                 cluster: cluster::Cluster::new(shared.store.clone(), replica),
+                pages,
                 shared,
             }),
         }
@@ -305,6 +320,11 @@ impl Engine {
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Signs and checks card links and web sign-ins.
+    pub fn signer(&self) -> &signing::Signer {
+        &self.inner.shared.signer
     }
 
     /// The counters and histograms `/metrics` shows.
@@ -488,6 +508,24 @@ impl Engine {
             .reads
             .history(service, environment, limit)
             .await
+    }
+
+    /// The web front page: what runs where, the queue, windows and freezes.
+    pub async fn overview(&self) -> Result<pages::Overview, EngineError> {
+        self.inner.pages.overview().await
+    }
+
+    /// One promotion for its web page: audit trail, rollout steps, checks, deploy log.
+    pub async fn promotion_page(&self, id: i64) -> Result<pages::PromotionPage, EngineError> {
+        self.inner.pages.promotion_page(id).await
+    }
+
+    /// A page of the audit log, newest first.
+    pub async fn audit_log(
+        &self,
+        query: &pages::AuditQuery,
+    ) -> Result<pages::AuditPage, EngineError> {
+        self.inner.pages.audit_log(query).await
     }
 
     /// Prometheus text for `/metrics`.

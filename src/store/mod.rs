@@ -6,6 +6,7 @@
 
 mod cluster;
 mod delivery;
+mod pages;
 mod queries;
 pub mod records;
 mod rollouts;
@@ -33,6 +34,7 @@ pub use cluster::{
     lock_for_serving, GatewayLock, JobWakeups, ReplicaBeat, ReplicaRecord, ServeLock, Wakeup,
 };
 pub use delivery::DeliveryMark;
+pub use pages::{AuditFilter, AuditRecord, TallyRecord};
 pub use queries::{
     active_states_sql, ChatCardRecord, ClaimedJob, JobKind, JobLease, NewPromotion, NewRelease,
     ProcessRecord, StatusRow,

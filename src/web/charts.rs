@@ -1,0 +1,1 @@
+//! Charts drawn as inline SVG (no script, no image requests).
