@@ -429,7 +429,7 @@ name = "shop"
     assert!(
         waiting
             .body
-            .contains(r#"<tr><th scope="row">api:lead</th><td>2026-11-17 09:00 UTC</td></tr>"#),
+            .contains(r#"<tr><th scope="row">api:lead</th><td>2026-11-17 09:00:00 UTC</td></tr>"#),
         "{}",
         waiting.body
     );

@@ -4,7 +4,7 @@
 //! or whoever opens a card's signed link (that one promotion's page only).
 
 use axum::extract::{Form, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
@@ -281,13 +281,21 @@ fn with_cookie(mut response: Response, cookie: &str) -> Response {
     response
 }
 
-/// A form posted from another site is refused: browsers send `Origin` on every POST, and it must
-/// name the host the form was posted to.
+/// A form posted from another site is refused. Browsers say where a request comes from in
+/// `Sec-Fetch-Site`; older ones only in `Origin`, which must then name the host the form was
+/// posted to (an `Origin` of `null`, as sent under `Referrer-Policy: no-referrer`, tells nothing).
+/// Clients that are no browser send neither and are not at risk.
 fn same_origin(headers: &HeaderMap) -> Result<(), Denied> {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+    let header = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    if let Some(site) = header(HeaderName::from_static("sec-fetch-site")) {
+        return match site {
+            "same-origin" | "none" => Ok(()),
+            _ => Err(Denied::CrossSite),
+        };
+    }
+    let Some(origin) = header(header::ORIGIN).filter(|o| *o != "null") else {
         return Ok(());
     };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let origin_host = url::Url::parse(origin).ok().map(|url| {
         let host = url.host_str().unwrap_or_default().to_string();
         match url.port() {
@@ -295,7 +303,7 @@ fn same_origin(headers: &HeaderMap) -> Result<(), Denied> {
             None => host,
         }
     });
-    if origin_host.is_some() && origin_host.as_deref() == host {
+    if origin_host.is_some() && origin_host.as_deref() == header(header::HOST) {
         Ok(())
     } else {
         Err(Denied::CrossSite)
@@ -338,17 +346,23 @@ mod tests {
 
     #[test]
     fn a_post_from_another_site_is_refused() {
-        let headers = |origin: Option<&'static str>| {
+        let headers = |origin: Option<&'static str>, site: Option<&'static str>| {
             let mut headers = HeaderMap::new();
             headers.insert(header::HOST, HeaderValue::from_static("bot.example:8080"));
             if let Some(origin) = origin {
                 headers.insert(header::ORIGIN, HeaderValue::from_static(origin));
             }
+            if let Some(site) = site {
+                headers.insert("sec-fetch-site", HeaderValue::from_static(site));
+            }
             headers
         };
-        assert!(same_origin(&headers(None)).is_ok());
-        assert!(same_origin(&headers(Some("https://bot.example:8080"))).is_ok());
-        assert!(same_origin(&headers(Some("https://evil.example"))).is_err());
-        assert!(same_origin(&headers(Some("null"))).is_err());
+        assert!(same_origin(&headers(None, None)).is_ok());
+        assert!(same_origin(&headers(Some("https://bot.example:8080"), None)).is_ok());
+        assert!(same_origin(&headers(Some("https://evil.example"), None)).is_err());
+        // Under no-referrer a browser's own form says `null`; its Sec-Fetch-Site decides.
+        assert!(same_origin(&headers(Some("null"), Some("same-origin"))).is_ok());
+        assert!(same_origin(&headers(Some("null"), Some("cross-site"))).is_err());
+        assert!(same_origin(&headers(Some("https://bot.example:8080"), Some("same-site"))).is_err());
     }
 }

@@ -6,6 +6,7 @@
 
 mod access;
 mod charts;
+mod dora;
 mod live;
 mod pages;
 mod view;

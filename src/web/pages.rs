@@ -12,7 +12,7 @@ use crate::engine::pages::{AuditQuery, Overview, PromotionPage, RolloutReport};
 use crate::engine::{EnvironmentStatus, ServiceStatus};
 
 use super::access::{require, require_for_promotion, LinkQuery, Viewer};
-use super::view::{ago, iso, when, Layout};
+use super::view::{ago, iso, when, when_exact, Layout};
 use super::{engine_error, html, live, message, WebState};
 
 // ---- the overview ----
@@ -354,7 +354,7 @@ pub(super) fn live_state(page: PromotionPage) -> LiveTemplate {
         approvals: view
             .approvals
             .iter()
-            .map(|a| (a.by.to_string(), when(a.at)))
+            .map(|a| (a.by.to_string(), when_exact(a.at)))
             .collect(),
         rollout: page.rollout,
         events: page
@@ -362,7 +362,7 @@ pub(super) fn live_state(page: PromotionPage) -> LiveTemplate {
             .events
             .into_iter()
             .map(|e| EventRow {
-                at: when(e.at),
+                at: when_exact(e.at),
                 at_iso: iso(e.at),
                 kind: e.kind.to_string(),
                 actor: e.actor,
@@ -533,7 +533,7 @@ pub async fn audit(
                 .entries
                 .into_iter()
                 .map(|e| AuditRow {
-                    at: when(e.event.at),
+                    at: when_exact(e.event.at),
                     at_iso: iso(e.event.at),
                     promotion_id: e.promotion_id,
                     place: match (e.service, e.environment) {

@@ -48,6 +48,11 @@ pub fn when(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
+/// `2026-11-17 09:00:05 UTC`, for timelines where seconds tell events apart.
+pub fn when_exact(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
 /// For `<time datetime=…>`.
 pub fn iso(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
