@@ -748,3 +748,36 @@ async fn a_promotion_page_streams_its_new_state_as_it_changes_and_ends_with_it()
         .await;
     assert_eq!(stranger.status, 303);
 }
+
+#[tokio::test]
+async fn the_pages_read_the_same_on_postgresql() {
+    let Some(bot) = TestBot::builder()
+        .db(Db::Postgres)
+        .config(OPEN)
+        .start()
+        .await
+    else {
+        eprintln!("skipped: SHIPMATE_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    bot.reach("api", "1.0.0", &["dev"]).await;
+    let browser = Browser::new(&bot);
+    let overview = browser.get("/ui").await;
+    assert_eq!(overview.status, 200, "{}", overview.body);
+    assert!(overview.body.contains("<strong>1.0.0</strong>"));
+    let audit = browser
+        .get("/ui/audit?service=api&environment=dev&actor=api%3Aci")
+        .await;
+    assert_eq!(audit.status, 200, "{}", audit.body);
+    assert!(
+        audit.body.contains("<td>requested</td><td>api:ci</td>"),
+        "{}",
+        audit.body
+    );
+    let none = browser.get("/ui/audit?service=web").await;
+    assert!(
+        none.body.contains("No audit events match these filters."),
+        "{}",
+        none.body
+    );
+}

@@ -286,7 +286,11 @@ fn with_cookie(mut response: Response, cookie: &str) -> Response {
 /// posted to (an `Origin` of `null`, as sent under `Referrer-Policy: no-referrer`, tells nothing).
 /// Clients that are no browser send neither and are not at risk.
 fn same_origin(headers: &HeaderMap) -> Result<(), Denied> {
-    let header = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
     if let Some(site) = header(HeaderName::from_static("sec-fetch-site")) {
         return match site {
             "same-origin" | "none" => Ok(()),
@@ -363,6 +367,10 @@ mod tests {
         // Under no-referrer a browser's own form says `null`; its Sec-Fetch-Site decides.
         assert!(same_origin(&headers(Some("null"), Some("same-origin"))).is_ok());
         assert!(same_origin(&headers(Some("null"), Some("cross-site"))).is_err());
-        assert!(same_origin(&headers(Some("https://bot.example:8080"), Some("same-site"))).is_err());
+        assert!(same_origin(&headers(
+            Some("https://bot.example:8080"),
+            Some("same-site")
+        ))
+        .is_err());
     }
 }

@@ -156,12 +156,22 @@ mod tests {
                 values: vec![(None, "–".into()), (Some(0.0), "0/day".into())],
             },
         ];
-        let svg = bar_chart("freq", "Deploys per day", &["7 days", "30 days"], &groups)
-            .expect("renders");
-        assert_eq!(svg.matches("<rect x=").count(), 3 + 2, "3 bars and 2 legend keys: {svg}");
-        assert!(svg.contains(r#"height="110""#), "the tallest bar fills the plot: {svg}");
+        let svg =
+            bar_chart("freq", "Deploys per day", &["7 days", "30 days"], &groups).expect("renders");
+        assert_eq!(
+            svg.matches("<rect x=").count(),
+            3 + 2,
+            "3 bars and 2 legend keys: {svg}"
+        );
+        assert!(
+            svg.contains(r#"height="110""#),
+            "the tallest bar fills the plot: {svg}"
+        );
         assert!(svg.contains(r#"height="55""#), "half of it: {svg}");
-        assert!(svg.contains(r#"height="0""#), "a zero is a bar of no height: {svg}");
+        assert!(
+            svg.contains(r#"height="0""#),
+            "a zero is a bar of no height: {svg}"
+        );
         assert!(svg.contains("&#60;prod&#62;"), "labels are escaped: {svg}");
         assert!(svg.contains(r#"aria-labelledby="freq-title""#));
     }

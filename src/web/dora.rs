@@ -177,7 +177,11 @@ fn duration(seconds: Option<f64>) -> String {
     match seconds {
         Some(s) if s.is_finite() && s >= 0.0 => {
             let whole = s.round() as u64;
-            let shown = if whole >= 3600 { whole - whole % 60 } else { whole };
+            let shown = if whole >= 3600 {
+                whole - whole % 60
+            } else {
+                whole
+            };
             format_duration(std::time::Duration::from_secs(shown))
         }
         _ => "–".to_string(),
@@ -222,14 +226,22 @@ mod tests {
     fn the_page_has_a_table_row_per_environment_and_window_and_four_charts() {
         let cells: Vec<DoraCell> = ["staging", "production"]
             .iter()
-            .flat_map(|env| WINDOWS.iter().map(move |days| cell(env, *days, u64::from(*days / 7))))
+            .flat_map(|env| {
+                WINDOWS
+                    .iter()
+                    .map(move |days| cell(env, *days, u64::from(*days / 7)))
+            })
             .collect();
         let to = Utc.with_ymd_and_hms(2026, 11, 17, 9, 0, 0).unwrap();
         let html = page(&cells, to, Layout::bare("Delivery metrics"))
             .and_then(|p| p.render())
             .expect("renders");
         assert_eq!(html.matches("<figure><svg").count(), 4, "{html}");
-        assert_eq!(html.matches(r#"<tr><th scope="row">production</th>"#).count(), 3);
+        assert_eq!(
+            html.matches(r#"<tr><th scope="row">production</th>"#)
+                .count(),
+            3
+        );
         assert!(html.contains("<td>30 days</td><td>4</td><td>0.13</td><td>3h12m</td><td>1d</td><td>8.3%</td><td>–</td>"), "{html}");
     }
 
