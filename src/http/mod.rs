@@ -48,6 +48,7 @@ pub fn router(engine: Engine, chat: Router) -> Router {
         .route("/services/{name}/history", get(api::history))
         .route("/commands", post(api::command))
         .route("/cluster", get(api::cluster))
+        .route("/dora", get(api::dora))
         .fallback(api_not_found);
     Router::new()
         .nest("/api/v1", api)
