@@ -781,3 +781,82 @@ async fn the_pages_read_the_same_on_postgresql() {
         none.body
     );
 }
+
+/// Fails a production deploy of a version ending in `.13`; everything else succeeds.
+const PRODUCTION_UNLUCKY: &str = r#"#!/bin/sh
+echo "deploying $SHIPMATE_VERSION to $SHIPMATE_ENVIRONMENT"
+case "$SHIPMATE_ENVIRONMENT:$SHIPMATE_VERSION" in production:*.13) exit 3;; esac
+"#;
+
+/// At `hour` after the start: creates `web <version>`, deploys it to staging, then at
+/// `production_hour` to production; returns how that ended.
+async fn web_release(bot: &TestBot, version: &str, hour: u64, production_hour: u64) -> String {
+    bot.clock
+        .set(start_time() + chrono::Duration::hours(hour as i64));
+    let (status, body) = bot
+        .post(
+            "/api/v1/releases",
+            CI_TOKEN,
+            json!({"service": "web", "version": version}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let staging = bot.promote_id("web", version, Some("staging")).await;
+    bot.wait_for_state(staging, "succeeded").await;
+    bot.clock
+        .set(start_time() + chrono::Duration::hours(production_hour as i64));
+    let id = bot.promote_id("web", version, Some("production")).await;
+    let ended = wait_until(Duration::from_secs(20), || async {
+        let state = bot.promotion(id).await["state"].clone();
+        state == "succeeded" || state == "failed"
+    })
+    .await;
+    assert!(ended, "#{id} never ended");
+    bot.promotion(id).await["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_dora_page_shows_the_four_keys_per_environment_and_window_with_charts() {
+    let bot = TestBot::builder()
+        .script(PRODUCTION_UNLUCKY)
+        .start()
+        .await
+        .expect("sqlite");
+    // web in production: 1.0.0 released at 0h, live at 3h (lead 3h); 1.0.13 fails at 11h;
+    // 1.2.0 released at 12h, live at 14h (lead 2h), restoring production 3h after the failure.
+    assert_eq!(web_release(&bot, "1.0.0", 0, 3).await, "succeeded");
+    assert_eq!(web_release(&bot, "1.0.13", 10, 11).await, "failed");
+    assert_eq!(web_release(&bot, "1.2.0", 12, 14).await, "succeeded");
+    let browser = Browser::signed_in(&bot).await;
+    let page = browser.get("/ui/dora").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let body = &page.body;
+    assert!(
+        body.contains(r#"<h2 id="dora-0">api</h2>"#)
+            && body.contains(r#"<h2 id="dora-1">web</h2>"#),
+        "{body}"
+    );
+    assert_eq!(
+        body.matches("<figure><svg").count(),
+        8,
+        "4 charts for each of 2 services"
+    );
+    assert!(body.contains("<figcaption>web: change failure rate</figcaption>"));
+    // Production over 7 days: 2 deploys, 1 of 3 changes failed, restored in 3h.
+    let row = body
+        .split("<tr>")
+        .find(|row| row.starts_with(r#"<th scope="row">production</th><td>7 days</td><td>2</td>"#))
+        .unwrap_or_else(|| panic!("no 7-day production row with 2 deploys: {body}"));
+    assert!(row.contains("<td>0.29</td>"), "2 deploys in 7 days: {row}");
+    assert!(row.contains("<td>33.3%</td><td>3h</td></tr>"), "{row}");
+    // Staging: 3 deploys, nothing failed, nothing to restore.
+    assert!(
+        body.contains(r#"<th scope="row">staging</th><td>7 days</td><td>3</td><td>0.43</td>"#),
+        "{body}"
+    );
+    // api deployed nothing: dashes, not zeros, where there is no data.
+    assert!(body.contains(r#"<th scope="row">dev</th><td>90 days</td><td>0</td><td>0.00</td><td>–</td><td>–</td><td>–</td><td>–</td>"#), "{body}");
+}

@@ -4,6 +4,7 @@
 pub mod approval;
 pub mod audit;
 pub mod command;
+pub mod dora;
 pub mod duration;
 pub mod identity;
 pub mod permission;

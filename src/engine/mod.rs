@@ -22,6 +22,7 @@ pub mod cluster;
 mod commands;
 mod controls;
 mod deploys;
+mod dora;
 pub mod error;
 mod freezes;
 mod ledger;
@@ -53,9 +54,11 @@ use crate::store::{DeliveryMark, Store};
 use crate::verify::Prober;
 
 pub use crate::domain::approval::ReactionVote;
+pub use crate::domain::dora::DoraReport;
 pub use chat::{ChatError, ChatOrigin, ChatPlatform, ChatPort};
 pub use clock::{Clock, ManualClock, SystemClock, Time};
 pub use cluster::{Cluster, ClusterView, GatewayTurn, ReplicaView};
+pub use dora::{DoraEntry, DoraQuery};
 pub use error::{EngineError, ErrorKind};
 pub use reply::{EnvironmentStatus, Reply, ServiceStatus};
 pub use request::{Delivery, Request, RequestKind};
@@ -205,6 +208,11 @@ impl Shared {
                 time: self.time.clone(),
                 ledger: self.ledger.clone(),
                 controls_changed: self.controls_changed.clone(),
+            },
+            dora: dora::Dora {
+                config: self.config.clone(),
+                store,
+                time: self.time.clone(),
             },
         }
     }
@@ -526,6 +534,20 @@ impl Engine {
         query: &pages::AuditQuery,
     ) -> Result<pages::AuditPage, EngineError> {
         self.inner.pages.audit_log(query).await
+    }
+
+    /// Delivery metrics (`GET /api/v1/dora`): one [`DoraReport`] pooling the (service,
+    /// environment) pairs `query` covers, over the `days` before the rules clock's now.
+    /// Unknown service or environment: not found, listing the known ones; days outside 1..=365:
+    /// bad input.
+    pub async fn dora(&self, query: &DoraQuery) -> Result<DoraReport, EngineError> {
+        self.inner.commands.dora.report(query).await
+    }
+
+    /// Delivery metrics of every service × environment × window in `days` (e.g. `&[7, 30, 90]`),
+    /// in configuration order, from one database read: what `/ui/dora` shows.
+    pub async fn dora_all(&self, days: &[u32]) -> Result<Vec<DoraEntry>, EngineError> {
+        self.inner.commands.dora.all(days).await
     }
 
     /// Prometheus text for `/metrics`.

@@ -52,6 +52,7 @@ pub fn router(engine: Engine, chat: Router, shutdown: CancellationToken) -> Rout
         .route("/services/{name}/history", get(api::history))
         .route("/commands", post(api::command))
         .route("/cluster", get(api::cluster))
+        .route("/dora", get(api::dora))
         .fallback(api_not_found);
     Router::new()
         .nest("/api/v1", api)

@@ -6,6 +6,7 @@
 
 mod cluster;
 mod delivery;
+mod dora;
 mod pages;
 mod queries;
 pub mod records;
@@ -360,6 +361,17 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Promotion>, StoreError> {
         queries::history(&self.read, service, environment, limit).await
+    }
+
+    /// The promotions that ended (succeeded, failed, rolled back) from `from` to `to`, of one
+    /// (service, environment) or of all: what the delivery metrics are computed from.
+    pub async fn ended_promotions(
+        &self,
+        only: Option<(&str, &str)>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<crate::domain::dora::DeliveryRecord>, StoreError> {
+        dora::ended_promotions(&self.read, only, from, to).await
     }
 
     /// (service, environment, state, count) of active promotions, for the metrics gauge.

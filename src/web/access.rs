@@ -226,11 +226,12 @@ pub async fn login(
         return Redirect::to(&next).into_response();
     }
     let Some(token) = find_token(&config.api_tokens, form.token.trim()) else {
-        return login_page(
-            StatusCode::UNAUTHORIZED,
-            next,
-            Some("That is not one of this bot's API tokens ([[api_tokens]] in bot.toml); check it and try again.".into()),
-        );
+        let problem = if config.api_tokens.is_empty() {
+            "This bot has no API tokens to sign in with: add an [[api_tokens]] entry to bot.toml, or set [web] access = \"open\"."
+        } else {
+            "That is not one of this bot's API tokens ([[api_tokens]] in bot.toml); check it and try again."
+        };
+        return login_page(StatusCode::UNAUTHORIZED, next, Some(problem.into()));
     };
     let expires = state.engine.time().now() + SESSION_LENGTH;
     let value = state.engine.signer().session(token, expires);

@@ -9,9 +9,10 @@ use serde::Deserialize;
 
 use crate::domain::window::{Freeze, FreezeSource, Gate};
 use crate::engine::pages::{AuditQuery, Overview, PromotionPage, RolloutReport};
-use crate::engine::{EnvironmentStatus, ServiceStatus};
+use crate::engine::{DoraEntry, EnvironmentStatus, ServiceStatus};
 
 use super::access::{require, require_for_promotion, LinkQuery, Viewer};
+use super::dora::{self, DoraCell};
 use super::view::{ago, iso, when, when_exact, Layout};
 use super::{engine_error, html, live, message, WebState};
 
@@ -594,13 +595,35 @@ pub async fn dora(State(state): State<WebState>, headers: HeaderMap, uri: Uri) -
         Ok(viewer) => viewer,
         Err(denied) => return denied.into_response(),
     };
-    message(
-        StatusCode::NOT_IMPLEMENTED,
-        "Delivery metrics",
-        "not built yet",
-        None,
-        viewer.layout("Delivery metrics"),
-    )
+    let layout = viewer.layout("Delivery metrics");
+    match state.engine.dora_all(&dora::WINDOWS).await {
+        Ok(entries) => {
+            let to = entries
+                .first()
+                .map_or_else(|| state.engine.time().now(), |e| e.report.to);
+            let page = dora::page(&dora_cells(entries), to, layout);
+            html(StatusCode::OK, page.and_then(|page| page.render()))
+        }
+        Err(error) => engine_error(error, layout),
+    }
+}
+
+/// The engine's reports as the page's cells (the one place that knows both shapes).
+fn dora_cells(entries: Vec<DoraEntry>) -> Vec<DoraCell> {
+    entries
+        .into_iter()
+        .map(|entry| DoraCell {
+            service: entry.service,
+            environment: entry.environment,
+            days: entry.days,
+            deploys: entry.report.deploys,
+            frequency_per_day: entry.report.deployment_frequency_per_day,
+            lead_p50: entry.report.lead_time_seconds.p50,
+            lead_p90: entry.report.lead_time_seconds.p90,
+            failure_rate: entry.report.change_failure_rate,
+            restore_p50: entry.report.time_to_restore_seconds.p50,
+        })
+        .collect()
 }
 
 pub async fn not_found(uri: Uri) -> Response {

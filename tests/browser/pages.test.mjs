@@ -188,4 +188,14 @@ test("sign in, read the matrix, follow a promotion live, read the DORA charts", 
   assert.match(await frequency.locator("svg title").first().textContent(), /deploys per day/);
   await page.screenshot({ path: join(shots, "dora.png"), fullPage: true });
   if (process.env.UPDATE_DOCS === "1") copyFileSync(join(shots, "dora.png"), join(root, "docs/dora.png"));
+
+  // On a phone the pages fit the screen's width; wide tables scroll inside their box.
+  await page.setViewportSize({ width: 390, height: 844 });
+  for (const path of ["/ui", `/ui/promotions/${prod}`, "/ui/audit", "/ui/dora"]) {
+    await page.goto(base + path);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `${path} is ${overflow}px wider than a phone`);
+  }
+  await page.goto(base + "/ui");
+  await page.screenshot({ path: join(shots, "ui-phone.png"), fullPage: true });
 });
