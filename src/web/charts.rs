@@ -10,10 +10,10 @@ const LEFT: u32 = 4;
 const PLOT_TOP: u32 = 30;
 const BASELINE: u32 = 140;
 const HEIGHT: u32 = 164;
-const BAR: u32 = 16;
-const BAR_GAP: u32 = 4;
+const BAR: u32 = 20;
+const BAR_GAP: u32 = 6;
 const GROUP_GAP: u32 = 22;
-const MIN_WIDTH: u32 = 220;
+const MIN_WIDTH: u32 = 230;
 
 /// One group of bars: its label, and per series a value (none: no data) and how to show it.
 pub struct Group {

@@ -1,7 +1,8 @@
 // Headless Chromium (Debian's, at /usr/bin/chromium or $CHROMIUM) drives the bot's web pages as a
 // person would: signs in with an API token, reads the services × environments matrix, follows a
 // promotion, sees its approvals arrive live without a reload, and reads the DORA charts.
-// Screenshots go to target/screenshots/; with UPDATE_DOCS=1 the README's two go to docs/.
+// Screenshots go to target/screenshots/; with UPDATE_DOCS=1 the README's two (the first screen
+// of /ui and /ui/dora) go to docs/.
 //
 // The bot is the debug build (target/debug/shipmate, or $SHIPMATE_BIN) on a fresh temp directory,
 // SQLite database and loopback port; ci/browser.sh builds it and runs `node --test` here.
@@ -10,7 +11,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, chmodSync, copyFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, chmodSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -161,7 +162,7 @@ test("sign in, read the matrix, follow a promotion live, read the DORA charts", 
   const row = page.locator("tr", { has: page.locator('th[scope="row"]', { hasText: /^api$/ }) }).first();
   assert.match(await row.innerText(), /1\.0\.0[\s\S]*1\.0\.0[\s\S]*nothing deployed[\s\S]*awaiting approval/);
   await page.screenshot({ path: join(shots, "ui.png"), fullPage: true });
-  if (process.env.UPDATE_DOCS === "1") copyFileSync(join(shots, "ui.png"), join(root, "docs/ui.png"));
+  if (process.env.UPDATE_DOCS === "1") await page.screenshot({ path: join(root, "docs/ui.png") });
 
   // Following the promotion; its approvals arrive while the page stays loaded.
   await page.getByRole("link", { name: `#${prod} api 1.0.0 → production` }).first().click();
@@ -187,7 +188,7 @@ test("sign in, read the matrix, follow a promotion live, read the DORA charts", 
   assert.ok(bars >= 3 + 3, `bars for the deploys and the legend: ${bars}`);
   assert.match(await frequency.locator("svg title").first().textContent(), /deploys per day/);
   await page.screenshot({ path: join(shots, "dora.png"), fullPage: true });
-  if (process.env.UPDATE_DOCS === "1") copyFileSync(join(shots, "dora.png"), join(root, "docs/dora.png"));
+  if (process.env.UPDATE_DOCS === "1") await page.screenshot({ path: join(root, "docs/dora.png") });
 
   // On a phone the pages fit the screen's width; wide tables scroll inside their box.
   await page.setViewportSize({ width: 390, height: 844 });
