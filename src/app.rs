@@ -317,7 +317,7 @@ pub async fn run(
         bot.discord.clone(),
         shutdown.clone(),
     ));
-    let router = crate::http::router(engine.clone(), bot.chat_routes());
+    let router = crate::http::router(engine.clone(), bot.chat_routes(), shutdown.clone());
     let stop = shutdown.clone();
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move { stop.cancelled().await })

@@ -1237,3 +1237,42 @@ fn a_missing_backend_secret_names_its_variable_and_never_its_value() {
         "{problem:?}"
     );
 }
+
+#[test]
+fn the_web_table_defaults_to_token_access_and_30_day_links() {
+    let config = parse(&with("")).expect("valid");
+    assert_eq!(config.web.access, config::WebAccess::Token);
+    assert_eq!(config.web.link_expiry, Duration::from_secs(30 * 86_400));
+    assert!(config.web.link_key.is_none());
+
+    let key = "k".repeat(40);
+    let text = with("[web]\naccess = \"open\"\nlink_key = \"${LINK_KEY}\"\nlink_expiry = \"7d\"\n");
+    let config = config::parse(&text, &base_dir(), &env_of(&[("LINK_KEY", &key)])).expect("valid");
+    assert_eq!(config.web.access, config::WebAccess::Open);
+    assert_eq!(config.web.link_expiry, Duration::from_secs(7 * 86_400));
+    assert_eq!(
+        config.web.link_key.as_ref().map(|k| k.expose()),
+        Some(key.as_str())
+    );
+    assert!(
+        config.secret_values().contains(&key.as_str()),
+        "the link key is scrubbed from deploy output like other secrets"
+    );
+}
+
+#[test]
+fn web_table_problems_are_named() {
+    let found = problems(&with(
+        "[web]\naccess = \"public\"\nlink_key = \"short\"\nlink_expiry = \"soon\"\n",
+    ));
+    assert!(problem_at(&found, "web.access")
+        .message
+        .contains("\"token\""));
+    assert!(problem_at(&found, "web.link_key")
+        .message
+        .contains("at least 32"));
+    assert!(problem_at(&found, "web.link_expiry")
+        .message
+        .contains("soon"));
+    assert_unknown_key(&with("[web]\ncolour = \"blue\"\n"), "colour");
+}

@@ -1,6 +1,6 @@
 //! The architecture's boundaries, checked on the source (DESIGN.md "Layers and who may import
 //! whom"): `domain` is pure and imports no other layer; the infrastructure adapters (`deploy`,
-//! `verify`) use only the domain; the front ends (`chat`, `http`) reach the database only
+//! `verify`) use only the domain; the front ends (`chat`, `http`, `web`) reach the database only
 //! through the engine; time is read only through the engine's clock.
 
 use std::fs;
@@ -139,7 +139,7 @@ fn infrastructure_reaches_no_layer_above_it() {
 
 #[test]
 fn front_ends_reach_the_database_only_through_the_engine() {
-    for front_end in ["chat", "http"] {
+    for front_end in ["chat", "http", "web"] {
         let found = violations(front_end, &["store"]);
         assert!(found.is_empty(), "{front_end} uses the store: {found:#?}");
     }

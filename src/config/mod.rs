@@ -63,6 +63,41 @@ pub struct Config {
     pub freezes: Vec<FreezeConfig>,
     pub windows: Vec<WindowConfig>,
     pub services: Vec<ServiceConfig>,
+    pub web: WebConfig,
+}
+
+/// `[web]`: who may read the pages (SPEC §9) and how card links to them are signed.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    pub access: WebAccess,
+    /// The key of signed links and sign-in cookies; derived from the configured secrets when
+    /// absent (see `engine::signing`).
+    pub link_key: Option<Secret>,
+    /// How long a card's signed link opens its page.
+    pub link_expiry: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebAccess {
+    /// Sign in with an API token (the default).
+    Token,
+    /// Read-only for anyone who can reach the server.
+    Open,
+}
+
+/// Card links open their page for 30 days unless `[web] link_expiry` says otherwise.
+pub const DEFAULT_LINK_EXPIRY: Duration = Duration::from_secs(30 * 24 * 3600);
+/// A link key shorter than this is guessable; 32 characters of random text is plenty.
+const MIN_LINK_KEY: usize = 32;
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            access: WebAccess::Token,
+            link_key: None,
+            link_expiry: DEFAULT_LINK_EXPIRY,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +208,7 @@ impl Config {
         if let Some(discord) = &self.discord {
             secrets.push(&discord.bot_token);
         }
+        secrets.extend(self.web.link_key.iter());
         for env in self.services.iter().flat_map(|s| &s.environments) {
             match &env.backend {
                 BackendConfig::Webhook(hook) => secrets.extend(hook.secret.iter()),
@@ -388,7 +424,7 @@ mod sections {
 
     use super::{Problem, RawConfig, RawDatabase, RawServer};
 
-    const TABLES: [&str; 10] = [
+    const TABLES: [&str; 11] = [
         "server",
         "database",
         "slack",
@@ -399,6 +435,7 @@ mod sections {
         "freeze",
         "window",
         "service",
+        "web",
     ];
 
     /// Every structural problem of `value`; the raw config when the only ones are missing
@@ -450,6 +487,7 @@ mod sections {
             freeze: entries_of(table, "freeze", problems),
             window: entries_of(table, "window", problems),
             service: entries_of(table, "service", problems),
+            web: table_of(table, "web", problems),
         };
         (problems.len() - before == missing).then_some(raw)
     }
@@ -537,6 +575,15 @@ struct RawConfig {
     window: Vec<RawWindow>,
     #[serde(default)]
     service: Vec<RawService>,
+    web: Option<RawWeb>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    access: Option<String>,
+    link_key: Option<String>,
+    link_expiry: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -752,8 +799,44 @@ impl Validator<'_> {
             schedules: self.schedules(raw.schedule, &roles),
             freezes: self.freezes(raw.freeze, &environments),
             windows: self.windows(raw.window),
+            web: raw.web.map(|web| self.web(web)).unwrap_or_default(),
             services,
             roles,
+        }
+    }
+
+    fn web(&mut self, raw: RawWeb) -> WebConfig {
+        let access = match raw.access.as_deref() {
+            None | Some("token") => WebAccess::Token,
+            Some("open") => WebAccess::Open,
+            Some(other) => {
+                self.problem(
+                    "web.access",
+                    format!("`{other}` is not an access mode; use \"token\" (sign in with an API token) or \"open\" (read-only for anyone)"),
+                );
+                WebAccess::Token
+            }
+        };
+        if let Some(key) = &raw.link_key {
+            if key.chars().count() < MIN_LINK_KEY {
+                self.problem(
+                    "web.link_key",
+                    format!("is {} characters long; use at least {MIN_LINK_KEY} random characters, e.g. from `openssl rand -hex 32`, through ${{ENV_NAME}}", key.chars().count()),
+                );
+            }
+        }
+        let link_expiry = self.duration(
+            "web.link_expiry",
+            raw.link_expiry.as_deref(),
+            DEFAULT_LINK_EXPIRY,
+        );
+        if link_expiry.is_zero() {
+            self.problem("web.link_expiry", "must be longer than 0s, e.g. \"30d\"");
+        }
+        WebConfig {
+            access,
+            link_key: raw.link_key.map(Secret::new),
+            link_expiry,
         }
     }
 

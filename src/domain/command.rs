@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::domain::dora;
 use crate::domain::duration::parse_duration;
 use crate::domain::manifest::{BadDigest, Manifest};
 use crate::domain::version::{Version, VersionSpec};
@@ -87,6 +88,13 @@ pub enum Command {
         id: PromotionId,
         reason: Option<String>,
     },
+    /// Delivery metrics (SPEC §9). A lone word may be a service or an environment: the engine
+    /// knows which (the parser does not know the configuration).
+    Dora {
+        service: Option<String>,
+        environment: Option<String>,
+        days: Option<u32>,
+    },
 }
 
 impl Command {
@@ -110,6 +118,7 @@ impl Command {
             Command::Resume { .. } => "resume",
             Command::Advance { .. } => "advance",
             Command::Abort { .. } => "abort",
+            Command::Dora { .. } => "dora",
         }
     }
 }
@@ -139,7 +148,7 @@ struct CommandInfo {
     parse: fn(Args<'_>) -> Result<Command, ParseError>,
 }
 
-const COMMANDS: [CommandInfo; 17] = [
+const COMMANDS: [CommandInfo; 18] = [
     CommandInfo {
         name: "help",
         aliases: &[],
@@ -304,6 +313,17 @@ const COMMANDS: [CommandInfo; 17] = [
                   before; everything after the id is the reason.",
         example: "/release abort #42 error rate doubled on the canary",
         parse: parse_abort,
+    },
+    CommandInfo {
+        name: "dora",
+        aliases: &[],
+        usage: "/release dora [<service>] [<env>] [<days>]",
+        summary: "show delivery metrics: deploys, lead time, change failure rate, time to restore",
+        details: "Shows the four delivery metrics of each environment over the last <days> days \
+                  (1 to 365, default 30), for one service or all (`all`); an environment alone, \
+                  e.g. `dora production 7`, shows that environment of every service.",
+        example: "/release dora api production 30",
+        parse: parse_dora,
     },
 ];
 
@@ -918,6 +938,40 @@ fn freeze_duration(args: &mut Args<'_>) -> Result<Duration, ParseError> {
     Ok(duration)
 }
 
+/// `[<service>] [<env>] [<days>]`: up to two words and a number of days, in that order; `all`
+/// as the service means every service.
+fn parse_dora(mut args: Args<'_>) -> Result<Command, ParseError> {
+    let mut words = Vec::new();
+    let mut days = None;
+    while let Some(token) = args.next() {
+        let is_days = token.starts_with(|c: char| c.is_ascii_digit());
+        if is_days && days.is_some() {
+            return Err(args.error("days given twice: give one number, e.g. dora api 30"));
+        } else if days.is_some() {
+            return Err(args.unexpected(
+                token,
+                "the number of days comes last, e.g. dora api production 30",
+            ));
+        } else if is_days {
+            days = Some(dora::parse_days(token).map_err(|e| args.error(e.to_string()))?);
+        } else if words.len() < 2 {
+            words.push(token);
+        } else {
+            return Err(args.unexpected(
+                token,
+                "dora takes a service, an environment and a number of days, e.g. dora api production 30",
+            ));
+        }
+    }
+    let mut words = words.into_iter().map(str::to_string);
+    let service = words.next().filter(|word| !is_word(word, "all"));
+    Ok(Command::Dora {
+        service,
+        environment: words.next(),
+        days,
+    })
+}
+
 fn parse_unfreeze(mut args: Args<'_>) -> Result<Command, ParseError> {
     let target = args.required(never_reserved, || {
         "missing <env|all>: which environment should be unfrozen? (or all)".to_string()
@@ -1294,6 +1348,45 @@ mod tests {
     }
 
     #[test]
+    fn dora_takes_a_service_an_environment_and_days_each_optional() {
+        let dora = |service: Option<&str>, environment: Option<&str>, days| Command::Dora {
+            service: service.map(s),
+            environment: environment.map(s),
+            days,
+        };
+        let cases = [
+            ("dora", dora(None, None, None)),
+            ("DORA api", dora(Some("api"), None, None)),
+            (
+                "dora api production",
+                dora(Some("api"), Some("production"), None),
+            ),
+            (
+                "dora api production 7",
+                dora(Some("api"), Some("production"), Some(7)),
+            ),
+            ("dora api 90d", dora(Some("api"), None, Some(90))),
+            ("dora 365", dora(None, None, Some(365))),
+            (
+                "dora all production 7",
+                dora(None, Some("production"), Some(7)),
+            ),
+            ("dora production", dora(Some("production"), None, None)),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(parse(input), Ok(expected), "input: {input:?}");
+        }
+        let error = parse("dora api 366").map_err(|e| e.message);
+        assert_eq!(
+            error,
+            Err(
+                "`366` is not a number of days: write a whole number from 1 to 365, e.g. 30"
+                    .to_string()
+            )
+        );
+    }
+
+    #[test]
     fn bad_inputs_explain_what_was_expected() {
         let inputs = [
             // Grammar-wide
@@ -1395,6 +1488,11 @@ mod tests {
             "freeze production for 0s",
             "unfreeze",
             "unfreeze production staging",
+            "dora api production 0",
+            "dora api 400",
+            "dora api 30 production",
+            "dora api production staging",
+            "dora 30 7",
             // Echoed input is shortened.
             "approve #4242424242424242424242424242424242424242424242424242424242",
         ];
@@ -1421,6 +1519,7 @@ mod tests {
             ("resume x", "resume"),
             ("advance", "advance"),
             ("abort soon", "abort"),
+            ("dora api 0", "dora"),
         ] {
             let error = parse(input).err();
             assert_eq!(
@@ -1440,7 +1539,7 @@ mod tests {
         let names = [
             "help", "create", "prepare", "promote", "approve", "reject", "cancel", "retry",
             "rollback", "status", "history", "windows", "freeze", "unfreeze", "pause", "resume",
-            "advance", "abort",
+            "advance", "abort", "dora",
         ];
         for name in names {
             let line = usage(name);

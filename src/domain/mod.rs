@@ -5,6 +5,7 @@ pub mod approval;
 pub mod audit;
 pub mod audit_chain;
 pub mod command;
+pub mod dora;
 pub mod duration;
 pub mod identity;
 pub mod manifest;

@@ -133,7 +133,8 @@ pub struct Card {
     pub progress: Option<String>,
     /// How long the deploy ran (or has been running).
     pub duration: Option<Duration>,
-    /// `<public_url>/api/v1/promotions/<id>` when a public URL is configured.
+    /// `<public_url>/ui/promotions/<id>?exp=…&sig=…` (a signed link to its web page) when a
+    /// public URL is configured.
     pub link: Option<String>,
     pub actions: &'static [CardAction],
 }
@@ -143,7 +144,7 @@ impl Card {
         view: &PromotionView,
         from_environment: Option<String>,
         progress: Option<String>,
-        public_url: Option<&str>,
+        link: Option<String>,
         now: DateTime<Utc>,
     ) -> Card {
         let p = &view.promotion;
@@ -169,7 +170,7 @@ impl Card {
             paused_by: None,
             progress,
             duration,
-            link: public_url.map(|url| format!("{url}/api/v1/promotions/{}", p.id)),
+            link,
             actions: CardAction::offered(p.state()),
         }
     }

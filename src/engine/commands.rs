@@ -6,6 +6,7 @@ use crate::domain::promotion::CardAction;
 
 use super::chat::ChatOrigin;
 use super::controls::{Control, Controls};
+use super::dora::Dora;
 use super::freezes::Freezes;
 use super::promotions::Promotions;
 use super::reply::Reply;
@@ -18,6 +19,7 @@ pub(super) struct Commands {
     pub freezes: Freezes,
     pub reads: Reads,
     pub controls: Controls,
+    pub dora: Dora,
 }
 
 impl Commands {
@@ -133,6 +135,15 @@ impl Commands {
             Command::Unfreeze { target } => {
                 self.freezes.unfreeze(actor, &target).await.map(Reply::Text)
             }
+            Command::Dora {
+                service,
+                environment,
+                days,
+            } => self
+                .dora
+                .chat(service.as_deref(), environment.as_deref(), days)
+                .await
+                .map(Reply::Text),
             moving => Err(EngineError::new(
                 super::ErrorKind::Internal,
                 format!("`{moving:?}` is not a report"),

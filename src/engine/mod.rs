@@ -22,15 +22,18 @@ pub mod cluster;
 mod commands;
 mod controls;
 mod deploys;
+mod dora;
 pub mod error;
 mod freezes;
 mod ledger;
 mod outbox;
+pub mod pages;
 mod promotions;
 pub mod reply;
 pub mod request;
 mod rollout;
 mod scheduler;
+pub mod signing;
 pub mod view;
 mod votes;
 mod worker;
@@ -51,10 +54,12 @@ use crate::store::{DeliveryMark, Store};
 use crate::verify::Prober;
 
 pub use crate::domain::approval::ReactionVote;
+pub use crate::domain::dora::DoraReport;
 pub use crate::store::ReplicaRecord;
 pub use chat::{ChatError, ChatOrigin, ChatPlatform, ChatPort};
 pub use clock::{Clock, ManualClock, SystemClock, Time};
 pub use cluster::{Cluster, ClusterView, GatewayTurn};
+pub use dora::{DoraEntry, DoraQuery};
 pub use error::{EngineError, ErrorKind};
 pub use reply::{EnvironmentStatus, Reply, ServiceStatus};
 pub use request::{Delivery, Request, RequestKind};
@@ -129,6 +134,7 @@ struct Parts {
     deliveries: Deliveries,
     workers: worker::Workers,
     cluster: cluster::Cluster,
+    pages: pages::WebReads,
     /// For building the commands of a request that records its delivery.
     shared: Shared,
 }
@@ -155,6 +161,8 @@ struct Shared {
     platforms: Arc<HashSet<ChatPlatform>>,
     /// Woken when a rollout control is stored, so the rollout sees it at once.
     controls_changed: Arc<Notify>,
+    /// Signs card links to the web pages and the pages' sign-ins.
+    signer: Arc<signing::Signer>,
 }
 
 impl Shared {
@@ -202,6 +210,11 @@ impl Shared {
                 ledger: self.ledger.clone(),
                 controls_changed: self.controls_changed.clone(),
             },
+            dora: dora::Dora {
+                config: self.config.clone(),
+                store,
+                time: self.time.clone(),
+            },
         }
     }
 
@@ -232,6 +245,7 @@ impl Shared {
                 chats,
                 worker_id,
                 rate_limited: Default::default(),
+                signer: self.signer.clone(),
             }),
             scheduler: scheduler::Scheduler {
                 config: self.config.clone(),
@@ -278,6 +292,7 @@ impl Engine {
             announcer: announcer::Announcer::new(config.clone(), time.clone(), platforms.clone()),
             platforms,
             controls_changed: Arc::new(Notify::new()),
+            signer: Arc::new(signing::Signer::from_config(&config)),
             config,
             store,
             time,
@@ -285,6 +300,13 @@ impl Engine {
         };
         let commands = Arc::new(shared.commands());
         let workers = shared.workers(commands.clone(), backends, chats, replica.id.clone());
+        let pages = pages::WebReads {
+            config: shared.config.clone(),
+            store: shared.store.clone(),
+            time: shared.time.clone(),
+            calendar: shared.calendar.clone(),
+            reads: commands.reads.clone(),
+        };
         Engine {
             inner: Arc::new(Parts {
                 deliveries: Deliveries::new(
@@ -299,6 +321,7 @@ impl Engine {
                 commands,
                 workers,
                 cluster: cluster::Cluster::new(shared.store.clone(), replica),
+                pages,
                 shared,
             }),
         }
@@ -306,6 +329,11 @@ impl Engine {
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Signs and checks card links and web sign-ins.
+    pub fn signer(&self) -> &signing::Signer {
+        &self.inner.shared.signer
     }
 
     /// The counters and histograms `/metrics` shows.
@@ -489,6 +517,38 @@ impl Engine {
             .reads
             .history(service, environment, limit)
             .await
+    }
+
+    /// The web front page: what runs where, the queue, windows and freezes.
+    pub async fn overview(&self) -> Result<pages::Overview, EngineError> {
+        self.inner.pages.overview().await
+    }
+
+    /// One promotion for its web page: audit trail, rollout steps, checks, deploy log.
+    pub async fn promotion_page(&self, id: i64) -> Result<pages::PromotionPage, EngineError> {
+        self.inner.pages.promotion_page(id).await
+    }
+
+    /// A page of the audit log, newest first.
+    pub async fn audit_log(
+        &self,
+        query: &pages::AuditQuery,
+    ) -> Result<pages::AuditPage, EngineError> {
+        self.inner.pages.audit_log(query).await
+    }
+
+    /// Delivery metrics (`GET /api/v1/dora`): one [`DoraReport`] pooling the (service,
+    /// environment) pairs `query` covers, over the `days` before the rules clock's now.
+    /// Unknown service or environment: not found, listing the known ones; days outside 1..=365:
+    /// bad input.
+    pub async fn dora(&self, query: &DoraQuery) -> Result<DoraReport, EngineError> {
+        self.inner.commands.dora.report(query).await
+    }
+
+    /// Delivery metrics of every service × environment × window in `days` (e.g. `&[7, 30, 90]`),
+    /// in configuration order, from one database read: what `/ui/dora` shows.
+    pub async fn dora_all(&self, days: &[u32]) -> Result<Vec<DoraEntry>, EngineError> {
+        self.inner.commands.dora.all(days).await
     }
 
     /// Prometheus text for `/metrics`.

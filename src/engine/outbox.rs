@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use super::card::{Card, RolloutStand};
 use super::chat::{ChatError, ChatPlatform, ChatPort};
 use super::clock::Time;
+use super::signing::Signer;
 use super::view::view_of;
 use super::EngineError;
 use crate::config::Config;
@@ -44,6 +45,7 @@ pub(super) struct Outbox {
     /// claimed for it before then, so one rate limit holds back every card, not just the one
     /// that met it (Slack and Discord limit the bot, not a message).
     pub rate_limited: Mutex<HashMap<ChatPlatform, DateTime<Utc>>>,
+    pub signer: Arc<Signer>,
 }
 
 impl Outbox {
@@ -65,9 +67,20 @@ impl Outbox {
                 index.checked_sub(1).and_then(|i| pipeline.get(i).cloned())
             });
         let progress = self.store.deploy_log(promotion_id).await?.pop();
-        let public_url = self.config.server.public_url.as_deref();
+        let link = self.page_link(promotion_id);
         let stand = self.rollout_stand(promotion).await?;
-        Ok(Card::build(&view, from, progress, public_url, self.time.now()).with_rollout(stand))
+        Ok(Card::build(&view, from, progress, link, self.time.now()).with_rollout(stand))
+    }
+
+    /// The promotion's web page with a signed query that opens it without signing in, when the
+    /// bot has a public URL.
+    fn page_link(&self, promotion_id: i64) -> Option<String> {
+        let url = self.config.server.public_url.as_deref()?;
+        let expires = self.time.now()
+            + chrono::Duration::from_std(self.config.web.link_expiry)
+                .unwrap_or(chrono::Duration::days(30));
+        let query = self.signer.link_query(promotion_id, expires);
+        Some(format!("{url}/ui/promotions/{promotion_id}?{query}"))
     }
 
     /// Where the promotion's rollout stands, while it deploys or verifies.

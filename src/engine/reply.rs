@@ -43,6 +43,8 @@ pub struct EnvironmentStatus {
     pub name: String,
     /// What runs there now.
     pub version: Option<Version>,
+    /// The promotion that put it there: since when (`finished_at`) and by whom.
+    pub deployed: Option<Promotion>,
     pub active: Option<Promotion>,
     pub active_approvals: i64,
 }
@@ -176,6 +178,7 @@ pub(super) fn status_from_rows(
                     EnvironmentStatus {
                         name: env.name.clone(),
                         version: current.map(|r| r.promotion.version.clone()),
+                        deployed: current.map(|r| r.promotion.clone()),
                         active: active.map(|r| r.promotion.clone()),
                         active_approvals: active.map_or(0, |r| r.approval_count),
                     }

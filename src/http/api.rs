@@ -9,13 +9,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::audit::AuditEvent;
 use crate::domain::command::Command;
+use crate::domain::dora;
 use crate::domain::identity::Actor;
 use crate::domain::manifest::{BadDigest, Manifest};
 use crate::domain::promotion::Promotion;
 use crate::domain::release::Release;
 use crate::domain::version::{Version, VersionSpec};
 use crate::engine::{
-    ClusterView, EnvironmentStatus, PromotionDetail, PromotionView, Reply, Request, ServiceStatus,
+    ClusterView, DoraQuery, DoraReport, EnvironmentStatus, PromotionDetail, PromotionView, Reply,
+    Request, ServiceStatus,
 };
 
 use super::auth::ApiActor;
@@ -341,6 +343,32 @@ pub struct HistoryQuery {
     limit: Option<u32>,
 }
 
+/// `GET /dora` parameters; `days` is read here so a bad one is refused in our words.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DoraParams {
+    service: Option<String>,
+    environment: Option<String>,
+    days: Option<String>,
+}
+
+impl DoraParams {
+    /// Empty parameters (`?service=`) count as left out.
+    fn into_query(self) -> Result<DoraQuery, ApiError> {
+        let given = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
+        let days = match given(self.days) {
+            None => dora::DEFAULT_DAYS,
+            Some(text) => dora::parse_days(text.trim())
+                .map_err(|e| ApiError::bad_request(format!("days: {e}")))?,
+        };
+        Ok(DoraQuery {
+            service: given(self.service),
+            environment: given(self.environment),
+            days,
+        })
+    }
+}
+
 // ---- handlers ----
 
 pub async fn create_release(
@@ -622,6 +650,17 @@ pub async fn cluster(
     ApiActor(_): ApiActor,
 ) -> ApiResult<ClusterView> {
     Ok((StatusCode::OK, Json(state.engine.cluster_view().await?)))
+}
+
+/// `GET /api/v1/dora?service=&environment=&days=`: delivery metrics (SPEC §9).
+pub async fn dora(
+    State(state): State<AppState>,
+    ApiActor(_): ApiActor,
+    query: Result<Query<DoraParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<DoraReport> {
+    let Query(params) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let report = state.engine.dora(&params.into_query()?).await?;
+    Ok((StatusCode::OK, Json(report)))
 }
 
 pub async fn history(

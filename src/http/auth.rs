@@ -3,11 +3,9 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
-use crate::config::ApiToken;
 use crate::domain::identity::{Actor, Identity};
+use crate::engine::signing::find_token;
 
 use super::error::ApiError;
 use super::AppState;
@@ -37,43 +35,5 @@ impl FromRequestParts<AppState> for ApiActor {
         let actor =
             Actor::new(Identity::new("api", &known.name)).with_roles(known.roles.iter().cloned());
         Ok(ApiActor(actor))
-    }
-}
-
-/// Checks every configured token, without stopping early, so timing says nothing about which
-/// token or how much of it matched.
-fn find_token<'a>(tokens: &'a [ApiToken], presented: &str) -> Option<&'a ApiToken> {
-    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-    let mut found = None;
-    for token in tokens {
-        if bool::from(token.sha256.ct_eq(&digest)) {
-            found = Some(token);
-        }
-    }
-    found
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_only_the_matching_token() {
-        let token = |name: &str, secret: &str| ApiToken {
-            name: name.into(),
-            sha256: Sha256::digest(secret.as_bytes()).into(),
-            roles: vec![],
-        };
-        let tokens = [token("ci", "s3cret"), token("ops", "other")];
-        assert_eq!(
-            find_token(&tokens, "s3cret").map(|t| t.name.as_str()),
-            Some("ci")
-        );
-        assert_eq!(
-            find_token(&tokens, "other").map(|t| t.name.as_str()),
-            Some("ops")
-        );
-        assert!(find_token(&tokens, "s3cre").is_none());
-        assert!(find_token(&tokens, "").is_none());
     }
 }

@@ -1,4 +1,5 @@
-//! The bot's HTTP server: the API for CI (`/api/v1`), health, readiness and metrics.
+//! The bot's HTTP server: the API for CI (`/api/v1`), health, readiness and metrics, and the
+//! web pages (`/ui`, see `web`).
 
 mod api;
 mod auth;
@@ -13,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::engine::Engine;
@@ -27,8 +29,10 @@ pub struct AppState {
     pub engine: Engine,
 }
 
-/// The bot's routes plus `chat` (the adapters' inbound endpoints), under one set of layers.
-pub fn router(engine: Engine, chat: Router) -> Router {
+/// The bot's routes plus `chat` (the adapters' inbound endpoints) and the web pages, under one
+/// set of layers. `shutdown` ends the pages' live views when the server stops.
+pub fn router(engine: Engine, chat: Router, shutdown: CancellationToken) -> Router {
+    let pages = crate::web::routes(engine.clone(), shutdown);
     let state = AppState { engine };
     let api = Router::new()
         .route("/releases", post(api::create_release))
@@ -48,6 +52,7 @@ pub fn router(engine: Engine, chat: Router) -> Router {
         .route("/services/{name}/history", get(api::history))
         .route("/commands", post(api::command))
         .route("/cluster", get(api::cluster))
+        .route("/dora", get(api::dora))
         .fallback(api_not_found);
     Router::new()
         .nest("/api/v1", api)
@@ -56,6 +61,7 @@ pub fn router(engine: Engine, chat: Router) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state.clone())
         .merge(chat)
+        .merge(pages)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -6,6 +6,8 @@
 
 mod cluster;
 mod delivery;
+mod dora;
+mod pages;
 mod queries;
 pub mod records;
 mod rollouts;
@@ -35,6 +37,7 @@ pub use cluster::{
     lock_for_serving, GatewayLock, JobWakeups, ReplicaBeat, ReplicaRecord, ServeLock, Wakeup,
 };
 pub use delivery::DeliveryMark;
+pub use pages::{AuditFilter, AuditRecord, TallyRecord};
 pub use queries::{
     active_states_sql, ChatCardRecord, ClaimedJob, JobKind, JobLease, NewPromotion, NewRelease,
     ProcessRecord, StatusRow,
@@ -372,6 +375,17 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Promotion>, StoreError> {
         queries::history(&self.read, service, environment, limit).await
+    }
+
+    /// The promotions that ended (succeeded, failed, rolled back) from `from` to `to`, of one
+    /// (service, environment) or of all: what the delivery metrics are computed from.
+    pub async fn ended_promotions(
+        &self,
+        only: Option<(&str, &str)>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<crate::domain::dora::DeliveryRecord>, StoreError> {
+        dora::ended_promotions(&self.read, only, from, to).await
     }
 
     /// (service, environment, state, count) of active promotions, for the metrics gauge.

@@ -295,6 +295,7 @@ pub struct Builder {
     extra_config: String,
     real_clock: bool,
     manual_real_time: bool,
+    public_url: Option<&'static str>,
 }
 
 impl TestBot {
@@ -308,6 +309,7 @@ impl TestBot {
             extra_config: String::new(),
             real_clock: false,
             manual_real_time: false,
+            public_url: None,
         }
     }
 
@@ -601,6 +603,12 @@ impl Builder {
         self
     }
 
+    /// `[server] public_url`: cards link to the web pages there.
+    pub fn public_url(mut self, url: &'static str) -> Self {
+        self.public_url = Some(url);
+        self
+    }
+
     pub fn db(mut self, db: Db) -> Self {
         self.db = db;
         self
@@ -638,6 +646,12 @@ impl Builder {
             text = text.replace(
                 "  name = \"production\"\n",
                 &format!("  name = \"production\"\n  windows = {windows}\n"),
+            );
+        }
+        if let Some(url) = self.public_url {
+            text = text.replace(
+                "shutdown_grace = \"5s\"\n",
+                &format!("shutdown_grace = \"5s\"\npublic_url = \"{url}\"\n"),
             );
         }
         text.push_str(&self.extra_config);

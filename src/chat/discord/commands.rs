@@ -189,6 +189,20 @@ const SUBCOMMANDS: &[Subcommand] = &[
         options: &[arg("target", "Environment, or all", Kind::Word)],
     },
     Subcommand {
+        name: "dora",
+        description: "Delivery metrics: deploys, lead time, change failure rate, time to restore",
+        options: &[
+            opt("service", "Only this service", Kind::Word, None),
+            opt("environment", "Only this environment", Kind::Word, None),
+            opt(
+                "days",
+                "Over how many days (1 to 365, default 30)",
+                Kind::Count,
+                None,
+            ),
+        ],
+    },
+    Subcommand {
         name: "help",
         description: "How to use /release",
         options: &[opt("command", "A command to explain", Kind::Word, None)],
@@ -373,6 +387,13 @@ mod tests {
                 "freeze production for 2h \"incident\"",
             ),
             (sub("status", vec![]), "status"),
+            (
+                sub(
+                    "dora",
+                    vec![("days", int(7)), ("environment", s("production"))],
+                ),
+                "dora production 7",
+            ),
             (sub("pause", vec![("id", int(42))]), "pause #42"),
             (sub("resume", vec![("id", int(42))]), "resume #42"),
             (sub("advance", vec![("id", int(42))]), "advance #42"),

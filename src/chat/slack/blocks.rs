@@ -72,7 +72,7 @@ pub fn fallback_text(card: &Card) -> String {
 
 /// Where to read what a cut left out, as a Slack link when there is one.
 fn pointer(card: &Card) -> String {
-    full_text_pointer(card, |url| format!("<{url}|details>"))
+    full_text_pointer(card, |url| format!("<{}|details>", escape(url)))
 }
 
 pub fn card_blocks(card: &Card) -> Vec<SlackBlock> {
@@ -195,7 +195,7 @@ fn context_lines(card: &Card) -> Vec<String> {
         lines.push(format!("`{progress}`"));
     }
     if let Some(link) = &card.link {
-        lines.push(format!("<{link}|audit trail>"));
+        lines.push(format!("<{}|details>", escape(link)));
     }
     lines
 }
