@@ -88,11 +88,10 @@ impl Ending {
     }
 }
 
-/// One promotion that ended, as the store reads it for the metrics.
+/// One promotion that ended, as the store reads it for the metrics (grouped by its service and
+/// environment, see [`Deliveries::new`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryRecord {
-    pub service: String,
-    pub environment: String,
     pub ending: Ending,
     pub rollback: bool,
     pub finished_at: DateTime<Utc>,
@@ -216,13 +215,13 @@ struct Tally {
 }
 
 impl Deliveries {
-    /// Groups `records`. For restores to be found, they must hold every success after the
-    /// earliest window asked for (the store reads everything up to now).
-    pub fn new(records: Vec<DeliveryRecord>) -> Deliveries {
+    /// The records of each (service, environment), in any order (a pair given twice is merged).
+    /// For restores to be found, they must hold every success after the earliest window asked
+    /// for (the store reads everything up to now).
+    pub fn new(groups: impl IntoIterator<Item = (Pair, Vec<DeliveryRecord>)>) -> Deliveries {
         let mut by_pair: HashMap<Pair, Vec<DeliveryRecord>> = HashMap::new();
-        for record in records {
-            let key = (record.service.clone(), record.environment.clone());
-            by_pair.entry(key).or_default().push(record);
+        for (pair, records) in groups {
+            by_pair.entry(pair).or_default().extend(records);
         }
         for group in by_pair.values_mut() {
             group.sort_by_key(|record| record.finished_at);
@@ -384,11 +383,9 @@ mod tests {
         at(30 * 24)
     }
 
-    /// A promotion of `api` into production that ended at hour `end`, released at hour `release`.
+    /// A promotion that ended at hour `end`, released at hour `release`.
     fn ended(ending: Ending, release: i64, end: i64) -> DeliveryRecord {
         DeliveryRecord {
-            service: "api".into(),
-            environment: "production".into(),
             ending,
             rollback: false,
             finished_at: at(end),
@@ -413,8 +410,10 @@ mod tests {
         vec![pair("api", "production")]
     }
 
+    /// The report of `records`, all of api in production.
     fn report(records: Vec<DeliveryRecord>, days: u32) -> DoraReport {
-        Deliveries::new(records).report(&api(), Window::ending_at(now(), days))
+        Deliveries::new([(pair("api", "production"), records)])
+            .report(&api(), Window::ending_at(now(), days))
     }
 
     #[test]
@@ -518,19 +517,43 @@ mod tests {
 
     #[test]
     fn restores_are_matched_within_the_same_service_and_environment() {
-        let mut staging = ended(Ending::Succeeded, 0, 6);
-        staging.environment = "staging".into();
-        let mut web = ended(Ending::Succeeded, 0, 7);
-        web.service = "web".into();
-        let records = vec![ended(Ending::Failed, 0, 5), staging, web];
-        assert_eq!(report(records, 30).restores, 0);
+        let deliveries = Deliveries::new([
+            (pair("api", "production"), vec![ended(Ending::Failed, 0, 5)]),
+            (pair("api", "staging"), vec![ended(Ending::Succeeded, 0, 6)]),
+            (
+                pair("web", "production"),
+                vec![ended(Ending::Succeeded, 0, 7)],
+            ),
+        ]);
+        let report = deliveries.report(&api(), Window::ending_at(now(), 30));
+        assert_eq!((report.failed_changes, report.restores), (1, 0));
+    }
+
+    #[test]
+    fn a_pair_given_twice_is_merged_in_order_of_end() {
+        let deliveries = Deliveries::new([
+            (
+                pair("api", "production"),
+                vec![ended(Ending::Succeeded, 0, 9)],
+            ),
+            (pair("api", "production"), vec![ended(Ending::Failed, 0, 5)]),
+        ]);
+        let report = deliveries.report(&api(), Window::ending_at(now(), 30));
+        assert_eq!(report.time_to_restore_seconds.p50, Some(4.0 * 3600.0));
     }
 
     #[test]
     fn pooled_pairs_add_up_and_name_only_what_they_share() {
-        let mut web = ended(Ending::Succeeded, 0, 7);
-        web.service = "web".into();
-        let deliveries = Deliveries::new(vec![ended(Ending::Succeeded, 0, 5), web]);
+        let deliveries = Deliveries::new([
+            (
+                pair("api", "production"),
+                vec![ended(Ending::Succeeded, 0, 5)],
+            ),
+            (
+                pair("web", "production"),
+                vec![ended(Ending::Succeeded, 0, 7)],
+            ),
+        ]);
         let pairs = [pair("api", "production"), pair("web", "production")];
         let report = deliveries.report(&pairs, Window::ending_at(now(), 30));
         assert_eq!(report.deploys, 2);

@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 use crate::domain::approval::Approval;
 use crate::domain::audit::{AuditEvent, AuditKind};
 use crate::domain::audit_chain::{ChainedEvent, StoredLink};
+use crate::domain::dora::{DeliveryRecord, Pair};
 use crate::domain::identity::Identity;
 use crate::domain::manifest::Manifest;
 use crate::domain::platform::ChatPlatform;
@@ -92,6 +93,14 @@ impl Dialect {
         match self {
             Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
             Dialect::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
+    }
+
+    /// The aggregate that joins a group's texts with a separator: `f(text, ',')`.
+    fn string_agg(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "group_concat",
+            Dialect::Postgres => "string_agg",
         }
     }
 
@@ -384,8 +393,8 @@ impl Store {
         only: Option<(&str, &str)>,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<crate::domain::dora::DeliveryRecord>, StoreError> {
-        dora::ended_promotions(&self.read, only, from, to).await
+    ) -> Result<Vec<(Pair, Vec<DeliveryRecord>)>, StoreError> {
+        dora::ended_promotions(&self.read, self.dialect.string_agg(), only, from, to).await
     }
 
     /// (service, environment, state, count) of active promotions, for the metrics gauge.
