@@ -200,3 +200,32 @@ async fn a_major_release_asks_for_the_major_number_of_approvals() {
     let (_, twice) = bot.act(major, "approve", LEAD2_TOKEN).await;
     assert_eq!(twice["state"], "approved", "{twice}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// DORA's lead time runs from the release's commit time when the manifest gives one.
+async fn lead_time_starts_at_the_commit_time_when_the_release_has_one() {
+    let bot = TestBot::start().await;
+    let committed = start_time() - chrono::Duration::days(2);
+    let (status, _) = create(
+        &bot,
+        json!({"service": "web", "version": "3.0.0", "committed_at": committed.to_rfc3339()}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = bot.promote_id("web", "3.0.0", Some("staging")).await;
+    bot.wait_for_state(id, "succeeded").await;
+    let (status, dora) = bot
+        .get(
+            "/api/v1/dora?service=web&environment=staging&days=30",
+            CI_TOKEN,
+        )
+        .await;
+    assert_eq!(status, 200, "{dora}");
+    let p50 = dora["lead_time_seconds"]["p50"]
+        .as_f64()
+        .unwrap_or_default();
+    assert!(
+        p50 >= 2.0 * 86_400.0,
+        "from the commit two days ago: {dora}"
+    );
+}

@@ -27,7 +27,7 @@ fn ended_states_sql() -> &'static str {
 /// release_created_at` (the last empty when the release row is missing).
 const ENDED_FIELDS: &str = "p.state || ' ' || CAST(p.is_rollback AS TEXT) || ' ' || \
     CAST(p.finished_at AS TEXT) || ' ' || CAST(p.created_at AS TEXT) || ' ' || \
-    COALESCE(CAST(r.created_at AS TEXT), '')";
+    COALESCE(CAST(r.created_at AS TEXT), '') || ' ' || COALESCE(CAST(r.committed_at AS TEXT), '')";
 
 /// The promotions that ended between `from` and `to` (both included), of one (service,
 /// environment) or of all.
@@ -37,8 +37,7 @@ const ENDED_FIELDS: &str = "p.state || ' ' || CAST(p.is_rollback AS TEXT) || ' '
 /// environment)'s promotions into one text (`string_agg` is `dialect`'s), and a handful of rows
 /// come back.
 ///
-/// The lead time's start is the release's creation for now; when releases carry `committed_at`,
-/// add it to [`ENDED_FIELDS`] and fill [`DeliveryRecord::committed_at`].
+/// The lead time starts at the release's `committed_at` when given, else at its creation.
 pub(super) async fn ended_promotions<'e, E: Executor<'e, Database = Any>>(
     db: E,
     string_agg: &str,
@@ -100,13 +99,14 @@ fn record(service: &str, environment: &str, encoded: &str) -> Result<DeliveryRec
     let finished_at = millis_field(false)?.ok_or_else(corrupt)?;
     let created_at = millis_field(false)?.ok_or_else(corrupt)?;
     let release_created_at = millis_field(true)?;
+    let committed_at = millis_field(true)?;
     Ok(DeliveryRecord {
         ending,
         rollback,
         finished_at: time(finished_at)?,
         requested_at: time(created_at)?,
         release_created_at: release_created_at.map(time).transpose()?,
-        committed_at: None,
+        committed_at: committed_at.map(time).transpose()?,
     })
 }
 
@@ -129,7 +129,7 @@ mod tests {
     #[test]
     fn decodes_what_the_read_encodes_and_names_what_it_cannot() {
         let record = |encoded| record("api", "production", encoded);
-        let decoded = record("rolled_back 1 5000 2000 1000").ok();
+        let decoded = record("rolled_back 1 5000 2000 1000 ").ok();
         let expected = DeliveryRecord {
             ending: Ending::RolledBack,
             rollback: true,
@@ -139,7 +139,9 @@ mod tests {
             committed_at: None,
         };
         assert_eq!(decoded, Some(expected));
-        let without_release = record("failed 0 5000 2000 ").ok();
+        let committed = record("succeeded 0 5000 2000 1000 500").ok();
+        assert_eq!(committed.and_then(|r| r.committed_at), time(500).ok());
+        let without_release = record("failed 0 5000 2000  ").ok();
         assert_eq!(without_release.map(|r| r.release_created_at), Some(None));
         for bad in [
             "",
@@ -147,6 +149,7 @@ mod tests {
             "succeeded 0 x 2 3",
             "succeeded 0 1",
             "succeeded 0 1 2",
+            "succeeded 0 1 2 3",
         ] {
             let error = record(bad).err().map(|e| e.to_string());
             assert!(
