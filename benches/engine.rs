@@ -214,6 +214,7 @@ fn promote(service: &str, version: Version, to: Option<&str>) -> Command {
         version: VersionSpec::Exact(version),
         to: to.map(str::to_string),
         force_reason: None,
+        hotfix_reason: None,
     }
 }
 

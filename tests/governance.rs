@@ -229,3 +229,245 @@ async fn lead_time_starts_at_the_commit_time_when_the_release_has_one() {
         "from the commit two days ago: {dora}"
     );
 }
+
+/// `shop`: production asks two lead approvals after a two-item checklist, starts only on Sunday
+/// nights, and has a hotfix path of one lead approval.
+fn shop(discord_channel: &str) -> String {
+    format!(
+        r#"
+[[window]]
+name = "sunday-night"
+cron = "0 0 3 * * Sun"
+duration = "1h"
+timezone = "UTC"
+
+[[service]]
+name = "shop"
+channels = {{ slack = "{RELEASES_CHANNEL}", discord = "{discord_channel}" }}
+  [[service.environment]]
+  name = "production"
+  backend = {{ kind = "command", run = ["./deploy.sh"], timeout = "30s" }}
+  approvals = {{ required = 2, from = "leads", expires = "10h" }}
+  checklist = ["Changelog reviewed", "Migrations are backward compatible"]
+  windows = ["sunday-night"]
+  hotfix = {{ from = "leads", required = 1 }}
+"#
+    )
+}
+
+fn message(answer: &Value) -> String {
+    answer["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn why(bot: &TestBot, id: i64) -> Value {
+    let (status, why) = bot
+        .get(&format!("/api/v1/promotions/{id}/why"), CI_TOKEN)
+        .await;
+    assert_eq!(status, 200, "{why}");
+    why
+}
+
+fn blocker_kinds(why: &Value) -> Vec<String> {
+    why["blockers"]
+        .as_array()
+        .map(|blockers| {
+            blockers
+                .iter()
+                .filter_map(|b| b["kind"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn tick(bot: &TestBot, id: i64, item: &str, token: &str) -> (u16, Value) {
+    bot.post(
+        &format!("/api/v1/promotions/{id}/checklist/{item}"),
+        token,
+        json!({}),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_wait_for_the_checklist_and_why_says_so() {
+    let bot = TestBot::with_config(&shop("1")).await;
+    let (status, waiting) = bot.promote(CI_TOKEN, "shop", "1.0.0", None).await;
+    assert_eq!(status, 202, "{waiting}");
+    let id = waiting["id"].as_i64().expect("id");
+
+    let explained = why(&bot, id).await;
+    assert_eq!(
+        blocker_kinds(&explained),
+        ["checklist", "approvals", "window"],
+        "{explained:#}"
+    );
+    let text = explained["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("1. Changelog reviewed; 2. Migrations are backward compatible")
+            && text.contains("needs 2 more approvals (0/2)")
+            && text.contains("slack-group:S0LEADS")
+            && text.contains("sunday-night opens"),
+        "{text}"
+    );
+
+    let (status, refused) = bot.act(id, "approve", LEAD_TOKEN).await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        message(&refused).contains("not ticked yet: 1. Changelog reviewed; 2. Migrations"),
+        "the refusal names the open items: {refused}"
+    );
+    // The refusal and `why` are the same words.
+    let checklist_reason = explained["blockers"][0]["problem"].as_str().unwrap_or("?");
+    assert!(message(&refused).contains(checklist_reason), "{refused}");
+
+    for (item, token, status_wanted) in [
+        ("0", CI_TOKEN, 400),
+        ("3", CI_TOKEN, 404),
+        ("1", OUTSIDER_TOKEN, 403),
+        ("1", CI_TOKEN, 200),
+        ("1", LEAD_TOKEN, 200),
+    ] {
+        let (status, answer) = tick(&bot, id, item, token).await;
+        assert_eq!(status, status_wanted, "item {item}: {answer}");
+    }
+    let (_, still) = bot.act(id, "approve", LEAD_TOKEN).await;
+    assert!(
+        message(&still).contains("not ticked yet: 2. Migrations are backward compatible"),
+        "only item 2 is open: {still}"
+    );
+    // Item 2 through the chat grammar, as a lead.
+    let (status, reply) = bot.say(LEAD_TOKEN, &format!("check #{id} 2")).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        reply["reply"]
+            .as_str()
+            .is_some_and(|r| r.contains("checklist 2/2 ticked")),
+        "{reply}"
+    );
+    assert_eq!(blocker_kinds(&why(&bot, id).await), ["approvals", "window"]);
+
+    let (_, once) = bot.act(id, "approve", LEAD_TOKEN).await;
+    assert_eq!(once["state"], "awaiting_approval", "{once}");
+    let (_, twice) = bot.act(id, "approve", LEAD2_TOKEN).await;
+    assert_eq!(twice["state"], "queued", "approved outside its window: {twice}");
+    let queued = why(&bot, id).await;
+    assert_eq!(blocker_kinds(&queued), ["window"], "{queued:#}");
+
+    let promotion = bot.promotion(id).await;
+    let ticks: Vec<(String, String)> = promotion["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "checklist_ticked")
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap_or_default().to_string(),
+                e["detail"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ticks,
+        [
+            (
+                "api:ci".to_string(),
+                "checklist 1/2 ticked: 1. Changelog reviewed".to_string()
+            ),
+            (
+                "api:lead".to_string(),
+                "checklist 2/2 ticked: 2. Migrations are backward compatible".to_string()
+            ),
+        ],
+        "each tick audited once, with who (the second tick of item 1 was a no-op)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hotfix_starts_outside_its_window_with_the_hotfix_approvals_but_never_in_a_freeze() {
+    let bot = TestBot::with_config(&shop("1")).await;
+    let (status, hotfix) = bot
+        .post(
+            "/api/v1/promotions",
+            CI_TOKEN,
+            json!({"service": "shop", "version": "1.0.0", "hotfix_reason": "incident 512"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{hotfix}");
+    assert_eq!(hotfix["required_approvals"], 1, "the hotfix path's number");
+    let id = hotfix["id"].as_i64().expect("id");
+    for item in ["1", "2"] {
+        assert_eq!(tick(&bot, id, item, LEAD_TOKEN).await.0, 200);
+    }
+    let (status, approved) = bot.act(id, "approve", LEAD_TOKEN).await;
+    assert_eq!(status, 200, "{approved}");
+    bot.wait_for_state(id, "succeeded").await;
+    let requested = bot.promotion(id).await["events"][0]["detail"].clone();
+    assert!(
+        requested
+            .as_str()
+            .is_some_and(|d| d.contains("(hotfix: incident 512)")),
+        "audited: {requested}"
+    );
+
+    let (status, _) = bot.say(ADMIN_TOKEN, "freeze production for 2h incident 513").await;
+    assert_eq!(status, 200);
+    let (status, said) = bot
+        .say(CI_TOKEN, "promote shop 1.0.1 --hotfix \"incident 513\"")
+        .await;
+    assert_eq!(status, 422, "the chat grammar takes --hotfix: {said}");
+    let (status, refused) = bot
+        .post(
+            "/api/v1/promotions",
+            CI_TOKEN,
+            json!({"service": "shop", "version": "1.0.1", "hotfix_reason": "incident 513"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(message(&said), message(&refused));
+    assert!(
+        message(&refused).starts_with("a hotfix never starts in a freeze: production is frozen until")
+            && message(&refused).contains("set by api:admin"),
+        "{refused}"
+    );
+    let (status, no_path) = bot
+        .post(
+            "/api/v1/promotions",
+            CI_TOKEN,
+            json!({"service": "web", "version": "1.0.0", "environment": "staging", "hotfix_reason": "x"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{no_path}");
+    assert!(message(&no_path).contains("has no hotfix path"), "{no_path}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn why_explains_an_ended_promotion_and_an_unknown_one_is_not_found() {
+    let bot = TestBot::with_config(&shop("1")).await;
+    let id = bot.promote_id("shop", "1.0.0", None).await;
+    let (status, _) = bot
+        .post(
+            &format!("/api/v1/promotions/{id}/reject"),
+            LEAD_TOKEN,
+            json!({"reason": "not this week"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let rejected = why(&bot, id).await;
+    assert_eq!(blocker_kinds(&rejected), ["ended"], "{rejected:#}");
+    assert!(
+        rejected["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("not this week") && t.contains("promote again")),
+        "{rejected:#}"
+    );
+    let (status, _) = bot.get("/api/v1/promotions/999/why", CI_TOKEN).await;
+    assert_eq!(status, 404);
+    let (status, _) = bot.get(&format!("/api/v1/promotions/{id}/why"), "").await;
+    assert_eq!(status, 401);
+    let (status, reply) = bot.say(CI_TOKEN, &format!("why #{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(reply["reply"], rejected["text"], "chat and API say the same");
+}

@@ -42,6 +42,7 @@ fn requested(id: i64, at: DateTime<Utc>) -> Promotion {
         previous_version: None,
         required_approvals: 2,
         force_reason: None,
+        hotfix_reason: None,
         retry_of: None,
         created_at: at,
         updated_at: at,

@@ -128,6 +128,7 @@ async fn a_job_committed_by_one_replica_wakes_another_at_commit_and_not_before()
             previous_version: None,
             required_approvals: 0,
             force_reason: None,
+            hotfix_reason: None,
             retry_of: None,
             expires_at: None,
             at: Utc::now(),

@@ -104,6 +104,7 @@ fn new_promotion<'a>(
         previous_version: None,
         required_approvals: 2,
         force_reason: None,
+        hotfix_reason: None,
         retry_of: None,
         expires_at: None,
         at: t(0),

@@ -190,6 +190,22 @@ pub struct EnvironmentConfig {
     pub verify: Vec<CheckSpec>,
     pub on_failure: OnFailure,
     pub strategy: Strategy,
+    /// `checklist = [ … ]` (SPEC §10): items to tick before anyone may approve.
+    pub checklist: Vec<String>,
+    /// `hotfix = { from, required }` (SPEC §10): the approvals a `--hotfix` promotion needs
+    /// instead; it may start outside windows, never in a freeze.
+    pub hotfix: Option<ApprovalPolicy>,
+}
+
+impl EnvironmentConfig {
+    /// The approval policy a promotion answers to: the hotfix path's for a hotfix.
+    pub fn approval_policy(&self, hotfix: bool) -> Option<&ApprovalPolicy> {
+        if hotfix {
+            self.hotfix.as_ref()
+        } else {
+            self.approvals.as_ref()
+        }
+    }
 }
 
 impl Config {
@@ -690,6 +706,17 @@ struct RawEnvironment {
     verify: Option<toml::Value>,
     on_failure: Option<toml::Value>,
     strategy: Option<toml::Value>,
+    #[serde(default)]
+    checklist: Vec<String>,
+    hotfix: Option<RawHotfix>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHotfix {
+    from: String,
+    required: i64,
+    expires: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -706,6 +733,9 @@ struct RawApprovals {
 
 // ---- validation ----
 
+/// Slack's checkboxes element holds ten options of at most 75 characters.
+const MAX_CHECKLIST_ITEMS: usize = 10;
+const MAX_CHECKLIST_ITEM_CHARS: usize = 75;
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const SLACK_APPROVE: [&str; 3] = ["white_check_mark", "heavy_check_mark", "+1"];
 const SLACK_REJECT: [&str; 2] = ["x", "no_entry"];
@@ -1204,6 +1234,7 @@ impl Validator<'_> {
                 );
             }
         }
+        let has_approvals = raw.approvals.is_some();
         EnvironmentConfig {
             backend: self.backend(&format!("{key}.backend"), &raw.backend, base_dir),
             approvals: raw
@@ -1212,9 +1243,59 @@ impl Validator<'_> {
             verify: self.checks(&format!("{key}.verify"), raw.verify.as_ref()),
             on_failure: self.on_failure(&format!("{key}.on_failure"), raw.on_failure.as_ref()),
             strategy: self.strategy(&format!("{key}.strategy"), raw.strategy.as_ref()),
+            checklist: self.checklist(key, raw.checklist, has_approvals),
+            hotfix: raw
+                .hotfix
+                .map(|hotfix| self.hotfix(&format!("{key}.hotfix"), hotfix, roles)),
             windows: raw.windows,
             name: raw.name,
         }
+    }
+
+    /// A checklist gates approvals, so it needs them; each item must fit a Slack checkbox and a
+    /// Discord button, and the card can hold ten.
+    fn checklist(&mut self, key: &str, items: Vec<String>, has_approvals: bool) -> Vec<String> {
+        let key = format!("{key}.checklist");
+        if !items.is_empty() && !has_approvals {
+            self.problem(
+                key.clone(),
+                "a checklist must be ticked before approving, but this environment needs no approval; add approvals = { required = 1, from = \"leads\" } or remove `checklist`",
+            );
+        }
+        if items.len() > MAX_CHECKLIST_ITEMS {
+            self.problem(
+                key.clone(),
+                format!(
+                    "{} items; a card shows at most {MAX_CHECKLIST_ITEMS}: merge some",
+                    items.len()
+                ),
+            );
+        }
+        for (i, item) in items.iter().enumerate() {
+            let length = item.trim().chars().count();
+            if length == 0 || length > MAX_CHECKLIST_ITEM_CHARS {
+                self.problem(
+                    format!("{key}[{i}]"),
+                    format!("an item needs 1 to {MAX_CHECKLIST_ITEM_CHARS} characters (Slack shows no more on a checkbox); this one has {length}"),
+                );
+            }
+        }
+        items.into_iter().map(|item| item.trim().to_string()).collect()
+    }
+
+    /// `hotfix = { from, required, expires }`: an approval policy of its own.
+    fn hotfix(&mut self, key: &str, raw: RawHotfix, roles: &Roles) -> ApprovalPolicy {
+        self.approvals(
+            key,
+            RawApprovals {
+                required: raw.required,
+                from: raw.from,
+                self_approval: false,
+                expires: raw.expires,
+                major: None,
+            },
+            roles,
+        )
     }
 
     /// One entry of a backend's `env` table: a name a shell can use, not one of the bot's own
@@ -1251,8 +1332,9 @@ impl Validator<'_> {
             self.problem(
                 format!("{key}.required"),
                 format!(
-                    "{} approvals can't be required; use 1 or more, or remove `approvals`",
-                    raw.required
+                    "{} approvals can't be required; use 1 or more, or remove `{}`",
+                    raw.required,
+                    key.rsplit('.').next().unwrap_or("approvals")
                 ),
             );
         }

@@ -30,6 +30,10 @@ pub enum AuditKind {
     Resumed,
     Advanced,
     AbortRequested,
+    /// A checklist item was ticked (SPEC §10).
+    ChecklistTicked,
+    /// The approvers were reminded (80 % of the approval time passed).
+    Reminded,
     /// The promotion entered this state.
     Entered(PromotionState),
 }
@@ -59,6 +63,8 @@ impl AuditKind {
             AuditKind::Resumed => "resumed",
             AuditKind::Advanced => "advanced",
             AuditKind::AbortRequested => "abort_requested",
+            AuditKind::ChecklistTicked => "checklist_ticked",
+            AuditKind::Reminded => "reminded",
             AuditKind::Entered(state) => state.as_str(),
         }
     }
@@ -79,6 +85,8 @@ impl AuditKind {
             AuditKind::Resumed,
             AuditKind::Advanced,
             AuditKind::AbortRequested,
+            AuditKind::ChecklistTicked,
+            AuditKind::Reminded,
         ]
         .into_iter()
         .chain(

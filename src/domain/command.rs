@@ -34,6 +34,8 @@ pub enum Command {
         version: VersionSpec,
         to: Option<String>,
         force_reason: Option<String>,
+        /// `--hotfix "<reason>"` (SPEC §10).
+        hotfix_reason: Option<String>,
     },
     Approve {
         id: PromotionId,
@@ -88,6 +90,15 @@ pub enum Command {
         id: PromotionId,
         reason: Option<String>,
     },
+    /// What a promotion waits for, or what stopped it (SPEC §10).
+    Why {
+        id: PromotionId,
+    },
+    /// Tick checklist item `item` (from 1) of a promotion (SPEC §10).
+    Check {
+        id: PromotionId,
+        item: u32,
+    },
     /// Delivery metrics (SPEC §9). A lone word may be a service or an environment: the engine
     /// knows which (the parser does not know the configuration).
     Dora {
@@ -118,6 +129,8 @@ impl Command {
             Command::Resume { .. } => "resume",
             Command::Advance { .. } => "advance",
             Command::Abort { .. } => "abort",
+            Command::Why { .. } => "why",
+            Command::Check { .. } => "check",
             Command::Dora { .. } => "dora",
         }
     }
@@ -148,7 +161,7 @@ struct CommandInfo {
     parse: fn(Args<'_>) -> Result<Command, ParseError>,
 }
 
-const COMMANDS: [CommandInfo; 18] = [
+const COMMANDS: [CommandInfo; 20] = [
     CommandInfo {
         name: "help",
         aliases: &[],
@@ -172,11 +185,13 @@ const COMMANDS: [CommandInfo; 18] = [
     CommandInfo {
         name: "promote",
         aliases: &[],
-        usage: "/release promote <service> <version> [to <env>] [--force \"<reason>\"]",
+        usage: "/release promote <service> <version> [to <env>] [--force \"<reason>\"] [--hotfix \"<reason>\"]",
         summary: "move a release into the next environment of its pipeline",
         details: "Requests a promotion of <service> <version> into the next environment of its \
                   pipeline; `to <env>` names that environment explicitly. <version> may be `latest`. \
-                  Admins may override a window or freeze with --force and a reason, which is audited.",
+                  Admins may override a window or freeze with --force and a reason, which is audited. \
+                  Where an environment has a hotfix path, --hotfix and a reason asks its approvers \
+                  instead and starts outside release windows (never in a freeze).",
         example: "/release promote api 1.4.2 to production",
         parse: parse_promote,
     },
@@ -313,6 +328,28 @@ const COMMANDS: [CommandInfo; 18] = [
                   before; everything after the id is the reason.",
         example: "/release abort #42 error rate doubled on the canary",
         parse: parse_abort,
+    },
+    CommandInfo {
+        name: "why",
+        aliases: &[],
+        usage: "/release why <#id>",
+        summary: "say what a promotion waits for, or what stopped it",
+        details: "Lists every reason the promotion waits or was stopped — approvals missing (and \
+                  who may give them), open checklist items, a closed window, a freeze, another \
+                  promotion in the environment, a digest that was not the one tested, a failed \
+                  check — each with what would unblock it.",
+        example: "/release why #42",
+        parse: parse_why,
+    },
+    CommandInfo {
+        name: "check",
+        aliases: &["tick"],
+        usage: "/release check <#id> <item number>",
+        summary: "tick an item of a promotion's checklist",
+        details: "Environments may ask for a checklist before anyone approves; this ticks item \
+                  <n> (numbered from 1 as on the card), with your name on it in the audit trail.",
+        example: "/release check #42 1",
+        parse: parse_check,
     },
     CommandInfo {
         name: "dora",
@@ -650,28 +687,59 @@ fn parse_commit(sha: &str) -> Option<String> {
     is_sha.then(|| sha.to_ascii_lowercase())
 }
 
-/// Recognises `--force` and `--force=<reason>`. Phones autocorrect `--` into an em or en dash,
-/// so those count too. `None`: not a force flag; `Some(None)`: the reason is the next token.
-fn force_flag(token: &str) -> Option<Option<&str>> {
+/// Recognises `--<name>` and `--<name>=<reason>` (`--force`, `--hotfix`). Phones autocorrect
+/// `--` into an em or en dash, so those count too. `None`: not that flag; `Some(None)`: the
+/// reason is the next token.
+fn reason_flag<'t>(token: &'t str, name: &str) -> Option<Option<&'t str>> {
     let without_dashes = ["--", "—", "–"]
         .iter()
         .find_map(|dashes| token.strip_prefix(dashes))?;
-    let word = without_dashes.get(..5)?;
-    if !word.eq_ignore_ascii_case("force") {
+    let word = without_dashes.get(..name.len())?;
+    if !word.eq_ignore_ascii_case(name) {
         return None;
     }
-    match without_dashes.get(5..)? {
+    match without_dashes.get(name.len()..)? {
         "" => Some(None),
         after => after.strip_prefix('=').map(Some),
     }
 }
 
+/// The flags of `promote` that take a reason.
+const PROMOTE_FLAGS: [&str; 2] = ["force", "hotfix"];
+
 fn is_promote_option(token: &str) -> bool {
-    is_word(token, "to") || force_flag(token).is_some()
+    is_word(token, "to") || PROMOTE_FLAGS.iter().any(|flag| reason_flag(token, flag).is_some())
 }
 
-const FORCE_NEEDS_REASON: &str =
-    "`--force` needs a reason, e.g. --force \"hotfix for incident 512\"";
+fn needs_reason(flag: &str) -> String {
+    let example = match flag {
+        "hotfix" => "fix for incident 512",
+        _ => "hotfix for incident 512",
+    };
+    format!("`--{flag}` needs a reason, e.g. --{flag} \"{example}\"")
+}
+
+/// The reason after `--<flag>`, given inline (`--force=…`) or as the next token.
+fn flag_reason(
+    args: &mut Args<'_>,
+    flag: &str,
+    inline: Option<&str>,
+    given: &Option<String>,
+) -> Result<String, ParseError> {
+    if given.is_some() {
+        return Err(args.error(format!("`--{flag}` given twice: give one reason")));
+    }
+    let reason = match inline {
+        Some(reason) => reason.to_string(),
+        None => args
+            .required(is_promote_option, || needs_reason(flag))?
+            .to_string(),
+    };
+    if reason.trim().is_empty() {
+        return Err(args.error(needs_reason(flag)));
+    }
+    Ok(reason.trim().to_string())
+}
 
 fn parse_promote(mut args: Args<'_>) -> Result<Command, ParseError> {
     let service = args.required(is_promote_option, || {
@@ -685,6 +753,7 @@ fn parse_promote(mut args: Args<'_>) -> Result<Command, ParseError> {
         .map_err(|error| args.error(format!("{error}")))?;
     let mut to = None;
     let mut force_reason = None;
+    let mut hotfix_reason = None;
     while let Some(token) = args.next() {
         if is_word(token, "to") {
             if to.is_some() {
@@ -694,32 +763,55 @@ fn parse_promote(mut args: Args<'_>) -> Result<Command, ParseError> {
                 "`to` needs an environment, e.g. to production".to_string()
             })?;
             to = Some(environment.to_string());
-        } else if let Some(inline_reason) = force_flag(token) {
-            if force_reason.is_some() {
-                return Err(args.error("`--force` given twice: give one reason"));
-            }
-            let reason = match inline_reason {
-                Some(reason) => reason,
-                None => args.required(is_promote_option, || FORCE_NEEDS_REASON.to_string())?,
-            };
-            if reason.trim().is_empty() {
-                return Err(args.error(FORCE_NEEDS_REASON));
-            }
-            force_reason = Some(reason.trim().to_string());
+        } else if let Some(inline) = reason_flag(token, "force") {
+            force_reason = Some(flag_reason(&mut args, "force", inline, &force_reason)?);
+        } else if let Some(inline) = reason_flag(token, "hotfix") {
+            hotfix_reason = Some(flag_reason(&mut args, "hotfix", inline, &hotfix_reason)?);
         } else {
             return Err(args.unexpected(
                 token,
-                "after the version, promote takes only `to <env>` and `--force \"<reason>\"` \
-                 (quote a reason of several words)",
+                "after the version, promote takes only `to <env>`, `--force \"<reason>\"` \
+                 and `--hotfix \"<reason>\"` (quote a reason of several words)",
             ));
         }
+    }
+    if force_reason.is_some() && hotfix_reason.is_some() {
+        return Err(args.error(
+            "`--force` and `--hotfix` don't go together: --force overrides every gate, --hotfix takes the hotfix approvals; choose one",
+        ));
     }
     Ok(Command::Promote {
         service: service.to_string(),
         version,
         to,
         force_reason,
+        hotfix_reason,
     })
+}
+
+fn parse_why(mut args: Args<'_>) -> Result<Command, ParseError> {
+    let id = args.id("explained")?;
+    args.finish("why takes only a promotion id, e.g. why #42")?;
+    Ok(Command::Why { id })
+}
+
+fn parse_check(mut args: Args<'_>) -> Result<Command, ParseError> {
+    let id = args.id("ticked")?;
+    let item = args.required(never_reserved, || {
+        "missing <item number>: which checklist item? e.g. check #42 1".to_string()
+    })?;
+    let item = item
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            args.error(format!(
+                "`{}` is not an item number: the card numbers them from 1",
+                echo(item)
+            ))
+        })?;
+    args.finish("check takes a promotion id and one item number, e.g. check #42 1")?;
+    Ok(Command::Check { id, item })
 }
 
 fn parse_approve(mut args: Args<'_>) -> Result<Command, ParseError> {
@@ -1021,6 +1113,7 @@ mod tests {
             version,
             to: to.map(s),
             force_reason: force.map(s),
+            hotfix_reason: None,
         }
     }
 

@@ -111,6 +111,17 @@ impl Roles {
         self.0.values().flatten().map(String::as_str)
     }
 
+    /// The identities `role` lists (people and groups; `*` is no one in particular), as the
+    /// card mentions them.
+    pub fn members_of(&self, role: &str) -> Vec<Identity> {
+        self.0
+            .get(role)
+            .into_iter()
+            .flatten()
+            .filter_map(|member| Identity::parse(member))
+            .collect()
+    }
+
     /// Whether `actor` holds `role`, directly or through a listed identity or membership.
     pub fn holds(&self, actor: &Actor, role: &str) -> bool {
         if actor.granted_roles.iter().any(|granted| granted == role) {

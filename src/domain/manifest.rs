@@ -8,6 +8,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 
 use super::version::Version;
+use super::why::Blocker;
 
 /// The parts of a release record beyond its commit and notes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,25 +92,20 @@ pub fn check_tested_digest(
     previous: &str,
     digest: Option<&Digest>,
     tested: Option<Option<&str>>,
-) -> Result<(), String> {
+) -> Result<(), Blocker> {
     let (Some(digest), Some(tested)) = (digest, tested) else {
         return Ok(());
     };
-    let again = format!(
-        "what ships must be what was tested: release the new artifact as a new version (/release create {service} <version> digest …) and promote that from the start, or an admin can promote with --force"
-    );
-    match tested {
-        Some(tested) if tested == digest.as_str() => Ok(()),
-        Some(tested) => Err(format!(
-            "{service} {version} is now {} but {previous} tested {}; {again}",
-            digest.short(),
-            tested.get(..14).unwrap_or(tested)
-        )),
-        None => Err(format!(
-            "{service} {version} succeeded in {previous} before it had a digest; its digest is now {}: {again}",
-            digest.short()
-        )),
+    if tested == Some(digest.as_str()) {
+        return Ok(());
     }
+    Err(Blocker::Digest {
+        service: service.to_string(),
+        version: version.to_string(),
+        previous_environment: previous.to_string(),
+        digest: digest.as_str().to_string(),
+        tested: tested.map(str::to_string),
+    })
 }
 
 /// How big a step a release is against what the environment runs now.
@@ -298,13 +294,17 @@ mod tests {
         assert_eq!(check(None, Some(Some(a.as_str()))), Ok(()));
         assert_eq!(check(Some(&a), None), Ok(()));
         assert_eq!(check(Some(&a), Some(Some(a.as_str()))), Ok(()));
-        let changed = check(Some(&b), Some(Some(a.as_str()))).expect_err("changed digest");
+        let changed = check(Some(&b), Some(Some(a.as_str())))
+            .expect_err("changed digest")
+            .to_string();
         assert!(
             changed.contains("now sha256:bbbbbbb but staging tested sha256:aaaaaaa")
                 && changed.contains("release the new artifact as a new version"),
             "{changed}"
         );
-        let untested = check(Some(&a), Some(None)).expect_err("tested without a digest");
+        let untested = check(Some(&a), Some(None))
+            .expect_err("tested without a digest")
+            .to_string();
         assert!(untested.contains("before it had a digest"), "{untested}");
     }
 

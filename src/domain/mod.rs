@@ -17,4 +17,5 @@ pub mod release;
 pub mod rollout;
 pub mod verification;
 pub mod version;
+pub mod why;
 pub mod window;

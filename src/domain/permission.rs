@@ -27,6 +27,11 @@ pub enum Action<'a> {
         requested_by: &'a Identity,
         approvers: Option<&'a str>,
     },
+    /// Tick a checklist item (SPEC §10): the same people as steer a rollout.
+    TickChecklist {
+        requested_by: &'a Identity,
+        approvers: Option<&'a str>,
+    },
 }
 
 /// The role an action needs, and what to do instead; its text is the refusal.
@@ -36,8 +41,11 @@ pub enum Denied {
     NotDeployer { what: &'static str, who: Identity },
     #[error("only `{ADMINS}` may {what}")]
     NotAdmin { what: &'static str },
-    #[error("only the deployer who requested it, {approvers}or `{ADMINS}` may pause, resume, advance or abort a rollout; ask one of them")]
-    NotSteerer { approvers: String },
+    #[error("only the deployer who requested it, {approvers}or `{ADMINS}` may {what}; ask one of them")]
+    NotOwnerOrApprover {
+        approvers: String,
+        what: &'static str,
+    },
 }
 
 enum Needs {
@@ -58,7 +66,9 @@ fn needs(action: Action<'_>, actor: &Actor) -> Needs {
         Action::Rollback => Needs::Deployer("roll back"),
         Action::Freeze => Needs::Admin("freeze environments; ask one of them"),
         Action::Unfreeze => Needs::Admin("lift freezes; ask one of them"),
-        Action::SteerRollout { .. } => Needs::Admin("steer a rollout"),
+        Action::SteerRollout { .. } | Action::TickChecklist { .. } => {
+            Needs::Admin("steer a rollout")
+        }
     }
 }
 
@@ -76,18 +86,26 @@ fn may_steer(
 
 /// Whether `actor` may do `action`, given the configured roles. Admins hold deployers' rights.
 pub fn authorize(roles: &Roles, actor: &Actor, action: Action<'_>) -> Result<(), Denied> {
-    if let Action::SteerRollout {
-        requested_by,
-        approvers,
-    } = action
-    {
+    let owner_or_approver = match action {
+        Action::SteerRollout {
+            requested_by,
+            approvers,
+        } => Some((requested_by, approvers, "pause, resume, advance or abort a rollout")),
+        Action::TickChecklist {
+            requested_by,
+            approvers,
+        } => Some((requested_by, approvers, "tick its checklist")),
+        _ => None,
+    };
+    if let Some((requested_by, approvers, what)) = owner_or_approver {
         return if may_steer(roles, actor, requested_by, approvers) {
             Ok(())
         } else {
-            Err(Denied::NotSteerer {
+            Err(Denied::NotOwnerOrApprover {
                 approvers: approvers
                     .map(|role| format!("the environment's approvers (`{role}`) "))
                     .unwrap_or_default(),
+                what,
             })
         };
     }

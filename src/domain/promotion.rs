@@ -232,6 +232,8 @@ pub struct Promotion {
     pub required_approvals: u32,
     /// Why an admin overrode windows and freezes (`--force`).
     pub force_reason: Option<String>,
+    /// Why it is a hotfix (`--hotfix`): the environment's hotfix approvals, no window wait.
+    pub hotfix_reason: Option<String>,
     pub retry_of: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -682,6 +684,7 @@ mod tests {
             previous_version: None,
             required_approvals: 1,
             force_reason: None,
+            hotfix_reason: None,
             retry_of: None,
             created_at: at(0),
             updated_at: at(0),

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::domain::command::FreezeTarget;
 use crate::domain::promotion::Promotion;
 use crate::domain::window::{start_gate, Freeze, FreezeSource, Gate, Span, Window};
+use crate::domain::why::Blocker;
 use crate::store::FreezeRecord;
 
 /// `[[window]]`s by name and `[[freeze]]`s, built once from the configuration.
@@ -107,53 +108,92 @@ impl Calendar {
 
     /// May `promotion` start at `at`, given the ad-hoc freezes in force?
     pub fn gate(&self, promotion: &Promotion, adhoc: &[FreezeRecord], at: DateTime<Utc>) -> Gate {
-        let windows = self.windows_of(&promotion.service, &promotion.environment);
+        self.gate_of(&promotion.service, &promotion.environment, adhoc, at)
+    }
+
+    /// May a promotion of `service` into `environment` start at `at`?
+    pub fn gate_of(
+        &self,
+        service: &str,
+        environment: &str,
+        adhoc: &[FreezeRecord],
+        at: DateTime<Utc>,
+    ) -> Gate {
+        let windows = self.windows_of(service, environment);
         start_gate(
-            &promotion.environment,
+            environment,
             &windows,
             &self.freezes_with(adhoc),
             at,
         )
     }
 
-    /// Why a promotion waits, for its card; `None` when it may start.
-    pub fn wait_reason(&self, promotion: &Promotion, gate: &Gate) -> Option<String> {
+    /// Why a promotion waits at a gate, for its card and for `why`; `None` when it may start.
+    pub fn gate_blocker(
+        &self,
+        (service, environment): (&str, &str),
+        gate: &Gate,
+        adhoc: &[FreezeRecord],
+        at: DateTime<Utc>,
+    ) -> Option<Blocker> {
         match gate {
             Gate::Open { .. } => None,
-            Gate::OutsideWindow {
-                next_opening: Some(span),
-            } => Some(format!(
-                "waiting for the release window: {}; it starts by itself then",
-                self.opening_words(promotion, span)
-            )),
-            Gate::OutsideWindow { next_opening: None } => Some(
-                "waiting for a release window, but none of its windows opens again; an admin can promote with --force".to_string(),
-            ),
-            Gate::Frozen { until, reason } => Some(format!(
-                "{} is frozen until {}{}; it starts by itself once the freeze ends and a window is open",
-                promotion.environment,
-                utc(*until),
-                parenthesized(reason.as_deref())
-            )),
+            Gate::OutsideWindow { next_opening } => Some(Blocker::Window {
+                next_opening: next_opening
+                    .as_ref()
+                    .map(|span| self.opening_words(service, environment, span)),
+            }),
+            Gate::Frozen { until, reason } => Some(Blocker::Freeze {
+                environment: environment.to_string(),
+                until: utc(*until),
+                reason: reason.clone(),
+                set_by: self.freezers(environment, adhoc, at),
+            }),
         }
     }
 
-    /// Why `promotion` must wait at `at`, unless an admin forced it; `None`: it may start.
+    /// Who set the freezes covering `environment` at `at`: people, or bot.toml.
+    fn freezers(&self, environment: &str, adhoc: &[FreezeRecord], at: DateTime<Utc>) -> Vec<String> {
+        let mut by: Vec<String> = Vec::new();
+        let planned = self.planned_freezes.iter().any(|f| f.covers(environment, at));
+        let people = adhoc
+            .iter()
+            .filter(|record| adhoc_freeze(record).covers(environment, at))
+            .map(|record| record.created_by.clone());
+        for who in people.chain(planned.then(|| "bot.toml".to_string())) {
+            if !by.contains(&who) {
+                by.push(who);
+            }
+        }
+        by
+    }
+
+    /// Why `promotion` must wait at `at`; `None`: it may start. An admin's `--force` passes every
+    /// gate; a hotfix passes closed windows but never a freeze.
     pub fn must_wait(
         &self,
         promotion: &Promotion,
         adhoc: &[FreezeRecord],
         at: DateTime<Utc>,
-    ) -> Option<String> {
+    ) -> Option<Blocker> {
         if promotion.force_reason.is_some() {
             return None;
         }
-        self.wait_reason(promotion, &self.gate(promotion, adhoc, at))
+        let gate = self.gate(promotion, adhoc, at);
+        if promotion.hotfix_reason.is_some() && !matches!(gate, Gate::Frozen { .. }) {
+            return None;
+        }
+        self.gate_blocker(
+            (&promotion.service, &promotion.environment),
+            &gate,
+            adhoc,
+            at,
+        )
     }
 
     /// `prod-window opens Tue 2026-11-24 14:00 CET (13:00 UTC)`.
-    fn opening_words(&self, promotion: &Promotion, span: &Span) -> String {
-        let windows = self.windows_of(&promotion.service, &promotion.environment);
+    fn opening_words(&self, service: &str, environment: &str, span: &Span) -> String {
+        let windows = self.windows_of(service, environment);
         let window = windows
             .iter()
             .find(|w| w.next_opening(span.start - chrono::Duration::seconds(1)) == Some(*span))

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::governance::ChecklistLine;
 use super::view::PromotionView;
 use crate::domain::identity::Identity;
 use crate::domain::promotion::{CardAction, PromotionState};
@@ -137,6 +138,15 @@ pub struct Card {
     /// public URL is configured.
     pub link: Option<String>,
     pub actions: &'static [CardAction],
+    /// The environment's checklist with who ticked what (SPEC §10); empty when it has none.
+    pub checklist: Vec<ChecklistLine>,
+    /// Whether the checklist can be ticked from the card now (awaiting approval).
+    pub checklist_open: bool,
+    /// Who is asked to approve (role members, users or groups), while it awaits approval; the
+    /// adapter mentions those of its platform.
+    pub approvers: Vec<Identity>,
+    /// Why this is a hotfix (`--hotfix`).
+    pub hotfix: Option<String>,
 }
 
 impl Card {
@@ -172,7 +182,26 @@ impl Card {
             duration,
             link,
             actions: CardAction::offered(p.state()),
+            checklist: Vec::new(),
+            checklist_open: false,
+            approvers: Vec::new(),
+            hotfix: p.hotfix_reason.clone(),
         }
+    }
+
+    /// The card with its checklist and, while it awaits approval, the approvers to mention.
+    pub fn with_governance(
+        mut self,
+        checklist: Vec<ChecklistLine>,
+        approvers: Vec<Identity>,
+    ) -> Card {
+        let awaiting = self.state == PromotionState::AwaitingApproval;
+        self.checklist_open = awaiting && checklist.iter().any(|line| line.ticked_by.is_none());
+        self.checklist = checklist;
+        if awaiting {
+            self.approvers = approvers;
+        }
+        self
     }
 
     /// The card of a promotion whose rollout stands at `stand`: its line, and Pause/Resume and

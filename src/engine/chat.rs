@@ -8,6 +8,7 @@ use async_trait::async_trait;
 pub use crate::domain::platform::ChatPlatform;
 
 use super::card::Card;
+use crate::domain::identity::Identity;
 
 /// The chat channel a request was typed in; cards go there when the service names no channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,5 +73,14 @@ pub trait ChatPort: Send + Sync {
         channel: &str,
         message_id: &str,
         lines: &[String],
+    ) -> Result<(), ChatError>;
+    /// Posts a note of the bot's under the card (a reminder), pinging those of `mention` that
+    /// are people or groups of this platform.
+    async fn post_thread_note(
+        &self,
+        channel: &str,
+        message_id: &str,
+        text: &str,
+        mention: &[Identity],
     ) -> Result<(), ChatError>;
 }

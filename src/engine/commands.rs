@@ -8,7 +8,7 @@ use super::chat::ChatOrigin;
 use super::controls::{Control, Controls};
 use super::dora::Dora;
 use super::freezes::Freezes;
-use super::promotions::Promotions;
+use super::promotions::{Overrides, Promotions};
 use super::reply::Reply;
 use super::view::Reads;
 use super::votes::VoteKind;
@@ -55,18 +55,24 @@ impl Commands {
                 version,
                 to,
                 force_reason,
+                hotfix_reason,
             } => promotions
                 .promote(
                     actor,
                     &service,
                     &version,
                     to.as_deref(),
-                    force_reason.as_deref(),
+                    Overrides {
+                        force: force_reason.as_deref(),
+                        hotfix: hotfix_reason.as_deref(),
+                    },
                     origin,
                 )
                 .await
                 .map(|view| Reply::promotion(view, "requested")),
             Command::Approve { id } => promotions.vote(actor, id, VoteKind::Approve).await,
+            Command::Check { id, item } => promotions.tick(actor, id, item).await,
+            Command::Why { id } => promotions.why(id).await.map(|why| Reply::Text(why.to_text())),
             Command::Reject { id, reason } => {
                 promotions.vote(actor, id, VoteKind::Reject(reason)).await
             }

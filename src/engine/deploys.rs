@@ -266,7 +266,7 @@ impl DeployWorker {
         let adhoc = tx.active_freezes(now).await?;
         let gate = self.calendar.must_wait(promotion, &adhoc, now);
         let reason = match gate {
-            Some(reason) => reason,
+            Some(blocker) => blocker.to_string(),
             None => match older_deploy_running(tx, promotion).await? {
                 Some(reason) => reason,
                 None => return Ok(false),
@@ -934,6 +934,7 @@ name = "api"
                 previous_version: None,
                 required_approvals: 0,
                 force_reason: None,
+                hotfix_reason: None,
                 retry_of: None,
                 expires_at: None,
                 at: now,

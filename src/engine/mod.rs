@@ -25,6 +25,7 @@ mod deploys;
 mod dora;
 pub mod error;
 mod freezes;
+pub mod governance;
 mod ledger;
 mod outbox;
 pub mod pages;
@@ -435,6 +436,10 @@ impl Engine {
             (RequestKind::CardAction { action, promotion }, _) => {
                 commands.card_command(*action, *promotion).await?
             }
+            (RequestKind::ChecklistTick { promotion, item }, _) => command::Command::Check {
+                id: *promotion,
+                item: *item,
+            },
             (RequestKind::Reaction { vote, .. }, Some(id)) => {
                 return commands.promotions.react(&request.actor, id, *vote).await;
             }
@@ -495,6 +500,11 @@ impl Engine {
 
     pub async fn promotion_detail(&self, id: i64) -> Result<PromotionDetail, EngineError> {
         self.inner.commands.reads.promotion_detail(id).await
+    }
+
+    /// What a promotion waits for, or what stopped it (SPEC §10).
+    pub async fn why(&self, id: i64) -> Result<governance::Why, EngineError> {
+        self.inner.commands.promotions.why(id).await
     }
 
     pub async fn deploy_log(&self, id: i64) -> Result<Vec<String>, EngineError> {

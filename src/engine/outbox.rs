@@ -20,6 +20,8 @@ use super::signing::Signer;
 use super::view::view_of;
 use super::EngineError;
 use crate::config::Config;
+use super::governance::{checklist_lines, ChecklistLine};
+use crate::domain::identity::Identity;
 use crate::domain::promotion::{Promotion, PromotionState};
 use crate::domain::rollout::Plan;
 use crate::store::{ChatCardRecord, ClaimedAnnouncement, ClaimedJob, JobKind, Store, StoreError};
@@ -69,7 +71,34 @@ impl Outbox {
         let progress = self.store.deploy_log(promotion_id).await?.pop();
         let link = self.page_link(promotion_id);
         let stand = self.rollout_stand(promotion).await?;
-        Ok(Card::build(&view, from, progress, link, self.time.now()).with_rollout(stand))
+        let (checklist, approvers) = self.governance(promotion).await?;
+        Ok(Card::build(&view, from, progress, link, self.time.now())
+            .with_rollout(stand)
+            .with_governance(checklist, approvers))
+    }
+
+    /// The checklist of the promotion's environment with its ticks, and who may approve.
+    async fn governance(
+        &self,
+        promotion: &Promotion,
+    ) -> Result<(Vec<ChecklistLine>, Vec<Identity>), EngineError> {
+        let Some(environment) = self
+            .config
+            .service(&promotion.service)
+            .and_then(|s| s.environment(&promotion.environment))
+        else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let ticks = if environment.checklist.is_empty() {
+            Vec::new()
+        } else {
+            self.store.checklist_ticks(promotion.id).await?
+        };
+        let approvers = environment
+            .approval_policy(promotion.hotfix_reason.is_some())
+            .map(|policy| self.config.roles.members_of(&policy.from_role))
+            .unwrap_or_default();
+        Ok((checklist_lines(&environment.checklist, &ticks), approvers))
     }
 
     /// The promotion's web page with a signed query that opens it without signing in, when the
@@ -224,6 +253,8 @@ impl Outbox {
             Some(message_id) => {
                 self.post_deploy_output(port, promotion_id, &record, message_id)
                     .await?;
+                self.post_thread_notes(port, &card, &record, message_id)
+                    .await?;
                 port.update_card(&record.channel, message_id, &card).await?;
                 self.store
                     .card_sent(promotion_id, platform, message_id, self.time.real_now())
@@ -237,9 +268,47 @@ impl Outbox {
                     .await?;
                 self.post_deploy_output(port, promotion_id, &record, &message_id)
                     .await?;
+                self.post_thread_notes(port, &card, &record, &message_id)
+                    .await?;
             }
         }
         Ok(Sent::Done)
+    }
+
+    /// The bot's notes for the card's thread (reminders), each once, pinging the approvers when
+    /// the note asks to.
+    async fn post_thread_notes(
+        &self,
+        port: &dyn ChatPort,
+        card: &Card,
+        record: &ChatCardRecord,
+        message_id: &str,
+    ) -> Result<(), CardFailure> {
+        let platform = port.platform();
+        let promotion_id = card.promotion_id;
+        let cursor = self.store.thread_note_cursor(promotion_id, platform).await?;
+        for note in self.store.thread_notes_since(promotion_id, cursor).await? {
+            let mention = if note.mention_approvers {
+                card.approvers.as_slice()
+            } else {
+                &[]
+            };
+            match port
+                .post_thread_note(&record.channel, message_id, &note.text, mention)
+                .await
+            {
+                Ok(()) => {}
+                Err(error) if error.is_permanent() => {
+                    tracing::error!(%platform, promotion = promotion_id, %error,
+                        "the platform refused a note for the card's thread for good; skipping it");
+                }
+                Err(error) => return Err(error.into()),
+            }
+            self.store
+                .thread_note_posted(promotion_id, platform, note.id)
+                .await?;
+        }
+        Ok(())
     }
 
     /// New deploy output goes to the card's thread, in batches.

@@ -5,6 +5,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use super::calendar::Calendar;
 use super::chat::ChatOrigin;
 use super::clock::Time;
@@ -22,7 +24,9 @@ use crate::domain::pipeline::{self, Pipeline, PipelineRefusal};
 use crate::domain::platform::ChatPlatform;
 use crate::domain::promotion::{Promotion, PromotionEvent, PromotionState, Stage};
 use crate::domain::release::Release;
+use crate::domain::window::Gate;
 use crate::domain::version::{Version, VersionSpec};
+use crate::domain::why::Blocker;
 use crate::metrics::{Metrics, RollbackLabels, ServiceLabels};
 use crate::store::{JobKind, NewPromotion, NewRelease, Store, StoreError, Tx};
 
@@ -63,6 +67,14 @@ impl ApprovalSource {
     }
 }
 
+/// How a promote asks past the usual gates: an admin's `--force`, or the environment's hotfix
+/// path (`--hotfix`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Overrides<'a> {
+    pub force: Option<&'a str>,
+    pub hotfix: Option<&'a str>,
+}
+
 /// What a new promotion is; the engine fills in the rest.
 struct Opening<'a> {
     service: &'a str,
@@ -71,6 +83,7 @@ struct Opening<'a> {
     rollback: bool,
     previous_version: Option<&'a Version>,
     force_reason: Option<&'a str>,
+    hotfix_reason: Option<&'a str>,
     retry_of: Option<i64>,
     approvals: ApprovalSource,
     origin: Option<&'a ChatOrigin>,
@@ -213,6 +226,7 @@ impl Promotions {
                 now,
             )
             .await?;
+            tx.add_thread_note(id, &detail, true, now).await?;
             self.ledger.touch_cards(tx, id).await?;
         }
         Ok(())
@@ -266,11 +280,12 @@ impl Promotions {
         service: &str,
         version: &VersionSpec,
         to: Option<&str>,
-        force_reason: Option<&str>,
+        overrides: Overrides<'_>,
         origin: Option<&ChatOrigin>,
     ) -> Result<PromotionView, EngineError> {
         let service_config = self.service(service)?;
         self.authorize(actor, Action::Promote)?;
+        let force_reason = overrides.force;
         if force_reason.is_some() {
             self.authorize(actor, Action::Force)?;
         }
@@ -284,6 +299,9 @@ impl Promotions {
         let succeeded = tx.succeeded_environments(service, &version).await?;
         let target = pipeline.target(&version, to, |env| succeeded.iter().any(|s| s == env))?;
         let environment = environment_of(service_config, target)?;
+        if overrides.hotfix.is_some() {
+            self.check_hotfix_path(&mut tx, service, environment).await?;
+        }
         self.refuse_if_active(&mut tx, service, target).await?;
         let current = tx.current(service, target).await?.map(|p| p.version);
         pipeline::check_newer(service, target, current.as_ref(), &version)?;
@@ -305,6 +323,7 @@ impl Promotions {
                     rollback: false,
                     previous_version: current.as_ref(),
                     force_reason,
+                    hotfix_reason: overrides.hotfix,
                     retry_of: None,
                     approvals: ApprovalSource::Policy,
                     origin,
@@ -312,6 +331,38 @@ impl Promotions {
             )
             .await?;
         self.finish(tx, promotion).await
+    }
+
+    /// A hotfix needs the environment's hotfix path, and never starts in a freeze (SPEC §10).
+    async fn check_hotfix_path(
+        &self,
+        tx: &mut Tx,
+        service: &str,
+        environment: &EnvironmentConfig,
+    ) -> Result<(), EngineError> {
+        if environment.hotfix.is_none() {
+            return Err(EngineError::refused(format!(
+                "{service} {} has no hotfix path; add hotfix = {{ from = \"oncall\", required = 1 }} to that environment in bot.toml, or promote without --hotfix",
+                environment.name
+            )));
+        }
+        let now = self.time.now();
+        let adhoc = tx.active_freezes(now).await?;
+        let gate = self
+            .calendar
+            .gate_of(service, &environment.name, &adhoc, now);
+        if !matches!(gate, Gate::Frozen { .. }) {
+            return Ok(());
+        }
+        match self
+            .calendar
+            .gate_blocker((service, &environment.name), &gate, &adhoc, now)
+        {
+            Some(blocker) => Err(EngineError::refused(format!(
+                "a hotfix never starts in a freeze: {blocker}"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// "What was tested is what ships" (SPEC §10): past the first environment, the release's
@@ -339,7 +390,7 @@ impl Promotions {
             release.manifest.digest.as_ref(),
             tested.as_ref().map(Option::as_deref),
         )
-        .map_err(EngineError::refused)
+        .map_err(|blocker| EngineError::refused(blocker.to_string()))
     }
 
     async fn resolve_latest(
@@ -394,24 +445,7 @@ impl Promotions {
     }
 
     fn active_conflict(&self, active: &Promotion) -> EngineError {
-        let age = (self.time.now() - active.created_at)
-            .to_std()
-            .unwrap_or_default();
-        let age = std::time::Duration::from_secs(age.as_secs() / 60 * 60);
-        let age = if age.is_zero() {
-            "just now".to_string()
-        } else {
-            format!("{} ago", format_duration(age))
-        };
-        EngineError::conflict(format!(
-            "{} {} already has a promotion in progress: {}, {}, by {}, {age}. Wait for it to finish or cancel it with /release cancel {}",
-            active.service,
-            active.environment,
-            active.describe(),
-            active.state().label(),
-            active.requested_by,
-            active.id
-        ))
+        EngineError::conflict(busy(active, self.time.now()).to_string())
     }
 
     /// Inserts a promotion in the state the approval policy gives it, with its audit events and,
@@ -423,7 +457,9 @@ impl Promotions {
         request: Opening<'_>,
     ) -> Result<Promotion, EngineError> {
         let now = self.time.now();
-        let policy = request.environment.approvals.as_ref();
+        let policy = request
+            .environment
+            .approval_policy(request.hotfix_reason.is_some());
         let release_type = ReleaseType::between(request.previous_version, request.version);
         let required = policy.map_or(0, |p| p.required_for(release_type));
         let needs_approval = request.approvals.needs_approval(policy, required);
@@ -449,6 +485,7 @@ impl Promotions {
                     _ => required,
                 },
                 force_reason: request.force_reason,
+                hotfix_reason: request.hotfix_reason,
                 retry_of: request.retry_of,
                 expires_at: policy
                     .filter(|_| needs_approval)
@@ -506,6 +543,9 @@ impl Promotions {
         }
         if let Some(reason) = request.force_reason {
             detail.push_str(&format!(" (forced: {reason})"));
+        }
+        if let Some(reason) = request.hotfix_reason {
+            detail.push_str(&format!(" (hotfix: {reason})"));
         }
         tx.audit(
             Some(promotion.id),
@@ -663,6 +703,7 @@ impl Promotions {
                         .force_reason
                         .as_deref()
                         .filter(|_| self.authorize(actor, Action::KeepForceOnRetry).is_ok()),
+                    hotfix_reason: original.hotfix_reason.as_deref(),
                     retry_of: Some(original.id),
                     approvals,
                     origin,
@@ -714,7 +755,7 @@ impl Promotions {
         original: &Promotion,
         environment: &EnvironmentConfig,
     ) -> Result<ApprovalSource, EngineError> {
-        let Some(policy) = environment.approvals.as_ref() else {
+        let Some(policy) = environment.approval_policy(original.hotfix_reason.is_some()) else {
             return Ok(ApprovalSource::Policy);
         };
         let earlier = tx.approvals(original.id).await?;
@@ -759,6 +800,7 @@ impl Promotions {
                     rollback: true,
                     previous_version: current_version.as_ref(),
                     force_reason: None,
+                    hotfix_reason: None,
                     retry_of: None,
                     approvals: ApprovalSource::Policy,
                     origin,
@@ -799,6 +841,7 @@ impl Promotions {
                     rollback: true,
                     previous_version: Some(&failed.version),
                     force_reason: Some(why),
+                    hotfix_reason: None,
                     retry_of: None,
                     approvals: ApprovalSource::Automatic,
                     origin: None,
@@ -875,7 +918,7 @@ impl Promotions {
     ) -> Result<Promotion, EngineError> {
         let now = self.time.now();
         let adhoc = tx.active_freezes(now).await?;
-        if let Some(reason) = self.calendar.must_wait(&promotion, &adhoc, now) {
+        if let Some(blocker) = self.calendar.must_wait(&promotion, &adhoc, now) {
             return self
                 .ledger
                 .apply(
@@ -883,13 +926,35 @@ impl Promotions {
                     &promotion,
                     PromotionEvent::WaitForWindow,
                     &bot_identity(),
-                    &reason,
+                    &blocker.to_string(),
                 )
                 .await;
         }
         tx.enqueue_deploy(promotion.id, self.time.real_now())
             .await?;
         Ok(promotion)
+    }
+}
+
+/// `active` holds its environment: what `why` says and a second promote is refused with.
+pub(super) fn busy(active: &Promotion, now: DateTime<Utc>) -> Blocker {
+    let age = (now - active.created_at).to_std().unwrap_or_default();
+    let age = std::time::Duration::from_secs(age.as_secs() / 60 * 60);
+    let age = if age.is_zero() {
+        "just now".to_string()
+    } else {
+        format!("{} ago", format_duration(age))
+    };
+    Blocker::Busy {
+        service: active.service.clone(),
+        environment: active.environment.clone(),
+        active: format!(
+            "{}, {}, by {}, {age}",
+            active.describe(),
+            active.state().label(),
+            active.requested_by
+        ),
+        active_id: active.id,
     }
 }
 

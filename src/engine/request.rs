@@ -49,6 +49,8 @@ pub enum RequestKind {
         action: CardAction,
         promotion: i64,
     },
+    /// A checklist item ticked on a promotion's card (a Slack checkbox, a Discord button).
+    ChecklistTick { promotion: i64, item: u32 },
     /// A reaction added to or removed from a message in the origin channel (maybe a card).
     Reaction {
         message_id: String,
@@ -61,7 +63,7 @@ impl RequestKind {
     pub(super) fn label(&self) -> &'static str {
         match self {
             RequestKind::Command(_) | RequestKind::Typed(_) => "command",
-            RequestKind::CardAction { .. } => "button",
+            RequestKind::CardAction { .. } | RequestKind::ChecklistTick { .. } => "button",
             RequestKind::Reaction { .. } => "reaction",
         }
     }

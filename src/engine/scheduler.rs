@@ -299,13 +299,9 @@ impl Scheduler {
         let adhoc = self.store.active_freezes(now).await?;
         let mut busy: HashSet<String> = self.store.busy_environments().await?.into_iter().collect();
         for promotion in queued {
-            let gate = self.calendar.gate(&promotion, &adhoc, now);
-            let wait = match promotion.force_reason {
-                Some(_) => None,
-                None => self.calendar.wait_reason(&promotion, &gate),
-            };
-            if let Some(reason) = wait {
-                self.refresh_wait_reason(&promotion, &reason).await?;
+            if let Some(blocker) = self.calendar.must_wait(&promotion, &adhoc, now) {
+                self.refresh_wait_reason(&promotion, &blocker.to_string())
+                    .await?;
                 continue;
             }
             if !busy.insert(promotion.environment.clone()) {

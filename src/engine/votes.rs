@@ -61,7 +61,8 @@ impl Promotions {
         let environment = self
             .service(&promotion.service)
             .and_then(|s| environment_of(s, &promotion.environment))?;
-        let policy = match (&environment.approvals, not_open) {
+        let hotfix = promotion.hotfix_reason.is_some();
+        let policy = match (environment.approval_policy(hotfix), not_open) {
             (Some(policy), false) => policy,
             _ => {
                 let error = transition(promotion.state(), event).err();
@@ -85,6 +86,15 @@ impl Promotions {
         };
         let outcome =
             decide_vote(ballot, vote).map_err(|refusal| vote_refused(&promotion, refusal))?;
+        // An approval that would count waits for the checklist (SPEC §10).
+        if matches!(outcome, VoteOutcome::Counted { .. }) {
+            if let Some(open) = self.open_checklist(&mut tx, &promotion, environment).await? {
+                return Err(EngineError::refused(format!(
+                    "{}: not approved yet: {open}",
+                    promotion.describe()
+                )));
+            }
+        }
         let (promotion, note) = self
             .record_vote(&mut tx, actor, &promotion, outcome, kind)
             .await?;

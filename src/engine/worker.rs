@@ -163,6 +163,9 @@ impl Workers {
         if let Err(e) = self.commands.promotions.expire_approvals().await {
             tracing::error!(error = %e, "approval expiry sweep failed");
         }
+        if let Err(e) = self.commands.promotions.remind_approvers().await {
+            tracing::error!(error = %e, "approval reminder sweep failed");
+        }
         if let Err(e) = self.deploys.interrupt_orphans(false).await {
             tracing::error!(error = %e, "orphaned deploy sweep failed");
         }

@@ -24,7 +24,7 @@ use super::auth::ApiActor;
 use super::error::ApiError;
 use super::AppState;
 
-type ApiResult<T> = Result<(StatusCode, Json<T>), ApiError>;
+pub(super) type ApiResult<T> = Result<(StatusCode, Json<T>), ApiError>;
 
 fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -308,6 +308,7 @@ pub struct CreatePromotion {
     version: String,
     environment: Option<String>,
     force_reason: Option<String>,
+    hotfix_reason: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -405,13 +406,20 @@ pub async fn create_promotion(
         .version
         .parse()
         .map_err(|e| ApiError::bad_request(format!("version: {e}")))?;
-    if request
-        .force_reason
-        .as_deref()
-        .is_some_and(|r| r.trim().is_empty())
-    {
+    let blank = |reason: &Option<String>| reason.as_deref().is_some_and(|r| r.trim().is_empty());
+    if blank(&request.force_reason) {
         return Err(ApiError::bad_request(
             "force_reason: must say why the window or freeze is overridden",
+        ));
+    }
+    if blank(&request.hotfix_reason) {
+        return Err(ApiError::bad_request(
+            "hotfix_reason: must say why this is a hotfix",
+        ));
+    }
+    if request.force_reason.is_some() && request.hotfix_reason.is_some() {
+        return Err(ApiError::bad_request(
+            "force_reason and hotfix_reason don't go together: force overrides every gate, a hotfix takes the hotfix approvals; send one",
         ));
     }
     let command = Command::Promote {
@@ -419,6 +427,7 @@ pub async fn create_promotion(
         version: spec,
         to: request.environment,
         force_reason: request.force_reason,
+        hotfix_reason: request.hotfix_reason,
     };
     promotion_reply(execute(&state, actor, command).await?, StatusCode::ACCEPTED)
 }
@@ -439,7 +448,7 @@ pub async fn get_promotion(
     Ok((StatusCode::OK, Json(json)))
 }
 
-fn promotion_id(text: &str) -> Result<i64, ApiError> {
+pub(super) fn promotion_id(text: &str) -> Result<i64, ApiError> {
     text.trim_start_matches('#')
         .parse::<i64>()
         .ok()
@@ -459,7 +468,7 @@ async fn execute(state: &AppState, actor: Actor, command: Command) -> Result<Rep
         .await?)
 }
 
-async fn act(
+pub(super) async fn act(
     state: &AppState,
     actor: Actor,
     command: Command,

@@ -4,6 +4,7 @@
 mod api;
 mod auth;
 mod error;
+mod governance;
 
 use std::time::Duration;
 
@@ -47,6 +48,8 @@ pub fn router(engine: Engine, chat: Router, shutdown: CancellationToken) -> Rout
         .route("/promotions/{id}/advance", post(api::advance))
         .route("/promotions/{id}/abort", post(api::abort))
         .route("/promotions/{id}/log", get(api::deploy_log))
+        .route("/promotions/{id}/why", get(governance::why))
+        .route("/promotions/{id}/checklist/{item}", post(governance::tick))
         .route("/rollbacks", post(api::rollback))
         .route("/services", get(api::services))
         .route("/services/{name}/history", get(api::history))

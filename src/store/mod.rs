@@ -7,6 +7,7 @@
 mod cluster;
 mod delivery;
 mod dora;
+mod governance;
 mod pages;
 mod queries;
 pub mod records;
@@ -38,6 +39,7 @@ pub use cluster::{
     lock_for_serving, GatewayLock, JobWakeups, ReplicaBeat, ReplicaRecord, ServeLock, Wakeup,
 };
 pub use delivery::DeliveryMark;
+pub use governance::{ThreadNote, Tick};
 pub use pages::{AuditFilter, AuditRecord, TallyRecord};
 pub use queries::{
     active_states_sql, ChatCardRecord, ClaimedJob, JobKind, JobLease, NewPromotion, NewRelease,

@@ -109,6 +109,7 @@ pub struct NewPromotion<'a> {
     pub previous_version: Option<&'a Version>,
     pub required_approvals: u32,
     pub force_reason: Option<&'a str>,
+    pub hotfix_reason: Option<&'a str>,
     pub retry_of: Option<i64>,
     pub expires_at: Option<DateTime<Utc>>,
     pub at: DateTime<Utc>,
@@ -380,8 +381,8 @@ pub async fn insert_promotion<'e, E: Executor<'e, Database = Any>>(
     let sql = format!(
         "INSERT INTO promotions (service, version, environment, state, requested_by, is_rollback, \
          previous_version, required_approvals, force_reason, retry_of, created_at, updated_at, expires_at, \
-         reason, started_at, finished_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15) \
+         reason, started_at, finished_at, hotfix_reason) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15, $16) \
          RETURNING {PROMOTION_FIELDS}"
     );
     let stage = new.stage.columns();
@@ -401,6 +402,7 @@ pub async fn insert_promotion<'e, E: Executor<'e, Database = Any>>(
         .bind(stage.reason)
         .bind(stage.started_at.map(millis))
         .bind(stage.finished_at.map(millis))
+        .bind(new.hotfix_reason)
         .fetch_one(db)
         .await;
     match inserted {

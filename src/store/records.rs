@@ -15,11 +15,11 @@ use super::StoreError;
 /// Promotion columns qualified with the alias `p`, for queries that join.
 pub(super) const PROMOTION_COLUMNS: &str = "p.id, p.service, p.version, p.environment, p.state, \
     p.requested_by, p.is_rollback, p.previous_version, p.required_approvals, p.force_reason, \
-    p.retry_of, p.reason, p.created_at, p.updated_at, p.started_at, p.finished_at, p.expires_at";
+    p.hotfix_reason, p.retry_of, p.reason, p.created_at, p.updated_at, p.started_at, p.finished_at, p.expires_at";
 /// The same columns unqualified, for RETURNING.
 pub(super) const PROMOTION_FIELDS: &str = "id, service, version, environment, state, \
     requested_by, is_rollback, previous_version, required_approvals, force_reason, \
-    retry_of, reason, created_at, updated_at, started_at, finished_at, expires_at";
+    hotfix_reason, retry_of, reason, created_at, updated_at, started_at, finished_at, expires_at";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct PromotionRow {
@@ -33,6 +33,7 @@ pub(super) struct PromotionRow {
     previous_version: Option<String>,
     required_approvals: i64,
     force_reason: Option<String>,
+    hotfix_reason: Option<String>,
     retry_of: Option<i64>,
     reason: Option<String>,
     created_at: i64,
@@ -73,6 +74,7 @@ impl TryFrom<PromotionRow> for Promotion {
             service: row.service,
             environment: row.environment,
             force_reason: row.force_reason,
+            hotfix_reason: row.hotfix_reason,
             retry_of: row.retry_of,
         })
     }

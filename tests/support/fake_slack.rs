@@ -1217,6 +1217,17 @@ pub fn block_action_body(
     action_id: &str,
     value: &str,
 ) -> String {
+    let payload = block_action_payload(user, channel, message_ts, action_id, value);
+    format!("payload={}", form_encode(&payload.to_string()))
+}
+
+fn block_action_payload(
+    user: &str,
+    channel: &str,
+    message_ts: &str,
+    action_id: &str,
+    value: &str,
+) -> Value {
     let stored = current_fake().and_then(|fake| {
         lock(&fake.state)
             .messages
@@ -1266,6 +1277,30 @@ pub fn block_action_body(
             "action_ts": now_slack_ts(),
         }],
     });
+    payload
+}
+
+/// Form body of a `block_actions` payload for a `checkboxes` element (Slack's documented shape:
+/// the action carries every option checked now in `selected_options`, and no `value`).
+pub fn checkboxes_action_body(
+    user: &str,
+    channel: &str,
+    message_ts: &str,
+    action_id: &str,
+    selected_values: &[&str],
+) -> String {
+    let mut payload = block_action_payload(user, channel, message_ts, action_id, "");
+    let selected: Vec<Value> = selected_values
+        .iter()
+        .map(|value| json!({"text": {"type": "plain_text", "text": value, "emoji": true}, "value": value}))
+        .collect();
+    payload["actions"] = json!([{
+        "type": "checkboxes",
+        "action_id": action_id,
+        "block_id": "checklist",
+        "selected_options": selected,
+        "action_ts": now_slack_ts(),
+    }]);
     format!("payload={}", form_encode(&payload.to_string()))
 }
 

@@ -86,6 +86,12 @@ const SUBCOMMANDS: &[Subcommand] = &[
                 Kind::Text,
                 Some("--force"),
             ),
+            opt(
+                "hotfix",
+                "Take the hotfix path (its approvers; outside windows), with the reason",
+                Kind::Text,
+                Some("--hotfix"),
+            ),
         ],
     },
     Subcommand {
@@ -187,6 +193,19 @@ const SUBCOMMANDS: &[Subcommand] = &[
         name: "unfreeze",
         description: "Admins: lift a freeze",
         options: &[arg("target", "Environment, or all", Kind::Word)],
+    },
+    Subcommand {
+        name: "why",
+        description: "What a promotion waits for, or what stopped it",
+        options: &[ID],
+    },
+    Subcommand {
+        name: "check",
+        description: "Tick an item of a promotion's checklist",
+        options: &[
+            ID,
+            arg("item", "Item number, as on the card", Kind::Count),
+        ],
     },
     Subcommand {
         name: "dora",

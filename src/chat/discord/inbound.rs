@@ -132,17 +132,25 @@ impl Inbound {
     async fn component(&self, component: ComponentInteraction) {
         let http = self.discord.http();
         let (id, token) = (component.id, component.token.as_str());
-        let Some((action, promotion)) = render::parse_custom_id(&component.data.custom_id) else {
-            // Not our button: acknowledge so the person does not see "interaction failed".
-            acknowledge(http, id, token).await;
-            self.count_unhandled("button", "ignored");
-            return;
+        let custom_id = component.data.custom_id.as_str();
+        let kind = match (
+            render::parse_custom_id(custom_id),
+            render::parse_checklist_id(custom_id),
+        ) {
+            (Some((action, promotion)), _) => RequestKind::CardAction { action, promotion },
+            (None, Some((promotion, item))) => RequestKind::ChecklistTick { promotion, item },
+            (None, None) => {
+                // Not our button: acknowledge so the person does not see "interaction failed".
+                acknowledge(http, id, token).await;
+                self.count_unhandled("button", "ignored");
+                return;
+            }
         };
         let request = Request {
             actor: actor(component.user.id, component.member.as_ref()),
             origin: Some(origin(component.channel_id)),
             delivery: None,
-            kind: RequestKind::CardAction { action, promotion },
+            kind,
         }
         .delivered("discord:interaction", component.id.to_string());
         let work = self.engine.handle(request);

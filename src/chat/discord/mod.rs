@@ -20,6 +20,7 @@ use serenity::all::{
 use serenity::http::HttpError;
 
 use crate::config::{Config, DiscordConfig};
+use crate::domain::identity::Identity;
 use crate::engine::card::Card;
 use crate::engine::{ChatError, ChatPlatform, ChatPort};
 
@@ -196,6 +197,7 @@ impl ChatPort for Discord {
 
     async fn post_card(&self, channel: &str, card: &Card) -> Result<String, ChatError> {
         let message = CreateMessage::new()
+            .content(render::card_content(card))
             .embed(render::card_embed(card))
             .components(render::card_components(card));
         let sent = channel_id(channel)?
@@ -212,6 +214,7 @@ impl ChatPort for Discord {
         card: &Card,
     ) -> Result<(), ChatError> {
         let edit = EditMessage::new()
+            .content(render::card_content(card))
             .embed(render::card_embed(card))
             .components(render::card_components(card));
         channel_id(channel)?
@@ -241,5 +244,19 @@ impl ChatPort for Discord {
             self.say_in_thread(channel, message, &content).await?;
         }
         Ok(())
+    }
+
+    async fn post_thread_note(
+        &self,
+        channel: &str,
+        message_id: &str,
+        text: &str,
+        mention: &[Identity],
+    ) -> Result<(), ChatError> {
+        let (channel, message) = (channel_id(channel)?, self::message_id(message_id)?);
+        let pings: Vec<String> = mention.iter().filter_map(render::ping).collect();
+        let content = format!("{} {text}", pings.join(" "));
+        let content = render::truncate(content.trim_start(), render::MAX_CONTENT);
+        self.say_in_thread(channel, message, &content).await
     }
 }

@@ -43,6 +43,17 @@ pub fn mention(identity: &Identity) -> String {
     }
 }
 
+/// A mention that pings on Discord: `<@…>` for a user, `<@&…>` for a role; `None` for
+/// identities of other platforms.
+pub fn ping(identity: &Identity) -> Option<String> {
+    let text = identity.as_str();
+    if let Some(user) = text.strip_prefix("discord:") {
+        return Some(format!("<@{user}>"));
+    }
+    text.strip_prefix("discord-role:")
+        .map(|role| format!("<@&{role}>"))
+}
+
 /// Cuts `text` to at most `max` characters, marking the cut.
 pub fn truncate(text: &str, max: usize) -> String {
     limits::cut(text, max, "")
@@ -185,6 +196,12 @@ fn fields(card: &Card) -> Vec<(&'static str, String, bool)> {
         };
         fields.push(("Duration", shown, true));
     }
+    if let Some(reason) = &card.hotfix {
+        fields.push(("Hotfix", reason.clone(), false));
+    }
+    if !card.checklist.is_empty() {
+        fields.push(("Checklist", checklist_text(card), false));
+    }
     if let Some(reason) = &card.reason {
         fields.push(("Why", reason.clone(), false));
     }
@@ -205,19 +222,83 @@ fn fields(card: &Card) -> Vec<(&'static str, String, bool)> {
     fields
 }
 
-/// The card's buttons, in rows of at most five (one row for every state today); none when the
-/// state offers no action.
-pub fn card_components(card: &Card) -> Vec<CreateActionRow> {
-    card.actions
-        .chunks(MAX_BUTTONS_PER_ROW)
-        .map(|row| {
-            let buttons = row
-                .iter()
-                .map(|action| button(*action, card.promotion_id))
-                .collect();
-            CreateActionRow::Buttons(buttons)
+/// `☑ 1. Changelog reviewed — <@…>` per item.
+fn checklist_text(card: &Card) -> String {
+    let lines: Vec<String> = card
+        .checklist
+        .iter()
+        .map(|line| match &line.ticked_by {
+            Some(by) => format!(
+                "☑ {}. {} — {}",
+                line.number,
+                line.text,
+                Identity::parse(by).map_or_else(|| by.clone(), |who| mention(&who))
+            ),
+            None => format!("☐ {}. {}", line.number, line.text),
         })
-        .collect()
+        .collect();
+    lines.join("\n")
+}
+
+/// The message text above the card: pings for the approvers while it awaits approval (an
+/// embed's mentions notify nobody), nothing otherwise.
+pub fn card_content(card: &Card) -> String {
+    let pings: Vec<String> = card.approvers.iter().filter_map(ping).collect();
+    if pings.is_empty() {
+        return String::new();
+    }
+    truncate(
+        &format!("Approval asked from {}", pings.join(" ")),
+        MAX_CONTENT,
+    )
+}
+
+/// `shipmate:check:42:1`: a checklist item's button.
+pub fn checklist_custom_id(promotion_id: i64, item: usize) -> String {
+    format!("{CUSTOM_ID_PREFIX}check:{promotion_id}:{item}")
+}
+
+/// The (promotion, item) a checklist button ticks; `None` for other ids.
+pub fn parse_checklist_id(custom_id: &str) -> Option<(i64, u32)> {
+    let rest = custom_id.strip_prefix(CUSTOM_ID_PREFIX)?.strip_prefix("check:")?;
+    let (promotion, item) = rest.split_once(':')?;
+    Some((promotion.parse().ok()?, item.parse().ok()?))
+}
+
+/// Discord refuses a button label above 80 characters.
+const MAX_BUTTON_LABEL: usize = 80;
+
+/// The card's checklist buttons while it can be ticked (ticked ones green and disabled), then
+/// its action buttons, in rows of at most five; none when nothing can be done.
+pub fn card_components(card: &Card) -> Vec<CreateActionRow> {
+    let mut rows = Vec::new();
+    if card.checklist_open {
+        for chunk in card.checklist.chunks(MAX_BUTTONS_PER_ROW) {
+            let buttons = chunk
+                .iter()
+                .map(|line| {
+                    let (mark, style) = match line.ticked_by {
+                        Some(_) => ("☑", ButtonStyle::Success),
+                        None => ("☐", ButtonStyle::Secondary),
+                    };
+                    let label = format!("{mark} {}. {}", line.number, line.text);
+                    CreateButton::new(checklist_custom_id(card.promotion_id, line.number))
+                        .label(truncate(&label, MAX_BUTTON_LABEL))
+                        .style(style)
+                        .disabled(line.ticked_by.is_some())
+                })
+                .collect();
+            rows.push(CreateActionRow::Buttons(buttons));
+        }
+    }
+    rows.extend(card.actions.chunks(MAX_BUTTONS_PER_ROW).map(|row| {
+        let buttons = row
+            .iter()
+            .map(|action| button(*action, card.promotion_id))
+            .collect();
+        CreateActionRow::Buttons(buttons)
+    }));
+    rows
 }
 
 fn button(action: CardAction, promotion_id: i64) -> CreateButton {
@@ -285,6 +366,10 @@ mod tests {
             duration: Some(std::time::Duration::from_secs(90)),
             link: None,
             actions,
+            checklist: Vec::new(),
+            checklist_open: false,
+            approvers: Vec::new(),
+            hotfix: None,
         }
     }
 

@@ -44,6 +44,17 @@ pub fn mention(identity: &Identity) -> String {
     }
 }
 
+/// A mention that pings on Slack: `<@U…>` for a user, `<!subteam^S…>` for a user group; `None`
+/// for identities of other platforms.
+pub fn ping(identity: &Identity) -> Option<String> {
+    let text = identity.as_str();
+    if let Some(user) = text.strip_prefix("slack:") {
+        return Some(format!("<@{user}>"));
+    }
+    text.strip_prefix("slack-group:")
+        .map(|group| format!("<!subteam^{group}>"))
+}
+
 fn state_badge(state: PromotionState) -> &'static str {
     match state {
         PromotionState::Requested | PromotionState::AwaitingApproval => ":hourglass_flowing_sand:",
@@ -102,6 +113,8 @@ pub fn card_blocks(card: &Card) -> Vec<SlackBlock> {
             .collect();
         blocks.push(SlackContextBlock::new(elements).into());
     }
+    blocks.extend(approvers_block(card));
+    blocks.extend(checklist_blocks(card));
     if !card.actions.is_empty() {
         let buttons = card
             .actions
@@ -123,6 +136,90 @@ pub fn card_blocks(card: &Card) -> Vec<SlackBlock> {
         );
     }
     blocks
+}
+
+/// `shipmate:check:42`: the `action_id` of a card's checklist checkboxes; each option's value
+/// is `<promotion id>:<item number>`.
+pub fn checklist_action_id(promotion_id: i64) -> String {
+    format!("{ACTION_PREFIX}check:{promotion_id}")
+}
+
+/// The (promotion, item) ticks a checkboxes action selects; empty for actions not ours.
+pub fn parse_checklist(action_id: &str, selected: &[String]) -> Vec<(i64, u32)> {
+    let Some(id) = action_id
+        .strip_prefix(ACTION_PREFIX)
+        .and_then(|rest| rest.strip_prefix("check:"))
+        .and_then(|id| id.parse::<i64>().ok())
+    else {
+        return Vec::new();
+    };
+    selected
+        .iter()
+        .filter_map(|value| {
+            let (promotion, item) = value.split_once(':')?;
+            let promotion = promotion.parse::<i64>().ok().filter(|p| *p == id)?;
+            Some((promotion, item.parse::<u32>().ok()?))
+        })
+        .collect()
+}
+
+/// Who is asked to approve, pinged (SPEC §10), while the card awaits approval.
+fn approvers_block(card: &Card) -> Option<SlackBlock> {
+    let pings: Vec<String> = card.approvers.iter().filter_map(ping).collect();
+    (!pings.is_empty()).then(|| {
+        SlackSectionBlock::new()
+            .with_text(md!("Approval asked from {}", pings.join(" ")))
+            .into()
+    })
+}
+
+/// The checklist: checkboxes while it can be ticked, else the ticks as text.
+fn checklist_blocks(card: &Card) -> Vec<SlackBlock> {
+    if card.checklist.is_empty() {
+        return Vec::new();
+    }
+    let ticked = card.checklist.iter().filter(|l| l.ticked_by.is_some()).count();
+    let head = format!("*Checklist* {ticked}/{}", card.checklist.len());
+    if !card.checklist_open {
+        let lines: Vec<String> = card
+            .checklist
+            .iter()
+            .map(|line| match &line.ticked_by {
+                Some(by) => format!("☑ {}. {} — {}", line.number, escape(&line.text), escape(by)),
+                None => format!("☐ {}. {}", line.number, escape(&line.text)),
+            })
+            .collect();
+        let text = cut(&format!("{head}\n{}", lines.join("\n")), MAX_SECTION_TEXT, "…");
+        return vec![SlackSectionBlock::new().with_text(md!("{}", text)).into()];
+    }
+    let option = |line: &crate::engine::governance::ChecklistLine| {
+        let mut item = SlackBlockChoiceItem::new(
+            SlackBlockText::Plain(pt!(cut(&line.text, 75, "…"))),
+            format!("{}:{}", card.promotion_id, line.number),
+        );
+        if let Some(by) = &line.ticked_by {
+            item = item.with_description(pt!(cut(&format!("ticked by {by}"), 75, "…")));
+        }
+        item
+    };
+    let options: Vec<_> = card.checklist.iter().map(option).collect();
+    let initial: Vec<_> = card
+        .checklist
+        .iter()
+        .filter(|line| line.ticked_by.is_some())
+        .map(option)
+        .collect();
+    let mut checkboxes = SlackBlockCheckboxesElement::new(options)
+        .with_action_id(checklist_action_id(card.promotion_id).into());
+    if !initial.is_empty() {
+        checkboxes = checkboxes.with_initial_options(initial);
+    }
+    vec![
+        SlackSectionBlock::new().with_text(md!("{}", head)).into(),
+        SlackActionsBlock::new(vec![SlackActionBlockElement::Checkboxes(checkboxes)])
+            .with_block_id(format!("checklist-{}", card.promotion_id).into())
+            .into(),
+    ]
 }
 
 /// Slack has primary, danger and the default (a plain, secondary-looking button).
@@ -178,6 +275,11 @@ fn field(text: String) -> SlackBlockText {
 
 fn context_lines(card: &Card) -> Vec<String> {
     let mut lines = Vec::new();
+    if let Some(hotfix) = &card.hotfix {
+        const HEAD: &str = "*Hotfix:* ";
+        let room = MAX_CONTEXT_TEXT - HEAD.chars().count();
+        lines.push(format!("{HEAD}{}", cut_mapped(hotfix, room, "", escape)));
+    }
     if let Some(reason) = &card.reason {
         const HEAD: &str = "*Why:* ";
         let room = MAX_CONTEXT_TEXT - HEAD.chars().count();
@@ -236,6 +338,10 @@ mod tests {
             duration: Some(Duration::from_secs(90)),
             link: None,
             actions,
+            checklist: Vec::new(),
+            checklist_open: false,
+            approvers: Vec::new(),
+            hotfix: None,
         }
     }
 

@@ -15,7 +15,7 @@ use serde_json::json;
 use slack_morphism::prelude::*;
 use slack_morphism::signature_verifier::SlackEventSignatureVerifier;
 
-use super::blocks::{escape, parse_action};
+use super::blocks::{escape, parse_action, parse_checklist};
 use super::Slack;
 use crate::domain::identity::{Actor, Identity};
 use crate::engine::{
@@ -247,6 +247,25 @@ async fn block_actions(inbound: &Inbound, event: SlackInteractionBlockActionsEve
             .delivered("slack:interaction", delivery);
         if let Err(error) = inbound.engine.handle(request).await {
             inbound.tell_later(channel.clone(), user.clone(), error.message);
+        }
+    }
+    for action in &actions {
+        let selected: Vec<String> = action
+            .selected_options
+            .iter()
+            .flatten()
+            .map(|option| option.value.clone())
+            .collect();
+        for (promotion, item) in parse_checklist(action.action_id.as_ref(), &selected) {
+            // Slack sends every checked box; the engine takes an item ticked before as a no-op.
+            let kind = RequestKind::ChecklistTick { promotion, item };
+            let request = inbound
+                .request(&user, &channel, kind)
+                .await
+                .delivered("slack:interaction", format!("{}:check:{item}", event.trigger_id));
+            if let Err(error) = inbound.engine.handle(request).await {
+                inbound.tell_later(channel.clone(), user.clone(), error.message);
+            }
         }
     }
 }

@@ -279,6 +279,25 @@ impl ChatPort for Slack {
         }
         Ok(())
     }
+
+    async fn post_thread_note(
+        &self,
+        channel: &str,
+        message_id: &str,
+        text: &str,
+        mention: &[Identity],
+    ) -> Result<(), ChatError> {
+        let pings: Vec<String> = mention.iter().filter_map(blocks::ping).collect();
+        let text = format!("{} {}", pings.join(" "), blocks::escape(text));
+        let content = SlackMessageContent::new().with_text(text.trim_start().to_string());
+        let request = SlackApiChatPostMessageRequest::new(channel.to_string().into(), content)
+            .with_thread_ts(message_id.to_string().into());
+        self.session()
+            .chat_post_message(&request)
+            .await
+            .map_err(chat_error)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
