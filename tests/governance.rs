@@ -352,7 +352,10 @@ async fn approvals_wait_for_the_checklist_and_why_says_so() {
     let (_, once) = bot.act(id, "approve", LEAD_TOKEN).await;
     assert_eq!(once["state"], "awaiting_approval", "{once}");
     let (_, twice) = bot.act(id, "approve", LEAD2_TOKEN).await;
-    assert_eq!(twice["state"], "queued", "approved outside its window: {twice}");
+    assert_eq!(
+        twice["state"], "queued",
+        "approved outside its window: {twice}"
+    );
     let queued = why(&bot, id).await;
     assert_eq!(blocker_kinds(&queued), ["window"], "{queued:#}");
 
@@ -412,7 +415,9 @@ async fn a_hotfix_starts_outside_its_window_with_the_hotfix_approvals_but_never_
         "audited: {requested}"
     );
 
-    let (status, _) = bot.say(ADMIN_TOKEN, "freeze production for 2h incident 513").await;
+    let (status, _) = bot
+        .say(ADMIN_TOKEN, "freeze production for 2h incident 513")
+        .await;
     assert_eq!(status, 200);
     let (status, said) = bot
         .say(CI_TOKEN, "promote shop 1.0.1 --hotfix \"incident 513\"")
@@ -428,7 +433,8 @@ async fn a_hotfix_starts_outside_its_window_with_the_hotfix_approvals_but_never_
     assert_eq!(status, 422, "{refused}");
     assert_eq!(message(&said), message(&refused));
     assert!(
-        message(&refused).starts_with("a hotfix never starts in a freeze: production is frozen until")
+        message(&refused)
+            .starts_with("a hotfix never starts in a freeze: production is frozen until")
             && message(&refused).contains("set by api:admin"),
         "{refused}"
     );
@@ -440,7 +446,10 @@ async fn a_hotfix_starts_outside_its_window_with_the_hotfix_approvals_but_never_
         )
         .await;
     assert_eq!(status, 422, "{no_path}");
-    assert!(message(&no_path).contains("has no hotfix path"), "{no_path}");
+    assert!(
+        message(&no_path).contains("has no hotfix path"),
+        "{no_path}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -469,5 +478,156 @@ async fn why_explains_an_ended_promotion_and_an_unknown_one_is_not_found() {
     assert_eq!(status, 401);
     let (status, reply) = bot.say(CI_TOKEN, &format!("why #{id}")).await;
     assert_eq!(status, 200);
-    assert_eq!(reply["reply"], rejected["text"], "chat and API say the same");
+    assert_eq!(
+        reply["reply"], rejected["text"],
+        "chat and API say the same"
+    );
+}
+
+/// The actors of a promotion's `kind` events, oldest first.
+async fn actors_of(bot: &TestBot, id: i64, kind: &str) -> Vec<String> {
+    bot.promotion(id).await["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == kind)
+        .filter_map(|e| e["actor"].as_str().map(str::to_string))
+        .collect()
+}
+
+async fn wait_for_actors(bot: &TestBot, id: i64, kind: &str, wanted: &[String]) {
+    let reached = wait_until(std::time::Duration::from_secs(20), || async move {
+        actors_of(bot, id, kind).await.as_slice() == wanted
+    })
+    .await;
+    let seen = actors_of(bot, id, kind).await;
+    assert!(reached, "{kind} by {wanted:?}, saw {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slack_card_pings_the_approvers_takes_checkbox_ticks_and_reminds_once() {
+    let bot = TestBot::builder()
+        .slack()
+        .config(&shop(&support::fake_discord::CHANNEL_ID.to_string()))
+        .start()
+        .await
+        .expect("sqlite");
+    let id = bot.promote_id("shop", "1.0.0", None).await;
+    let card = bot
+        .card_in_state(RELEASES_CHANNEL, id, "awaiting_approval")
+        .await;
+    let blocks = card.blocks.to_string();
+    assert!(
+        blocks.contains(&format!("<@{SLACK_LEAD}>"))
+            && blocks.contains(&format!("<!subteam^{SLACK_LEADS_GROUP}>")),
+        "the card asks the leads by name and group: {blocks}"
+    );
+    let action_id = format!("shipmate:check:{id}");
+    assert!(blocks.contains(&action_id), "checkboxes: {blocks}");
+
+    let check = |selected: Vec<String>| {
+        let selected: Vec<&str> = selected.iter().map(String::as_str).collect();
+        support::fake_slack::checkboxes_action_body(
+            SLACK_LEAD,
+            RELEASES_CHANNEL,
+            &card.ts,
+            &action_id,
+            &selected,
+        )
+    };
+    let (status, _) = bot
+        .slack_post(
+            "/slack/interactions",
+            FORM,
+            check(vec![format!("{id}:1")]),
+            0,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let lead = format!("slack:{SLACK_LEAD}");
+    wait_for_actors(&bot, id, "checklist_ticked", std::slice::from_ref(&lead)).await;
+    // Slack sends every checked box: item 1 again is no new tick.
+    let both = vec![format!("{id}:1"), format!("{id}:2")];
+    let (status, _) = bot
+        .slack_post("/slack/interactions", FORM, check(both), 0)
+        .await;
+    assert_eq!(status, 200);
+    wait_for_actors(&bot, id, "checklist_ticked", &[lead.clone(), lead.clone()]).await;
+
+    // 80 % of the 10 h approval time is 8 h: nothing at 7 h, one reminder after 8 h, only one.
+    let thread = || {
+        bot.fake_slack()
+            .thread(RELEASES_CHANNEL, &card.ts)
+            .into_iter()
+            .map(|m| m.text)
+            .collect::<Vec<_>>()
+    };
+    bot.clock.advance(std::time::Duration::from_secs(7 * 3600));
+    bot.clock.advance(std::time::Duration::from_secs(3600 + 60));
+    let reminded = wait_until(std::time::Duration::from_secs(20), || {
+        let hit = thread().iter().any(|t| t.contains("reminder"));
+        async move { hit }
+    })
+    .await;
+    assert!(reminded, "a reminder in the thread: {:?}", thread());
+    let reminders: Vec<String> = thread()
+        .into_iter()
+        .filter(|t| t.contains("reminder"))
+        .collect();
+    assert_eq!(reminders.len(), 1, "{reminders:?}");
+    assert!(
+        reminders[0].contains(&format!("<!subteam^{SLACK_LEADS_GROUP}>"))
+            && reminders[0].contains("needs 2 more approvals (0/2)"),
+        "{reminders:?}"
+    );
+    bot.clock.advance(std::time::Duration::from_secs(3600));
+    wait_for_actors(&bot, id, "reminded", &["shipmate:bot".to_string()]).await;
+    assert_eq!(
+        thread().iter().filter(|t| t.contains("reminder")).count(),
+        1,
+        "reminded once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discord_card_pings_the_lead_role_and_ticks_with_buttons() {
+    use support::discord::{button_ids, card_in_state, click};
+    let bot = TestBot::builder()
+        .discord()
+        .config(&shop(&support::fake_discord::CHANNEL_ID.to_string()))
+        .start()
+        .await
+        .expect("sqlite");
+    let id = bot.promote_id("shop", "1.0.0", None).await;
+    let card = card_in_state(&bot, id, "awaiting_approval").await;
+    assert!(
+        card.content.contains(&format!("<@&{DISCORD_LEADS_ROLE}>"))
+            && card.content.contains(&format!("<@{DISCORD_LEAD}>")),
+        "the message pings the lead role and the leads: {}",
+        card.content
+    );
+    let ids = button_ids(&card);
+    let first = format!("shipmate:check:{id}:1");
+    assert!(ids.contains(&first), "{ids:?}");
+    click(&bot, DISCORD_LEAD, &[], &card, &first).await;
+    let lead = format!("discord:{DISCORD_LEAD}");
+    wait_for_actors(&bot, id, "checklist_ticked", std::slice::from_ref(&lead)).await;
+    // Someone who is neither the requester nor a lead may not tick.
+    click(
+        &bot,
+        DISCORD_STRANGER,
+        &[],
+        &card,
+        &format!("shipmate:check:{id}:2"),
+    )
+    .await;
+    click(
+        &bot,
+        DISCORD_LEAD,
+        &[],
+        &card,
+        &format!("shipmate:check:{id}:2"),
+    )
+    .await;
+    wait_for_actors(&bot, id, "checklist_ticked", &[lead.clone(), lead]).await;
 }

@@ -1280,7 +1280,10 @@ impl Validator<'_> {
                 );
             }
         }
-        items.into_iter().map(|item| item.trim().to_string()).collect()
+        items
+            .into_iter()
+            .map(|item| item.trim().to_string())
+            .collect()
     }
 
     /// `hotfix = { from, required, expires }`: an approval policy of its own.

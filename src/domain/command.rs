@@ -708,7 +708,10 @@ fn reason_flag<'t>(token: &'t str, name: &str) -> Option<Option<&'t str>> {
 const PROMOTE_FLAGS: [&str; 2] = ["force", "hotfix"];
 
 fn is_promote_option(token: &str) -> bool {
-    is_word(token, "to") || PROMOTE_FLAGS.iter().any(|flag| reason_flag(token, flag).is_some())
+    is_word(token, "to")
+        || PROMOTE_FLAGS
+            .iter()
+            .any(|flag| reason_flag(token, flag).is_some())
 }
 
 fn needs_reason(flag: &str) -> String {

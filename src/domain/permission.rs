@@ -41,7 +41,9 @@ pub enum Denied {
     NotDeployer { what: &'static str, who: Identity },
     #[error("only `{ADMINS}` may {what}")]
     NotAdmin { what: &'static str },
-    #[error("only the deployer who requested it, {approvers}or `{ADMINS}` may {what}; ask one of them")]
+    #[error(
+        "only the deployer who requested it, {approvers}or `{ADMINS}` may {what}; ask one of them"
+    )]
     NotOwnerOrApprover {
         approvers: String,
         what: &'static str,
@@ -90,7 +92,11 @@ pub fn authorize(roles: &Roles, actor: &Actor, action: Action<'_>) -> Result<(),
         Action::SteerRollout {
             requested_by,
             approvers,
-        } => Some((requested_by, approvers, "pause, resume, advance or abort a rollout")),
+        } => Some((
+            requested_by,
+            approvers,
+            "pause, resume, advance or abort a rollout",
+        )),
         Action::TickChecklist {
             requested_by,
             approvers,

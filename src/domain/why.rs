@@ -332,7 +332,10 @@ mod tests {
     fn only_promotions_that_stopped_short_have_ended() {
         assert_eq!(ended(PromotionState::Succeeded, None), None);
         assert_eq!(ended(PromotionState::Deploying, None), None);
-        let rejected = ended(PromotionState::Rejected, Some("rejected by slack:U1: flaky"));
+        let rejected = ended(
+            PromotionState::Rejected,
+            Some("rejected by slack:U1: flaky"),
+        );
         assert_eq!(
             rejected.map(|b| b.problem()).as_deref(),
             Some("it is rejected: rejected by slack:U1: flaky")

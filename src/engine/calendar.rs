@@ -11,8 +11,8 @@ use super::EngineError;
 use crate::config::Config;
 use crate::domain::command::FreezeTarget;
 use crate::domain::promotion::Promotion;
-use crate::domain::window::{start_gate, Freeze, FreezeSource, Gate, Span, Window};
 use crate::domain::why::Blocker;
+use crate::domain::window::{start_gate, Freeze, FreezeSource, Gate, Span, Window};
 use crate::store::FreezeRecord;
 
 /// `[[window]]`s by name and `[[freeze]]`s, built once from the configuration.
@@ -120,12 +120,7 @@ impl Calendar {
         at: DateTime<Utc>,
     ) -> Gate {
         let windows = self.windows_of(service, environment);
-        start_gate(
-            environment,
-            &windows,
-            &self.freezes_with(adhoc),
-            at,
-        )
+        start_gate(environment, &windows, &self.freezes_with(adhoc), at)
     }
 
     /// Why a promotion waits at a gate, for its card and for `why`; `None` when it may start.
@@ -153,9 +148,17 @@ impl Calendar {
     }
 
     /// Who set the freezes covering `environment` at `at`: people, or bot.toml.
-    fn freezers(&self, environment: &str, adhoc: &[FreezeRecord], at: DateTime<Utc>) -> Vec<String> {
+    fn freezers(
+        &self,
+        environment: &str,
+        adhoc: &[FreezeRecord],
+        at: DateTime<Utc>,
+    ) -> Vec<String> {
         let mut by: Vec<String> = Vec::new();
-        let planned = self.planned_freezes.iter().any(|f| f.covers(environment, at));
+        let planned = self
+            .planned_freezes
+            .iter()
+            .any(|f| f.covers(environment, at));
         let people = adhoc
             .iter()
             .filter(|record| adhoc_freeze(record).covers(environment, at))

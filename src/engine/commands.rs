@@ -72,7 +72,10 @@ impl Commands {
                 .map(|view| Reply::promotion(view, "requested")),
             Command::Approve { id } => promotions.vote(actor, id, VoteKind::Approve).await,
             Command::Check { id, item } => promotions.tick(actor, id, item).await,
-            Command::Why { id } => promotions.why(id).await.map(|why| Reply::Text(why.to_text())),
+            Command::Why { id } => promotions
+                .why(id)
+                .await
+                .map(|why| Reply::Text(why.to_text())),
             Command::Reject { id, reason } => {
                 promotions.vote(actor, id, VoteKind::Reject(reason)).await
             }

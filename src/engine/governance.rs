@@ -240,8 +240,14 @@ impl Promotions {
             }
             let note = self.reminder(&mut tx, &promotion).await?;
             tx.add_thread_note(id, &note, true, now).await?;
-            tx.audit(Some(id), &super::bot_identity(), AuditKind::Reminded, &note, now)
-                .await?;
+            tx.audit(
+                Some(id),
+                &super::bot_identity(),
+                AuditKind::Reminded,
+                &note,
+                now,
+            )
+            .await?;
             self.ledger.touch_cards(&mut tx, id).await?;
             tx.commit().await?;
             reminded += 1;

@@ -16,11 +16,11 @@ use chrono::{DateTime, Utc};
 use super::card::{Card, RolloutStand};
 use super::chat::{ChatError, ChatPlatform, ChatPort};
 use super::clock::Time;
+use super::governance::{checklist_lines, ChecklistLine};
 use super::signing::Signer;
 use super::view::view_of;
 use super::EngineError;
 use crate::config::Config;
-use super::governance::{checklist_lines, ChecklistLine};
 use crate::domain::identity::Identity;
 use crate::domain::promotion::{Promotion, PromotionState};
 use crate::domain::rollout::Plan;
@@ -286,7 +286,10 @@ impl Outbox {
     ) -> Result<(), CardFailure> {
         let platform = port.platform();
         let promotion_id = card.promotion_id;
-        let cursor = self.store.thread_note_cursor(promotion_id, platform).await?;
+        let cursor = self
+            .store
+            .thread_note_cursor(promotion_id, platform)
+            .await?;
         for note in self.store.thread_notes_since(promotion_id, cursor).await? {
             let mention = if note.mention_approvers {
                 card.approvers.as_slice()

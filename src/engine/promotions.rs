@@ -24,9 +24,9 @@ use crate::domain::pipeline::{self, Pipeline, PipelineRefusal};
 use crate::domain::platform::ChatPlatform;
 use crate::domain::promotion::{Promotion, PromotionEvent, PromotionState, Stage};
 use crate::domain::release::Release;
-use crate::domain::window::Gate;
 use crate::domain::version::{Version, VersionSpec};
 use crate::domain::why::Blocker;
+use crate::domain::window::Gate;
 use crate::metrics::{Metrics, RollbackLabels, ServiceLabels};
 use crate::store::{JobKind, NewPromotion, NewRelease, Store, StoreError, Tx};
 
@@ -300,7 +300,8 @@ impl Promotions {
         let target = pipeline.target(&version, to, |env| succeeded.iter().any(|s| s == env))?;
         let environment = environment_of(service_config, target)?;
         if overrides.hotfix.is_some() {
-            self.check_hotfix_path(&mut tx, service, environment).await?;
+            self.check_hotfix_path(&mut tx, service, environment)
+                .await?;
         }
         self.refuse_if_active(&mut tx, service, target).await?;
         let current = tx.current(service, target).await?.map(|p| p.version);

@@ -50,7 +50,10 @@ pub enum RequestKind {
         promotion: i64,
     },
     /// A checklist item ticked on a promotion's card (a Slack checkbox, a Discord button).
-    ChecklistTick { promotion: i64, item: u32 },
+    ChecklistTick {
+        promotion: i64,
+        item: u32,
+    },
     /// A reaction added to or removed from a message in the origin channel (maybe a card).
     Reaction {
         message_id: String,

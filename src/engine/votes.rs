@@ -88,7 +88,10 @@ impl Promotions {
             decide_vote(ballot, vote).map_err(|refusal| vote_refused(&promotion, refusal))?;
         // An approval that would count waits for the checklist (SPEC §10).
         if matches!(outcome, VoteOutcome::Counted { .. }) {
-            if let Some(open) = self.open_checklist(&mut tx, &promotion, environment).await? {
+            if let Some(open) = self
+                .open_checklist(&mut tx, &promotion, environment)
+                .await?
+            {
                 return Err(EngineError::refused(format!(
                     "{}: not approved yet: {open}",
                     promotion.describe()

@@ -75,7 +75,7 @@ impl Store {
         after_id: i64,
     ) -> Result<Vec<ThreadNote>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, text, CASE WHEN mention_approvers THEN 1 ELSE 0 END AS mention \
+            "SELECT id, text, CAST(CASE WHEN mention_approvers THEN 1 ELSE 0 END AS BIGINT) AS mention \
              FROM thread_notes WHERE promotion_id = $1 AND id > $2 ORDER BY id",
         )
         .bind(promotion_id)
@@ -84,7 +84,7 @@ impl Store {
         .await?;
         rows.into_iter()
             .map(|row| {
-                let mention: i32 = row.try_get("mention")?;
+                let mention: i64 = row.try_get("mention")?;
                 Ok(ThreadNote {
                     id: row.try_get("id")?,
                     text: row.try_get("text")?,

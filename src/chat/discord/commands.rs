@@ -202,10 +202,7 @@ const SUBCOMMANDS: &[Subcommand] = &[
     Subcommand {
         name: "check",
         description: "Tick an item of a promotion's checklist",
-        options: &[
-            ID,
-            arg("item", "Item number, as on the card", Kind::Count),
-        ],
+        options: &[ID, arg("item", "Item number, as on the card", Kind::Count)],
     },
     Subcommand {
         name: "dora",

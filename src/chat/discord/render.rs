@@ -260,7 +260,9 @@ pub fn checklist_custom_id(promotion_id: i64, item: usize) -> String {
 
 /// The (promotion, item) a checklist button ticks; `None` for other ids.
 pub fn parse_checklist_id(custom_id: &str) -> Option<(i64, u32)> {
-    let rest = custom_id.strip_prefix(CUSTOM_ID_PREFIX)?.strip_prefix("check:")?;
+    let rest = custom_id
+        .strip_prefix(CUSTOM_ID_PREFIX)?
+        .strip_prefix("check:")?;
     let (promotion, item) = rest.split_once(':')?;
     Some((promotion.parse().ok()?, item.parse().ok()?))
 }

@@ -178,7 +178,11 @@ fn checklist_blocks(card: &Card) -> Vec<SlackBlock> {
     if card.checklist.is_empty() {
         return Vec::new();
     }
-    let ticked = card.checklist.iter().filter(|l| l.ticked_by.is_some()).count();
+    let ticked = card
+        .checklist
+        .iter()
+        .filter(|l| l.ticked_by.is_some())
+        .count();
     let head = format!("*Checklist* {ticked}/{}", card.checklist.len());
     if !card.checklist_open {
         let lines: Vec<String> = card
@@ -189,7 +193,11 @@ fn checklist_blocks(card: &Card) -> Vec<SlackBlock> {
                 None => format!("☐ {}. {}", line.number, escape(&line.text)),
             })
             .collect();
-        let text = cut(&format!("{head}\n{}", lines.join("\n")), MAX_SECTION_TEXT, "…");
+        let text = cut(
+            &format!("{head}\n{}", lines.join("\n")),
+            MAX_SECTION_TEXT,
+            "…",
+        );
         return vec![SlackSectionBlock::new().with_text(md!("{}", text)).into()];
     }
     let option = |line: &crate::engine::governance::ChecklistLine| {

@@ -259,10 +259,10 @@ async fn block_actions(inbound: &Inbound, event: SlackInteractionBlockActionsEve
         for (promotion, item) in parse_checklist(action.action_id.as_ref(), &selected) {
             // Slack sends every checked box; the engine takes an item ticked before as a no-op.
             let kind = RequestKind::ChecklistTick { promotion, item };
-            let request = inbound
-                .request(&user, &channel, kind)
-                .await
-                .delivered("slack:interaction", format!("{}:check:{item}", event.trigger_id));
+            let request = inbound.request(&user, &channel, kind).await.delivered(
+                "slack:interaction",
+                format!("{}:check:{item}", event.trigger_id),
+            );
             if let Err(error) = inbound.engine.handle(request).await {
                 inbound.tell_later(channel.clone(), user.clone(), error.message);
             }
