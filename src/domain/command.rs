@@ -1350,6 +1350,30 @@ mod tests {
                     reason: None,
                 },
             ),
+            // why, check
+            ("why #42", Command::Why { id: 42 }),
+            ("check #42 2", Command::Check { id: 42, item: 2 }),
+            ("tick 42 1", Command::Check { id: 42, item: 1 }),
+            (
+                "promote api 1.4.2 to production --hotfix \"incident 512\"",
+                Command::Promote {
+                    service: s("api"),
+                    version: exact("1.4.2"),
+                    to: Some(s("production")),
+                    force_reason: None,
+                    hotfix_reason: Some(s("incident 512")),
+                },
+            ),
+            (
+                "promote api 1.4.2 —hotfix=outage",
+                Command::Promote {
+                    service: s("api"),
+                    version: exact("1.4.2"),
+                    to: None,
+                    force_reason: None,
+                    hotfix_reason: Some(s("outage")),
+                },
+            ),
             // rollback
             (
                 "rollback api production",
@@ -1509,6 +1533,16 @@ mod tests {
             "create api 1.4.2 digest",
             "create api 1.4.2 digest sha256:abc",
             "create api 1.4.2 digest md5:0123",
+            // why, check
+            "why",
+            "why #42 now",
+            "check #42",
+            "check #42 0",
+            "check #42 one",
+            "check #42 1 2",
+            "promote api 1.4.2 --hotfix",
+            "promote api 1.4.2 --hotfix x --hotfix y",
+            "promote api 1.4.2 --hotfix x --force y",
             // promote
             "promote",
             "promote api",
@@ -1635,7 +1669,7 @@ mod tests {
         let names = [
             "help", "create", "prepare", "promote", "approve", "reject", "cancel", "retry",
             "rollback", "status", "history", "windows", "freeze", "unfreeze", "pause", "resume",
-            "advance", "abort", "dora",
+            "advance", "abort", "why", "check", "tick", "dora",
         ];
         for name in names {
             let line = usage(name);
@@ -1648,8 +1682,9 @@ mod tests {
         assert_eq!(usage("prepare"), usage("create"));
         assert_eq!(
             usage("promote"),
-            Some("/release promote <service> <version> [to <env>] [--force \"<reason>\"]")
+            Some("/release promote <service> <version> [to <env>] [--force \"<reason>\"] [--hotfix \"<reason>\"]")
         );
+        assert_eq!(usage("tick"), usage("check"));
         assert_eq!(usage("deploy"), None);
         assert_eq!(usage(""), None);
     }
