@@ -1276,3 +1276,51 @@ fn web_table_problems_are_named() {
         .contains("soon"));
     assert_unknown_key(&with("[web]\ncolour = \"blue\"\n"), "colour");
 }
+
+// ---- governance: checklists and the hotfix path ----
+
+#[test]
+fn checklists_and_hotfix_paths_are_validated_with_their_keys() {
+    let text = format!(
+        "{MINIMAL}{}",
+        r#"
+[[service]]
+name = "api"
+  [[service.environment]]
+  name = "staging"
+  backend = { kind = "command", run = ["./deploy.sh"] }
+  checklist = ["Smoke tested"]
+  [[service.environment]]
+  name = "production"
+  backend = { kind = "command", run = ["./deploy.sh"] }
+  approvals = { required = 1, from = "leads" }
+  checklist = ["Changelog reviewed", "", "a checklist item far too long to fit on the one line a Slack checkbox shows!"]
+  hotfix = { from = "oncall", required = 0 }
+"#
+    );
+    let found = problems(&text);
+    let message = |key: &str| problem_at(&found, key).message.clone();
+    assert!(
+        message("service[0].environment[0].checklist").contains("needs no approval"),
+        "{found:#?}"
+    );
+    assert!(message("service[0].environment[1].checklist[1]").contains("1 to 75 characters"));
+    assert!(message("service[0].environment[1].checklist[2]").contains("this one has 76"));
+    assert!(message("service[0].environment[1].hotfix.from").contains("unknown role `oncall`"));
+    assert!(
+        message("service[0].environment[1].hotfix.required").contains("or remove `hotfix`"),
+        "{found:#?}"
+    );
+
+    let good = text
+        .replace("  checklist = [\"Smoke tested\"]\n", "")
+        .replace(", \"\", \"a checklist item far too long to fit on the one line a Slack checkbox shows!\"", "")
+        .replace("from = \"oncall\", required = 0", "from = \"leads\", required = 1, expires = \"2h\"");
+    let config = parse(&good).expect("valid");
+    let production = config.services[0].environment("production").expect("env");
+    assert_eq!(production.checklist, ["Changelog reviewed"]);
+    let hotfix = production.approval_policy(true).expect("hotfix path");
+    assert_eq!((hotfix.required, hotfix.from_role.as_str()), (1, "leads"));
+    assert_eq!(hotfix.expires, std::time::Duration::from_secs(7200));
+    assert_eq!(production.approval_policy(false).map(|p| p.required), Some(1));
+}
