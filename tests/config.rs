@@ -1322,5 +1322,8 @@ name = "api"
     let hotfix = production.approval_policy(true).expect("hotfix path");
     assert_eq!((hotfix.required, hotfix.from_role.as_str()), (1, "leads"));
     assert_eq!(hotfix.expires, std::time::Duration::from_secs(7200));
-    assert_eq!(production.approval_policy(false).map(|p| p.required), Some(1));
+    assert_eq!(
+        production.approval_policy(false).map(|p| p.required),
+        Some(1)
+    );
 }

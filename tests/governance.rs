@@ -631,3 +631,22 @@ async fn a_discord_card_pings_the_lead_role_and_ticks_with_buttons() {
     .await;
     wait_for_actors(&bot, id, "checklist_ticked", &[lead.clone(), lead]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_promotion_page_shows_the_checklist_with_who_ticked_it() {
+    let config = format!("{}\n[web]\naccess = \"open\"\n", shop("1"));
+    let bot = TestBot::with_config(&config).await;
+    let id = bot.promote_id("shop", "1.0.0", None).await;
+    assert_eq!(tick(&bot, id, "2", CI_TOKEN).await.0, 200);
+    let page = reqwest::get(format!("{}/ui/promotions/{id}", bot.base))
+        .await
+        .expect("page");
+    assert_eq!(page.status().as_u16(), 200);
+    let body = page.text().await.expect("body");
+    assert!(
+        body.contains("<h2 id=\"checklist\">Checklist</h2>")
+            && body.contains("1. Changelog reviewed</th><td><span class=\"muted\">☐ not yet")
+            && body.contains("2. Migrations are backward compatible</th><td>☑ api:ci"),
+        "{body}"
+    );
+}

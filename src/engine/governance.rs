@@ -6,14 +6,14 @@ use super::promotions::{busy, Promotions};
 use super::reply::Reply;
 use super::view::view_of;
 use super::{environment_of, unknown_promotion, EngineError};
-use crate::config::EnvironmentConfig;
+use crate::config::{Config, EnvironmentConfig};
 use crate::domain::approval::ApprovalPolicy;
 use crate::domain::audit::AuditKind;
 use crate::domain::identity::{Actor, Identity};
 use crate::domain::permission::{authorize, Action};
 use crate::domain::promotion::{Promotion, PromotionState};
 use crate::domain::why::{self, Blocker};
-use crate::store::{Tick, Tx};
+use crate::store::{Store, Tick, Tx};
 
 /// What a promotion waits for, or what stopped it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub struct ChecklistLine {
 }
 
 /// The environment's checklist with who ticked what.
-pub(super) fn checklist_lines(items: &[String], ticks: &[Tick]) -> Vec<ChecklistLine> {
+fn checklist_lines(items: &[String], ticks: &[Tick]) -> Vec<ChecklistLine> {
     items
         .iter()
         .enumerate()
@@ -66,6 +66,31 @@ pub(super) fn checklist_lines(items: &[String], ticks: &[Tick]) -> Vec<Checklist
                 .map(|tick| tick.by.clone()),
         })
         .collect()
+}
+
+/// What a promotion asks of people, for its card and page: the checklist of its environment with
+/// who ticked what, and who may approve it.
+pub(super) async fn asked_of(
+    config: &Config,
+    store: &Store,
+    promotion: &Promotion,
+) -> Result<(Vec<ChecklistLine>, Vec<Identity>), EngineError> {
+    let Some(environment) = config
+        .service(&promotion.service)
+        .and_then(|s| s.environment(&promotion.environment))
+    else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let ticks = if environment.checklist.is_empty() {
+        Vec::new()
+    } else {
+        store.checklist_ticks(promotion.id).await?
+    };
+    let approvers = environment
+        .approval_policy(promotion.hotfix_reason.is_some())
+        .map(|policy| config.roles.members_of(&policy.from_role))
+        .unwrap_or_default();
+    Ok((checklist_lines(&environment.checklist, &ticks), approvers))
 }
 
 fn ticked(ticks: &[Tick]) -> Vec<usize> {

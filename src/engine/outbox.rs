@@ -16,12 +16,11 @@ use chrono::{DateTime, Utc};
 use super::card::{Card, RolloutStand};
 use super::chat::{ChatError, ChatPlatform, ChatPort};
 use super::clock::Time;
-use super::governance::{checklist_lines, ChecklistLine};
+use super::governance::asked_of;
 use super::signing::Signer;
 use super::view::view_of;
 use super::EngineError;
 use crate::config::Config;
-use crate::domain::identity::Identity;
 use crate::domain::promotion::{Promotion, PromotionState};
 use crate::domain::rollout::Plan;
 use crate::store::{ChatCardRecord, ClaimedAnnouncement, ClaimedJob, JobKind, Store, StoreError};
@@ -71,34 +70,10 @@ impl Outbox {
         let progress = self.store.deploy_log(promotion_id).await?.pop();
         let link = self.page_link(promotion_id);
         let stand = self.rollout_stand(promotion).await?;
-        let (checklist, approvers) = self.governance(promotion).await?;
+        let (checklist, approvers) = asked_of(&self.config, &self.store, promotion).await?;
         Ok(Card::build(&view, from, progress, link, self.time.now())
             .with_rollout(stand)
             .with_governance(checklist, approvers))
-    }
-
-    /// The checklist of the promotion's environment with its ticks, and who may approve.
-    async fn governance(
-        &self,
-        promotion: &Promotion,
-    ) -> Result<(Vec<ChecklistLine>, Vec<Identity>), EngineError> {
-        let Some(environment) = self
-            .config
-            .service(&promotion.service)
-            .and_then(|s| s.environment(&promotion.environment))
-        else {
-            return Ok((Vec::new(), Vec::new()));
-        };
-        let ticks = if environment.checklist.is_empty() {
-            Vec::new()
-        } else {
-            self.store.checklist_ticks(promotion.id).await?
-        };
-        let approvers = environment
-            .approval_policy(promotion.hotfix_reason.is_some())
-            .map(|policy| self.config.roles.members_of(&policy.from_role))
-            .unwrap_or_default();
-        Ok((checklist_lines(&environment.checklist, &ticks), approvers))
     }
 
     /// The promotion's web page with a signed query that opens it without signing in, when the

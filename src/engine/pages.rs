@@ -2,6 +2,7 @@
 //! and freezes; one promotion with its rollout steps, check results, deploy log and backend
 //! links; the audit log filtered and paged. Engine-owned types, built from the store's records.
 
+use super::governance::{asked_of, ChecklistLine};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +62,8 @@ pub struct PromotionPage {
     /// The last deploy output lines, oldest first.
     pub log: Vec<String>,
     pub rollout: Option<RolloutReport>,
+    /// The environment's checklist with who ticked what (empty: it has none).
+    pub checklist: Vec<ChecklistLine>,
 }
 
 /// Where a promotion's rollout went: its steps, the results of its checks, who steered it.
@@ -216,12 +219,14 @@ impl WebReads {
             }
             None => None,
         };
+        let (checklist, _) = asked_of(&self.config, &self.store, promotion).await?;
         Ok(PromotionPage {
             now,
             detail,
             from_environment,
             log,
             rollout,
+            checklist,
         })
     }
 

@@ -299,9 +299,12 @@ pub(super) struct LiveTemplate {
     finished: Option<String>,
     took: Option<String>,
     force_reason: Option<String>,
+    hotfix_reason: Option<String>,
     retry_of: Option<i64>,
     notes: Option<String>,
     required_approvals: u32,
+    /// (number, text, ticked by).
+    checklist: Vec<(usize, String, Option<String>)>,
     approvals: Vec<(String, String)>,
     rollout: Option<RolloutReport>,
     events: Vec<EventRow>,
@@ -349,7 +352,13 @@ pub(super) fn live_state(page: PromotionPage) -> LiveTemplate {
         finished: p.finished_at().map(when),
         took,
         force_reason: p.force_reason.clone(),
+        hotfix_reason: p.hotfix_reason.clone(),
         retry_of: p.retry_of,
+        checklist: page
+            .checklist
+            .into_iter()
+            .map(|line| (line.number, line.text, line.ticked_by))
+            .collect(),
         notes: view.notes,
         required_approvals: p.required_approvals,
         approvals: view
