@@ -650,3 +650,40 @@ async fn the_promotion_page_shows_the_checklist_with_who_ticked_it() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn why_names_the_check_that_failed_and_what_it_saw() {
+    let bot = TestBot::with_config(
+        r#"
+[[service]]
+name = "checked"
+  [[service.environment]]
+  name = "staging"
+  backend = { kind = "command", run = ["./deploy.sh"], timeout = "30s" }
+  verify = [{ kind = "command", run = ["sh", "-c", "echo 'smoke: 3 of 5 pages 500'; exit 1"] }]
+"#,
+    )
+    .await;
+    let id = bot.promote_id("checked", "1.0.0", None).await;
+    bot.wait_for_state(id, "failed").await;
+    let failed = why(&bot, id).await;
+    assert_eq!(
+        blocker_kinds(&failed),
+        ["check_failed", "ended"],
+        "{failed:#}"
+    );
+    let check = &failed["blockers"][0];
+    assert!(
+        check["problem"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("the check command check 1 failed:")
+                && p.contains("3 of 5 pages 500")),
+        "{failed:#}"
+    );
+    assert!(
+        failed["blockers"][1]["unblock"]
+            .as_str()
+            .is_some_and(|u| u.contains("/release retry")),
+        "{failed:#}"
+    );
+}

@@ -215,13 +215,18 @@ impl Promotions {
         promotion: &Promotion,
     ) -> Result<Vec<Blocker>, EngineError> {
         let state = promotion.state();
-        if let Some(ended) = why::ended(state, promotion.reason()) {
-            return Ok(vec![ended]);
-        }
         let mut blockers = Vec::new();
         let Ok(environment) = self.environment(promotion) else {
+            blockers.extend(why::ended(state, promotion.reason()));
             return Ok(blockers);
         };
+        if let Some(ended) = why::ended(state, promotion.reason()) {
+            if state == PromotionState::Failed {
+                blockers.extend(self.failed_checks(promotion, environment).await?);
+            }
+            blockers.push(ended);
+            return Ok(blockers);
+        }
         if state == PromotionState::AwaitingApproval {
             blockers.extend(self.open_checklist(tx, promotion, environment).await?);
             if let Some(policy) = environment.approval_policy(promotion.hotfix_reason.is_some()) {
@@ -246,6 +251,26 @@ impl Promotions {
             }
         }
         Ok(blockers)
+    }
+
+    /// The checks that failed a promotion's verification: which, and what each saw.
+    async fn failed_checks(
+        &self,
+        promotion: &Promotion,
+        environment: &EnvironmentConfig,
+    ) -> Result<Vec<Blocker>, EngineError> {
+        let tallies = self.store.all_tallies(promotion.id).await?;
+        Ok(tallies
+            .into_iter()
+            .filter_map(|record| {
+                let seen = record.tally.failure?;
+                let check = environment.verify.get(record.check_index).map_or_else(
+                    || format!("check {}", record.check_index + 1),
+                    |c| c.name.clone(),
+                );
+                Some(Blocker::CheckFailed { check, seen })
+            })
+            .collect())
     }
 
     /// Reminds the approvers of promotions that have spent 80 % of their approval time, once
