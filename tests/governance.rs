@@ -163,6 +163,20 @@ async fn a_changed_digest_clears_the_approvals_of_a_waiting_promotion() {
             .is_some_and(|d| d.contains("1 approval(s) cleared") && d.contains("sha256:ccccccc")),
         "{cleared}"
     );
+
+    // Staging tested the first artifact: the new one may not be approved into production.
+    let (status, refused) = bot.act(prod, "approve", LEAD_TOKEN).await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        message(&refused).contains("is now sha256:ccccccc but staging tested sha256:aaaaaaa"),
+        "{refused}"
+    );
+    let explained = why(&bot, prod).await;
+    assert_eq!(
+        blocker_kinds(&explained),
+        ["approvals", "digest"],
+        "{explained:#}"
+    );
 }
 
 const BILLING: &str = r#"

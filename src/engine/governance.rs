@@ -132,6 +132,37 @@ impl Promotions {
         Ok(why::open_checklist(&environment.checklist, &ticked(&ticks)))
     }
 
+    /// What refuses an approval that would count: open checklist items, or a digest that is not
+    /// the one tested before (unless an admin forced the promotion).
+    pub(super) async fn approval_blocker(
+        &self,
+        tx: &mut Tx,
+        promotion: &Promotion,
+        environment: &EnvironmentConfig,
+    ) -> Result<Option<Blocker>, EngineError> {
+        if let Some(open) = self.open_checklist(tx, promotion, environment).await? {
+            return Ok(Some(open));
+        }
+        self.digest_blocker(tx, promotion).await
+    }
+
+    async fn digest_blocker(
+        &self,
+        tx: &mut Tx,
+        promotion: &Promotion,
+    ) -> Result<Option<Blocker>, EngineError> {
+        if promotion.force_reason.is_some() || promotion.rollback {
+            return Ok(None);
+        }
+        self.untested_digest(
+            tx,
+            &promotion.service,
+            &promotion.environment,
+            &promotion.version,
+        )
+        .await
+    }
+
     /// `/release check <#id> <n>`: ticks item `n`, audited with who; the card shows it.
     pub async fn tick(&self, actor: &Actor, id: i64, item: u32) -> Result<Reply, EngineError> {
         let mut tx = self.store.begin().await?;
@@ -239,6 +270,7 @@ impl Promotions {
             state,
             PromotionState::AwaitingApproval | PromotionState::Approved | PromotionState::Queued
         ) {
+            blockers.extend(self.digest_blocker(tx, promotion).await?);
             let now = self.time.now();
             let adhoc = tx.active_freezes(now).await?;
             blockers.extend(self.calendar.must_wait(promotion, &adhoc, now));

@@ -307,8 +307,12 @@ impl Promotions {
         let current = tx.current(service, target).await?.map(|p| p.version);
         pipeline::check_newer(service, target, current.as_ref(), &version)?;
         if force_reason.is_none() {
-            self.check_tested_digest(&mut tx, &pipeline, target, &version)
-                .await?;
+            if let Some(untested) = self
+                .untested_digest(&mut tx, service, target, &version)
+                .await?
+            {
+                return Err(EngineError::refused(untested.to_string()));
+            }
         }
         // Promoting a version nobody created creates it (SPEC §1); a concurrent creator wins quietly.
         self.insert_release(&mut tx, actor, service, &version, None, None)
@@ -367,31 +371,32 @@ impl Promotions {
     }
 
     /// "What was tested is what ships" (SPEC §10): past the first environment, the release's
-    /// digest must be the one that succeeded in the environment before.
-    async fn check_tested_digest(
+    /// digest must be the one that succeeded in the environment before; the blocker when not.
+    /// Asked when promoting, and again when an approval would count (a new digest may have come
+    /// since).
+    pub(super) async fn untested_digest(
         &self,
         tx: &mut Tx,
-        pipeline: &Pipeline<'_>,
+        service: &str,
         target: &str,
         version: &Version,
-    ) -> Result<(), EngineError> {
-        let Some(previous) = pipeline.previous(target)? else {
-            return Ok(());
+    ) -> Result<Option<Blocker>, EngineError> {
+        let environments = self.service(service)?.pipeline();
+        let Some(previous) = Pipeline::new(service, &environments).previous(target)? else {
+            return Ok(None);
         };
-        let Some(release) = tx.release(pipeline.service, version).await? else {
-            return Ok(());
+        let Some(release) = tx.release(service, version).await? else {
+            return Ok(None);
         };
-        let tested = tx
-            .succeeded_digest(pipeline.service, version, previous)
-            .await?;
-        manifest::check_tested_digest(
-            pipeline.service,
+        let tested = tx.succeeded_digest(service, version, previous).await?;
+        Ok(manifest::check_tested_digest(
+            service,
             version,
             previous,
             release.manifest.digest.as_ref(),
             tested.as_ref().map(Option::as_deref),
         )
-        .map_err(|blocker| EngineError::refused(blocker.to_string()))
+        .err())
     }
 
     async fn resolve_latest(

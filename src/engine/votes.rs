@@ -86,14 +86,15 @@ impl Promotions {
         };
         let outcome =
             decide_vote(ballot, vote).map_err(|refusal| vote_refused(&promotion, refusal))?;
-        // An approval that would count waits for the checklist (SPEC §10).
+        // An approval that would count waits for the checklist, and is refused for an artifact
+        // that is not the one tested before (SPEC §10).
         if matches!(outcome, VoteOutcome::Counted { .. }) {
-            if let Some(open) = self
-                .open_checklist(&mut tx, &promotion, environment)
+            if let Some(blocker) = self
+                .approval_blocker(&mut tx, &promotion, environment)
                 .await?
             {
                 return Err(EngineError::refused(format!(
-                    "{}: not approved yet: {open}",
+                    "{}: not approved yet: {blocker}",
                     promotion.describe()
                 )));
             }
