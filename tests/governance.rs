@@ -452,6 +452,20 @@ async fn a_hotfix_starts_outside_its_window_with_the_hotfix_approvals_but_never_
             && message(&refused).contains("set by api:admin"),
         "{refused}"
     );
+    // A normal promote may wait through the freeze; why names it and who set it.
+    let waiting = bot.promote_id("shop", "1.0.1", None).await;
+    let frozen = why(&bot, waiting).await;
+    assert_eq!(
+        blocker_kinds(&frozen),
+        ["checklist", "approvals", "freeze"],
+        "{frozen:#}"
+    );
+    assert!(
+        frozen["blockers"][2]["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("(incident 513), set by api:admin")),
+        "{frozen:#}"
+    );
     let (status, no_path) = bot
         .post(
             "/api/v1/promotions",
