@@ -274,12 +274,14 @@ impl Promotions {
             let now = self.time.now();
             let adhoc = tx.active_freezes(now).await?;
             blockers.extend(self.calendar.must_wait(promotion, &adhoc, now));
+            // One at a time: an older deploy (say, an interrupted one) may still hold it.
             if let Some(other) = tx
-                .active_promotion(&promotion.service, &promotion.environment)
+                .other_leased_deploy(&promotion.service, &promotion.environment, promotion.id)
                 .await?
-                .filter(|other| other.id != promotion.id)
             {
-                blockers.push(busy(&other, now));
+                if let Some(other) = tx.promotion(other).await? {
+                    blockers.push(busy(&other, now));
+                }
             }
         }
         Ok(blockers)
