@@ -269,13 +269,7 @@ impl ChatPort for Slack {
         lines: &[String],
     ) -> Result<(), ChatError> {
         for text in blocks::thread_messages(lines) {
-            let content = SlackMessageContent::new().with_text(text);
-            let request = SlackApiChatPostMessageRequest::new(channel.to_string().into(), content)
-                .with_thread_ts(message_id.to_string().into());
-            self.session()
-                .chat_post_message(&request)
-                .await
-                .map_err(chat_error)?;
+            self.say_in_thread(channel, message_id, text).await?;
         }
         Ok(())
     }
@@ -289,9 +283,17 @@ impl ChatPort for Slack {
     ) -> Result<(), ChatError> {
         let pings: Vec<String> = mention.iter().filter_map(blocks::ping).collect();
         let text = format!("{} {}", pings.join(" "), blocks::escape(text));
-        let content = SlackMessageContent::new().with_text(text.trim_start().to_string());
+        self.say_in_thread(channel, message_id, text.trim_start().to_string())
+            .await
+    }
+}
+
+impl Slack {
+    /// Posts `text` as a reply in the thread of message `ts`.
+    async fn say_in_thread(&self, channel: &str, ts: &str, text: String) -> Result<(), ChatError> {
+        let content = SlackMessageContent::new().with_text(text);
         let request = SlackApiChatPostMessageRequest::new(channel.to_string().into(), content)
-            .with_thread_ts(message_id.to_string().into());
+            .with_thread_ts(ts.to_string().into());
         self.session()
             .chat_post_message(&request)
             .await
