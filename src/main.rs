@@ -258,16 +258,7 @@ async fn verify_audit(config: &Config) -> ExitCode {
 
 /// `--since`: an RFC 3339 time, or a date meaning its midnight UTC.
 fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(time.with_timezone(&chrono::Utc));
-    }
-    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|date| date.and_hms_opt(0, 0, 0))
-        .map(|midnight| midnight.and_utc())
-        .ok_or_else(|| {
-            format!("--since `{text}` is neither an RFC 3339 time (2026-12-01T09:00:00Z) nor a date (2026-12-01)")
-        })
+    shipmate::domain::audit::parse_since(text).map_err(|problem| format!("--since {problem}"))
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {

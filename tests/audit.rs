@@ -182,3 +182,99 @@ async fn export_writes_json_lines_since_a_time_and_refuses_a_bad_one() {
         "{bad:?}"
     );
 }
+
+async fn audit_api_filters_and_pages(db: Db) {
+    let Some(bot) = TestBot::builder().db(db).start().await else {
+        return;
+    };
+    let dev = bot.promote_id("api", "1.0.0", Some("dev")).await;
+    bot.wait_for_state(dev, "succeeded").await;
+    let (status, _) = bot.say(ADMIN_TOKEN, "freeze staging for 1h audit").await;
+    assert_eq!(status, 200);
+    let web = bot.promote_id("web", "2.0.0", Some("staging")).await;
+    let bot = &bot;
+    let get =
+        |query: String| async move { bot.get(&format!("/api/v1/audit{query}"), CI_TOKEN).await };
+
+    let (status, all) = get(String::new()).await;
+    assert_eq!(status, 200, "{all}");
+    let events = all["events"].as_array().cloned().unwrap_or_default();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    for kind in ["release_created", "requested", "succeeded", "freeze"] {
+        assert!(kinds.contains(&kind), "every kind of event: {kinds:?}");
+    }
+    let ids: Vec<i64> = events.iter().filter_map(|e| e["id"].as_i64()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["hash"].as_str().is_some_and(|h| h.len() == 64)),
+        "each event carries its chain link: {all:#}"
+    );
+
+    let (_, web_only) = get("?service=web&environment=staging".into()).await;
+    let promotions: Vec<i64> = web_only["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["promotion_id"].as_i64().unwrap_or(-1))
+        .collect();
+    assert!(
+        !promotions.is_empty() && promotions.iter().all(|p| *p == web),
+        "{web_only:#}"
+    );
+    let (_, admin) = get("?actor=api:admin".into()).await;
+    assert!(
+        admin["events"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty() && e.iter().all(|e| e["actor"] == "api:admin")),
+        "{admin:#}"
+    );
+
+    // Pages of two, following next_before, give back every event once.
+    let mut paged = Vec::new();
+    let mut query = "?limit=2".to_string();
+    loop {
+        let (status, page) = get(query.clone()).await;
+        assert_eq!(status, 200, "{page}");
+        paged.extend(
+            page["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["id"].as_i64()),
+        );
+        match page["next_before"].as_i64() {
+            Some(before) => query = format!("?limit=2&before={before}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, ids, "pages cover the log once, in order");
+    let (_, future) = get("?since=2099-01-01".into()).await;
+    assert_eq!(future["events"], serde_json::json!([]), "{future}");
+
+    for (query, problem) in [
+        ("?limit=0", "limit"),
+        ("?limit=501", "limit"),
+        ("?before=x", "before"),
+        ("?since=yesterday", "since"),
+        ("?colour=red", "colour"),
+    ] {
+        let (status, refused) = get(query.into()).await;
+        assert_eq!(status, 400, "{query}: {refused}");
+        let message = refused["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(problem), "{query}: {message}");
+    }
+    let (status, _) = bot.get("/api/v1/audit", "").await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_api_filters_and_pages_on_sqlite() {
+    audit_api_filters_and_pages(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_api_filters_and_pages_on_postgres() {
+    audit_api_filters_and_pages(Db::Postgres).await;
+}

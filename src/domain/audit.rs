@@ -104,6 +104,21 @@ impl fmt::Display for AuditKind {
     }
 }
 
+/// A "since" of the audit trail (`audit export --since`, `GET /api/v1/audit?since=`): an RFC 3339
+/// time, or a date meaning its midnight UTC.
+pub fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+        .map(|midnight| midnight.and_utc())
+        .ok_or_else(|| {
+            format!("`{text}` is neither an RFC 3339 time (2026-12-01T09:00:00Z) nor a date (2026-12-01)")
+        })
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown audit event kind `{0}`")]
 pub struct UnknownAuditKind(pub String);

@@ -136,6 +136,7 @@ pub struct AuditEntry {
     pub service: Option<String>,
     pub environment: Option<String>,
     pub event: AuditEvent,
+    pub hash: Option<String>,
 }
 
 /// The audit log's filters as a person gave them; empty means any.
@@ -145,7 +146,13 @@ pub struct AuditQuery {
     pub environment: String,
     pub actor: String,
     pub before: Option<i64>,
+    pub since: Option<DateTime<Utc>>,
+    /// Entries per page (1 to [`MAX_AUDIT_PAGE`]); the pages' size when not given.
+    pub limit: Option<u32>,
 }
+
+/// The most audit entries one page holds.
+pub const MAX_AUDIT_PAGE: u32 = 500;
 
 pub(super) struct WebReads {
     pub config: Arc<Config>,
@@ -313,10 +320,11 @@ impl WebReads {
             environment: query.environment.trim().to_string(),
             actor: query.actor.trim().to_string(),
             before: query.before,
-            limit: AUDIT_PAGE,
+            since: query.since,
+            limit: query.limit.unwrap_or(AUDIT_PAGE).clamp(1, MAX_AUDIT_PAGE),
         };
         let records = self.store.audit_log(&filter).await?;
-        let older = (records.len() == AUDIT_PAGE as usize)
+        let older = (records.len() == filter.limit as usize)
             .then(|| records.last().map(|r| r.id))
             .flatten();
         let entries = records
@@ -327,6 +335,7 @@ impl WebReads {
                 service: r.service,
                 environment: r.environment,
                 event: r.event,
+                hash: r.hash,
             })
             .collect();
         Ok(AuditPage { entries, older })

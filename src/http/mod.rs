@@ -2,6 +2,7 @@
 //! web pages (`/ui`, see `web`).
 
 mod api;
+mod audit;
 mod auth;
 mod error;
 mod governance;
@@ -56,6 +57,7 @@ pub fn router(engine: Engine, chat: Router, shutdown: CancellationToken) -> Rout
         .route("/commands", post(api::command))
         .route("/cluster", get(api::cluster))
         .route("/dora", get(api::dora))
+        .route("/audit", get(audit::audit))
         .fallback(api_not_found);
     Router::new()
         .nest("/api/v1", api)

@@ -6,7 +6,9 @@ use sqlx::Row;
 use crate::domain::audit::AuditEvent;
 use crate::domain::verification::Tally;
 
-use super::records::AuditRow;
+use chrono::{DateTime, Utc};
+
+use super::records::{millis, AuditRow};
 use super::{Store, StoreError};
 
 /// What the audit log is filtered by; an empty field does not filter.
@@ -17,6 +19,8 @@ pub struct AuditFilter {
     pub actor: String,
     /// Only entries older than this id (the page before ended there).
     pub before: Option<i64>,
+    /// Only entries at or after this time.
+    pub since: Option<DateTime<Utc>>,
     pub limit: u32,
 }
 
@@ -28,6 +32,8 @@ pub struct AuditRecord {
     pub service: Option<String>,
     pub environment: Option<String>,
     pub event: AuditEvent,
+    /// Its link in the hash chain (none for events older than the chain).
+    pub hash: Option<String>,
 }
 
 /// One check's tally in one gate of a rollout.
@@ -43,10 +49,10 @@ impl Store {
     pub async fn audit_log(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT a.id, a.promotion_id, p.service, p.environment, \
-                 a.at, a.actor, a.platform, a.kind, a.detail \
+                 a.at, a.actor, a.platform, a.kind, a.detail, a.hash \
              FROM audit_events a LEFT JOIN promotions p ON p.id = a.promotion_id \
              WHERE ($1 = '' OR p.service = $1) AND ($2 = '' OR p.environment = $2) \
-               AND ($3 = '' OR a.actor = $3) AND a.id < $4 \
+               AND ($3 = '' OR a.actor = $3) AND a.id < $4 AND a.at >= $6 \
              ORDER BY a.id DESC LIMIT $5",
         )
         .bind(&filter.service)
@@ -54,6 +60,7 @@ impl Store {
         .bind(&filter.actor)
         .bind(filter.before.unwrap_or(i64::MAX))
         .bind(i64::from(filter.limit))
+        .bind(filter.since.map_or(i64::MIN, millis))
         .fetch_all(&self.read)
         .await?;
         rows.iter()
@@ -65,6 +72,7 @@ impl Store {
                     service: row.try_get("service")?,
                     environment: row.try_get("environment")?,
                     event: AuditRow::from_row(row)?.try_into()?,
+                    hash: row.try_get("hash")?,
                 })
             })
             .collect()

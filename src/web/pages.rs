@@ -529,6 +529,8 @@ pub async fn audit(
         environment: params.environment.trim().to_string(),
         actor: params.actor.trim().to_string(),
         before,
+        since: None,
+        limit: None,
     };
     match state.engine.audit_log(&query).await {
         Ok(page) => {
