@@ -7,6 +7,7 @@
 # Target: /ui and /ui/dora p99 < 50 ms at 100,000 promotions.
 #
 # Usage: bash bench/web.sh                  (PROMOTIONS=100000 N=200 PROFILE=release)
+#        SHIPMATE_BIN=path/to/shipmate bash bench/web.sh   (measure that binary, build nothing)
 #        PROFILE=debug bash bench/web.sh    (the dev build: no release build needed)
 set -euo pipefail
 
@@ -41,7 +42,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-if [[ "$PROFILE" == "release" ]]; then
+if [[ -n "${SHIPMATE_BIN:-}" ]]; then
+  BIN="$SHIPMATE_BIN"   # a binary built already (e.g. to measure one without rebuilding)
+elif [[ "$PROFILE" == "release" ]]; then
   echo "building: cargo build --release --locked --bin shipmate" >&2
   cargo build --release --locked --bin shipmate >&2
   BIN="$ROOT/target/release/shipmate"
