@@ -859,4 +859,15 @@ async fn the_dora_page_shows_the_four_keys_per_environment_and_window_with_chart
     );
     // api deployed nothing: dashes, not zeros, where there is no data.
     assert!(body.contains(r#"<th scope="row">dev</th><td>90 days</td><td>0</td><td>0.00</td><td>–</td><td>–</td><td>–</td><td>–</td>"#), "{body}");
+
+    // The page keeps its last answer only while nothing changed: a new deploy shows at once.
+    let again = browser.get("/ui/dora").await.body;
+    assert_eq!(&again, body, "nothing changed, the same page");
+    let dev = bot.promote_id("api", "1.0.0", Some("dev")).await;
+    bot.wait_for_state(dev, "succeeded").await;
+    let after = browser.get("/ui/dora").await.body;
+    assert!(
+        after.contains(r#"<th scope="row">dev</th><td>90 days</td><td>1</td>"#),
+        "{after}"
+    );
 }

@@ -2,7 +2,7 @@
 //! the promotions that ended in the window, and `domain::dora`'s arithmetic. The window ends at
 //! the rules clock's now, so every replica answers the same from the same records.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::config::{Config, EnvironmentConfig, ServiceConfig};
 use crate::domain::dora::{self, Deliveries, DoraReport, Pair, Window};
@@ -36,6 +36,18 @@ pub(super) struct Dora {
     pub config: Arc<Config>,
     pub store: Store,
     pub time: Time,
+    /// The last answer of [`Dora::all`] (what `/ui/dora` shows), kept while nothing changed.
+    pub all_cache: Arc<Mutex<Option<AllCache>>>,
+}
+
+/// What [`Dora::all`] answered, and for what: its windows, the minute it ended them at, and the
+/// audit trail's head then (every change of a promotion or release writes an event, so the same
+/// head means the same records, on any replica).
+pub(super) struct AllCache {
+    days: Vec<u32>,
+    minute: i64,
+    audit_head: i64,
+    entries: Vec<DoraEntry>,
 }
 
 impl Dora {
@@ -59,6 +71,11 @@ impl Dora {
             return Ok(Vec::new());
         };
         let now = self.time.now();
+        let minute = now.timestamp().div_euclid(60);
+        let audit_head = self.store.audit_head().await?;
+        if let Some(hit) = self.cached(&days, minute, audit_head) {
+            return Ok(hit);
+        }
         let deliveries = self.read(&[], Window::ending_at(now, *longest)).await?;
         let mut entries = Vec::new();
         for (service, environment) in self.every_pair() {
@@ -73,7 +90,27 @@ impl Dora {
                 });
             }
         }
+        *self.lock_cache() = Some(AllCache {
+            days,
+            minute,
+            audit_head,
+            entries: entries.clone(),
+        });
         Ok(entries)
+    }
+
+    /// The cached answer for these windows, if it was made this minute with the same head.
+    fn cached(&self, days: &[u32], minute: i64, audit_head: i64) -> Option<Vec<DoraEntry>> {
+        let cache = self.lock_cache();
+        let cache = cache.as_ref()?;
+        (cache.days == days && cache.minute == minute && cache.audit_head == audit_head)
+            .then(|| cache.entries.clone())
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, Option<AllCache>> {
+        self.all_cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// `/release dora [service] [env] [days]`: a line per environment. Without an environment,

@@ -164,6 +164,8 @@ struct Shared {
     controls_changed: Arc<Notify>,
     /// Signs card links to the web pages and the pages' sign-ins.
     signer: Arc<signing::Signer>,
+    /// The delivery metrics `/ui/dora` showed last (see `dora::AllCache`).
+    dora_cache: Arc<std::sync::Mutex<Option<dora::AllCache>>>,
 }
 
 impl Shared {
@@ -215,6 +217,7 @@ impl Shared {
                 config: self.config.clone(),
                 store,
                 time: self.time.clone(),
+                all_cache: self.dora_cache.clone(),
             },
         }
     }
@@ -294,6 +297,7 @@ impl Engine {
             platforms,
             controls_changed: Arc::new(Notify::new()),
             signer: Arc::new(signing::Signer::from_config(&config)),
+            dora_cache: Arc::default(),
             config,
             store,
             time,

@@ -319,6 +319,15 @@ impl Store {
 
     /// Up to `limit` audit events after event `after_id`, in the order they were written (the
     /// chain's order), with their hashes; only those at or after `since` when given.
+    /// The newest audit event's id (0: none). Every change of state writes one, so it tells
+    /// whether anything changed since it was last read.
+    pub async fn audit_head(&self) -> Result<i64, StoreError> {
+        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM audit_events")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(head)
+    }
+
     pub async fn audit_page(
         &self,
         after_id: i64,
