@@ -6,6 +6,7 @@ pub mod config;
 pub mod deploy;
 pub mod domain;
 pub mod engine;
+pub mod git;
 pub mod http;
 pub mod metrics;
 pub mod store;

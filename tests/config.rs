@@ -1327,3 +1327,31 @@ name = "api"
         Some(1)
     );
 }
+
+#[test]
+fn a_service_git_source_needs_a_path_and_a_tag_naming_the_version() {
+    let service = |git: &str| {
+        format!(
+            "{MINIMAL}\n[[service]]\nname = \"api\"\ngit = {git}\n  [[service.environment]]\n  name = \"dev\"\n  backend = {{ kind = \"command\", run = [\"./deploy.sh\"] }}\n"
+        )
+    };
+    let found = problems(&service(r#"{ path = " ", tag = "v{version}" }"#));
+    assert!(
+        problem_at(&found, "service[0].git.path")
+            .message
+            .contains("give the repository's directory"),
+        "{found:#?}"
+    );
+    let found = problems(&service(r#"{ path = "repo", tag = "latest" }"#));
+    assert!(
+        problem_at(&found, "service[0].git.tag")
+            .message
+            .contains("`latest` does not contain {version}"),
+        "{found:#?}"
+    );
+    let found = problems(&service(r#"{ path = "repo", branch = "main" }"#));
+    assert!(
+        found.iter().any(|p| p.message.contains("branch")),
+        "unknown keys are refused: {found:#?}"
+    );
+}

@@ -95,7 +95,7 @@ async fn the_next_environment_needs_the_digest_the_one_before_tested() {
         json!({"service": "api", "version": "1.0.0", "digest": digest('b')}),
     )
     .await;
-    assert_eq!(status, 201, "{updated}");
+    assert_eq!(status, 200, "an update answers 200: {updated}");
     assert_eq!(updated["digest"], digest('b'));
     let (status, refused) = bot.promote(CI_TOKEN, "api", "1.0.0", Some("staging")).await;
     assert_eq!(status, 422, "{refused}");
@@ -144,6 +144,12 @@ async fn a_changed_digest_clears_the_approvals_of_a_waiting_promotion() {
         )
         .await;
     assert_eq!(status, 200, "{reply}");
+    assert!(
+        reply
+            .to_string()
+            .contains("updated the manifest of api 2.0.0"),
+        "the reply says it updated, not created: {reply}"
+    );
 
     let promotion = bot.promotion(prod).await;
     assert_eq!(promotion["state"], "awaiting_approval");
@@ -713,5 +719,131 @@ name = "checked"
             .as_str()
             .is_some_and(|u| u.contains("/release retry")),
         "{failed:#}"
+    );
+}
+
+/// Runs git in `repo` as a fixed author, failing the test when git does.
+fn git(repo: &std::path::Path, args: &[&str]) {
+    let status = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["-c", "user.name=Dev", "-c", "user.email=dev@example.com"])
+        .args(args)
+        .status()
+        .expect("run git");
+    assert!(status.success(), "git {args:?}");
+}
+
+fn commit(repo: &std::path::Path, message: &str) {
+    git(repo, &["commit", "--allow-empty", "-q", "-m", message]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_come_from_git_tags_grouped_on_the_card_and_all_on_the_page() {
+    let config = format!(
+        r#"
+[web]
+access = "open"
+
+[[service]]
+name = "lib"
+channels = {{ slack = "{RELEASES_CHANNEL}" }}
+git = {{ path = "repo", tag = "v{{version}}" }}
+  [[service.environment]]
+  name = "production"
+  backend = {{ kind = "command", run = ["./deploy.sh"], timeout = "30s" }}
+"#
+    );
+    let bot = TestBot::builder()
+        .slack()
+        .config(&config)
+        .start()
+        .await
+        .expect("sqlite");
+    let repo = bot.path("repo");
+    std::fs::create_dir_all(&repo).expect("repo dir");
+    git(&repo, &["init", "-q"]);
+    commit(&repo, "feat: first feature");
+    git(&repo, &["tag", "v1.0.0"]);
+    for n in 1..=12 {
+        commit(&repo, &format!("fix: bug {n}"));
+    }
+    commit(&repo, "chore: bump deps");
+    commit(&repo, "feat!: drop the v1 API");
+    commit(
+        &repo,
+        "feat: new tokens\n\nThey rotate daily.\n\nBREAKING CHANGE: old tokens stop working",
+    );
+    commit(&repo, "feat: search by tag");
+    git(&repo, &["tag", "v1.1.0"]);
+
+    // The first release the bot knows of reads back to the start of history.
+    let (status, first) = create(&bot, json!({"service": "lib", "version": "1.0.0"})).await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["changes"], json!(["feat: first feature"]));
+    let (status, second) = create(&bot, json!({"service": "lib", "version": "1.1.0"})).await;
+    assert_eq!(status, 201, "{second}");
+    let changes: Vec<&str> = second["changes"]
+        .as_array()
+        .map(|c| c.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(changes.len(), 16, "v1.0.0..v1.1.0: {changes:?}");
+    assert_eq!(changes[0], "feat: search by tag", "newest first");
+    assert_eq!(
+        changes[1],
+        "feat: new tokens (BREAKING CHANGE: old tokens stop working)"
+    );
+    // Changes given with the release win over git's; an update answers 200.
+    let digest_update = json!({"service": "lib", "version": "1.1.0", "digest": digest('c')});
+    let (status, updated) = create(&bot, digest_update).await;
+    assert_eq!(status, 200, "an update is not a creation: {updated}");
+    assert_eq!(updated["changes"].as_array().map(Vec::len), Some(16));
+
+    let old = bot.promote_id("lib", "1.0.0", None).await;
+    bot.wait_for_state(old, "succeeded").await;
+    let id = bot.promote_id("lib", "1.1.0", None).await;
+    let card = bot.card_in_state(RELEASES_CHANNEL, id, "succeeded").await;
+    let blocks = card.blocks.to_string();
+    for shown in [
+        "*Release*\\nminor",
+        "*Digest*\\n`sha256:ccccccc`",
+        "*Changes*\\n*Breaking*\\n• feat: new tokens (BREAKING CHANGE: old tokens stop working)\\n• feat!: drop the v1 API\\n*Features*\\n• feat: search by tag\\n*Fixes*\\n• fix: bug 12",
+        "and 6 more",
+    ] {
+        assert!(blocks.contains(shown), "`{shown}` on the card: {blocks}");
+    }
+    assert!(
+        !blocks.contains("fix: bug 5"),
+        "only ten on the card: {blocks}"
+    );
+
+    let page = reqwest::get(format!("{}/ui/promotions/{id}", bot.base))
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        page.contains("lib 1.1.0 (minor)")
+            && page.contains("<h3>Other</h3>\n<ul><li>chore: bump deps</li></ul>")
+            && (1..=12).all(|n| page.contains(&format!("<li>fix: bug {n}</li>"))),
+        "the page lists every change: {page}"
+    );
+
+    // A version without its tag is released all the same, and the card says what to do.
+    let (status, untagged) = create(&bot, json!({"service": "lib", "version": "1.2.0"})).await;
+    assert_eq!(status, 201, "{untagged}");
+    assert_eq!(untagged["changes"], json!([]));
+    let note = untagged["changes_note"].as_str().unwrap_or_default();
+    assert!(
+        note.starts_with("no tag `v1.2.0` in ") && note.contains("push the tag"),
+        "{note}"
+    );
+    let id = bot.promote_id("lib", "1.2.0", None).await;
+    let card = bot.card_in_state(RELEASES_CHANNEL, id, "succeeded").await;
+    let blocks = card.blocks.to_string();
+    assert!(
+        blocks.contains("*Changes*\\n_no tag `v1.2.0` in "),
+        "{blocks}"
     );
 }

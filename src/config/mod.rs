@@ -178,6 +178,29 @@ pub struct ServiceConfig {
     pub name: String,
     pub channels: Channels,
     pub environments: Vec<EnvironmentConfig>,
+    /// `git = { path, tag }` (SPEC §10): where the bot reads a release's changes itself.
+    pub git: Option<GitSource>,
+}
+
+/// A service's repository on this machine and how its release tags are named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitSource {
+    pub path: PathBuf,
+    /// The tag of a version, `{version}` standing for it: `v{version}` by default.
+    pub tag: String,
+}
+
+impl GitSource {
+    pub const VERSION: &'static str = "{version}";
+
+    pub fn tag_of(&self, version: &crate::domain::version::Version) -> String {
+        self.tag.replace(Self::VERSION, &version.to_string())
+    }
+
+    /// The tags of every version, for `git describe --match`.
+    pub fn tag_glob(&self) -> String {
+        self.tag.replace(Self::VERSION, "*")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -691,6 +714,14 @@ struct RawService {
     channels: Channels,
     #[serde(default)]
     environment: Vec<RawEnvironment>,
+    git: Option<RawGit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGit {
+    path: String,
+    tag: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1208,13 +1239,41 @@ impl Validator<'_> {
                         self.environment(&key, env, roles, windows, base_dir)
                     })
                     .collect();
+                let git = service
+                    .git
+                    .and_then(|git| self.git(&format!("{key}.git"), git, base_dir));
                 ServiceConfig {
                     name: service.name,
                     channels: service.channels,
                     environments,
+                    git,
                 }
             })
             .collect()
+    }
+
+    fn git(&mut self, key: &str, raw: RawGit, base_dir: &Path) -> Option<GitSource> {
+        let tag = raw
+            .tag
+            .unwrap_or_else(|| format!("v{}", GitSource::VERSION));
+        if raw.path.trim().is_empty() {
+            self.problem(
+                format!("{key}.path"),
+                "is empty: give the repository's directory, e.g. path = \"/srv/api.git\"",
+            );
+            return None;
+        }
+        if !tag.contains(GitSource::VERSION) {
+            self.problem(
+                format!("{key}.tag"),
+                format!("`{tag}` does not contain {{version}}: name the tags, e.g. tag = \"v{{version}}\""),
+            );
+            return None;
+        }
+        Some(GitSource {
+            path: base_dir.join(raw.path),
+            tag,
+        })
     }
 
     fn environment(

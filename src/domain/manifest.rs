@@ -19,6 +19,9 @@ pub struct Manifest {
     pub digest: Option<Digest>,
     /// Commit subjects since the previous version.
     pub changes: Vec<String>,
+    /// Why the changes could not be read from git (a missing tag, no repository): said on the
+    /// card instead of the changes.
+    pub changes_note: Option<String>,
 }
 
 impl Manifest {
@@ -36,6 +39,12 @@ impl Manifest {
                 self.changes.clone()
             } else {
                 update.changes.clone()
+            },
+            // Given changes answer what git could not say.
+            changes_note: if update.changes.is_empty() {
+                self.changes_note.clone()
+            } else {
+                None
             },
         };
         (merged != *self).then_some(merged)
@@ -201,7 +210,7 @@ impl ChangeGroup {
 
 /// The changes as the card shows them: at most `shown` in all, breaking first, each group in
 /// the order given, and how many were left out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupedChanges {
     pub groups: Vec<(ChangeGroup, Vec<String>)>,
     pub more: usize,
@@ -246,6 +255,7 @@ mod tests {
             committed_at: None,
             digest: digest('a'),
             changes: vec!["fix: one".to_string()],
+            changes_note: None,
         };
         assert_eq!(old.updated_by(&Manifest::default()), None);
         assert_eq!(old.updated_by(&old), None);

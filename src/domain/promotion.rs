@@ -508,6 +508,15 @@ impl Stage {
 }
 
 impl Promotion {
+    /// How big a step it is against what the environment ran when it was asked for; none for
+    /// rollbacks and re-deploys.
+    pub fn release_type(&self) -> Option<super::manifest::ReleaseType> {
+        use super::manifest::ReleaseType;
+        (!self.rollback)
+            .then(|| ReleaseType::between(self.previous_version.as_ref(), &self.version))
+            .filter(|kind| *kind != ReleaseType::NotNewer)
+    }
+
     pub fn state(&self) -> PromotionState {
         self.stage.state()
     }

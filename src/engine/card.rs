@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use super::governance::ChecklistLine;
 use super::view::PromotionView;
 use crate::domain::identity::Identity;
+use crate::domain::manifest::{group_changes, GroupedChanges, ReleaseType};
 use crate::domain::promotion::{CardAction, PromotionState};
 use crate::domain::rollout::{gate_line, Action, GateLength, Phase, Plan, Step};
 use crate::domain::verification::CheckSpec;
@@ -147,7 +148,19 @@ pub struct Card {
     pub approvers: Vec<Identity>,
     /// Why this is a hotfix (`--hotfix`).
     pub hotfix: Option<String>,
+    /// How big a step it is against what the environment ran when it was asked for; none for
+    /// rollbacks and re-deploys.
+    pub release_type: Option<ReleaseType>,
+    /// The artifact's digest, short (`sha256:9f86d08`).
+    pub digest: Option<String>,
+    /// The release's first changes, grouped (SPEC §10); the web page lists them all.
+    pub changes: GroupedChanges,
+    /// Why git could not give the changes, when it could not.
+    pub changes_note: Option<String>,
 }
+
+/// How many changes a card lists before "and N more".
+pub const CHANGES_ON_CARD: usize = 10;
 
 impl Card {
     pub fn build(
@@ -186,7 +199,33 @@ impl Card {
             checklist_open: false,
             approvers: Vec::new(),
             hotfix: p.hotfix_reason.clone(),
+            release_type: p.release_type(),
+            digest: view.manifest.digest.as_ref().map(|d| d.short().to_string()),
+            changes: group_changes(&view.manifest.changes, CHANGES_ON_CARD),
+            changes_note: view.manifest.changes_note.clone(),
         }
+    }
+
+    /// The grouped changes as lines: `heading` marks up a group's title and `item` one change
+    /// (the adapter escapes and cuts it); a last line counts what the card leaves out. `None`
+    /// when there are no changes.
+    pub fn changes_text(
+        &self,
+        heading: impl Fn(&str) -> String,
+        item: impl Fn(&str) -> String,
+    ) -> Option<String> {
+        if self.changes.groups.is_empty() {
+            return None;
+        }
+        let mut lines = Vec::new();
+        for (group, changes) in &self.changes.groups {
+            lines.push(heading(group.title()));
+            lines.extend(changes.iter().map(|change| format!("• {}", item(change))));
+        }
+        if self.changes.more > 0 {
+            lines.push(format!("and {} more", self.changes.more));
+        }
+        Some(lines.join("\n"))
     }
 
     /// The card with its checklist and, while it awaits approval, the approvers to mention.

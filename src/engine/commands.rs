@@ -49,7 +49,10 @@ impl Commands {
                     &manifest,
                 )
                 .await
-                .map(Reply::Release),
+                .map(|(release, created)| Reply::Release {
+                    release: Box::new(release),
+                    created,
+                }),
             Command::Promote {
                 service,
                 version,

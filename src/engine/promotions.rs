@@ -27,6 +27,7 @@ use crate::domain::release::Release;
 use crate::domain::version::{Version, VersionSpec};
 use crate::domain::why::Blocker;
 use crate::domain::window::Gate;
+use crate::git;
 use crate::metrics::{Metrics, RollbackLabels, ServiceLabels};
 use crate::store::{JobKind, NewPromotion, NewRelease, Store, StoreError, Tx};
 
@@ -116,7 +117,8 @@ impl Promotions {
 
     /// Creates a release; for one that exists, a manifest that adds something (a new digest,
     /// changes, a commit time) updates it, and a changed digest clears the approvals of its
-    /// promotions awaiting approval: what was approved is not what would ship.
+    /// promotions awaiting approval: what was approved is not what would ship. Answers the
+    /// release and whether it is new.
     pub async fn create_release(
         &self,
         actor: &Actor,
@@ -125,28 +127,51 @@ impl Promotions {
         commit: Option<&str>,
         notes: Option<&str>,
         manifest: &Manifest,
-    ) -> Result<Release, EngineError> {
-        self.service(service)?;
+    ) -> Result<(Release, bool), EngineError> {
+        let service_config = self.service(service)?;
         self.authorize(actor, Action::CreateRelease)?;
+        let manifest = self
+            .with_git_changes(service_config, version, manifest)
+            .await?;
         let mut tx = self.store.begin().await?;
         let inserted = self
-            .insert_release(&mut tx, actor, service, version, commit, notes)
+            .insert_release(&mut tx, actor, service, version, (commit, notes), &manifest)
             .await?;
+        let created = inserted.is_some();
         let release = match inserted {
-            Some(mut release) => {
-                if !manifest.is_empty() {
-                    tx.set_manifest(release.id, manifest).await?;
-                    release.manifest = manifest.clone();
-                }
-                release
-            }
+            Some(release) => release,
             None => {
-                self.update_manifest(&mut tx, actor, service, version, manifest)
+                self.update_manifest(&mut tx, actor, service, version, &manifest)
                     .await?
             }
         };
         tx.commit().await?;
-        Ok(release)
+        Ok((release, created))
+    }
+
+    /// A new release of a service with `git = { path, tag }` and no changes given gets them from
+    /// its tags (SPEC §10); what git cannot answer becomes a note on the card.
+    async fn with_git_changes(
+        &self,
+        service: &ServiceConfig,
+        version: &Version,
+        given: &Manifest,
+    ) -> Result<Manifest, EngineError> {
+        let Some(source) = &service.git else {
+            return Ok(given.clone());
+        };
+        if !given.changes.is_empty() || self.store.release(&service.name, version).await?.is_some()
+        {
+            return Ok(given.clone());
+        }
+        let versions = self.store.release_versions(&service.name).await?;
+        let previous = versions.iter().filter(|v| version.is_newer_than(v)).max();
+        let read = git::read_changes(source, previous, version).await;
+        Ok(Manifest {
+            changes: read.changes,
+            changes_note: read.note,
+            ..given.clone()
+        })
     }
 
     async fn update_manifest(
@@ -232,15 +257,15 @@ impl Promotions {
         Ok(())
     }
 
-    /// Inserts a release with its audit event; `None` when it exists already.
+    /// Inserts a release with its manifest and audit event; `None` when it exists already.
     async fn insert_release(
         &self,
         tx: &mut Tx,
         actor: &Actor,
         service: &str,
         version: &Version,
-        commit: Option<&str>,
-        notes: Option<&str>,
+        (commit, notes): (Option<&str>, Option<&str>),
+        manifest: &Manifest,
     ) -> Result<Option<Release>, EngineError> {
         let now = self.time.now();
         let inserted = tx
@@ -253,9 +278,13 @@ impl Promotions {
                 at: now,
             })
             .await?;
-        let Some(release) = inserted else {
+        let Some(mut release) = inserted else {
             return Ok(None);
         };
+        if !manifest.is_empty() {
+            tx.set_manifest(release.id, manifest).await?;
+            release.manifest = manifest.clone();
+        }
         let detail = format!("{service} {version}");
         tx.audit(
             None,
@@ -291,6 +320,13 @@ impl Promotions {
         }
         let environments = service_config.pipeline();
         let pipeline = Pipeline::new(service, &environments);
+        let new_manifest = match version {
+            VersionSpec::Exact(version) => {
+                self.with_git_changes(service_config, version, &Manifest::default())
+                    .await?
+            }
+            VersionSpec::Latest => Manifest::default(),
+        };
         let mut tx = self.store.begin().await?;
         let version = match version {
             VersionSpec::Exact(version) => version.clone(),
@@ -315,8 +351,15 @@ impl Promotions {
             }
         }
         // Promoting a version nobody created creates it (SPEC §1); a concurrent creator wins quietly.
-        self.insert_release(&mut tx, actor, service, &version, None, None)
-            .await?;
+        self.insert_release(
+            &mut tx,
+            actor,
+            service,
+            &version,
+            (None, None),
+            &new_manifest,
+        )
+        .await?;
         let promotion = self
             .open_promotion(
                 &mut tx,

@@ -14,7 +14,11 @@ pub enum Reply {
     Help(String),
     /// A ready-made answer (windows, freezes).
     Text(String),
-    Release(Release),
+    /// A release created, or (`created` false) one whose manifest was updated.
+    Release {
+        release: Box<Release>,
+        created: bool,
+    },
     /// A promotion after a change, with a short note on what just happened.
     Promotion {
         view: Box<PromotionView>,
@@ -60,7 +64,14 @@ impl Reply {
     pub fn to_text(&self) -> String {
         match self {
             Reply::Help(text) | Reply::Text(text) => text.clone(),
-            Reply::Release(release) => format!(
+            Reply::Release {
+                release,
+                created: false,
+            } => format!(
+                "updated the manifest of {} {}. Promote it with /release promote {} {}",
+                release.service, release.version, release.service, release.version
+            ),
+            Reply::Release { release, .. } => format!(
                 "created {} {}{}. Promote it with /release promote {} {}",
                 release.service,
                 release.version,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::domain::approval::Approval;
 use crate::domain::audit::AuditEvent;
+use crate::domain::manifest::Manifest;
 use crate::domain::promotion::Promotion;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
@@ -21,6 +22,8 @@ pub struct PromotionView {
     /// The release's commit and notes.
     pub commit: Option<String>,
     pub notes: Option<String>,
+    /// The release's digest and changes.
+    pub manifest: Manifest,
 }
 
 /// A promotion with its audit trail, for `GET /api/v1/promotions/{id}`.
@@ -41,12 +44,15 @@ pub(super) async fn view_of(
     let release = store
         .release(&promotion.service, &promotion.version)
         .await?;
-    let (commit, notes) = release.map(|r| (r.commit, r.notes)).unwrap_or_default();
+    let (commit, notes, manifest) = release
+        .map(|r| (r.commit, r.notes, r.manifest))
+        .unwrap_or_default();
     Ok(PromotionView {
         promotion,
         approvals,
         commit,
         notes,
+        manifest,
     })
 }
 

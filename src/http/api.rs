@@ -55,6 +55,9 @@ pub struct ReleaseJson {
     committed_at: Option<String>,
     digest: Option<String>,
     changes: Vec<String>,
+    /// Why the changes could not be read from git, when they could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changes_note: Option<String>,
 }
 
 impl From<Release> for ReleaseJson {
@@ -70,6 +73,7 @@ impl From<Release> for ReleaseJson {
             committed_at: r.manifest.committed_at.map(time),
             digest: r.manifest.digest.map(|d| d.to_string()),
             changes: r.manifest.changes,
+            changes_note: r.manifest.changes_note,
         }
     }
 }
@@ -299,6 +303,7 @@ impl CreateRelease {
             committed_at,
             digest,
             changes,
+            changes_note: None,
         })
     }
 }
@@ -389,7 +394,14 @@ pub async fn create_release(
         manifest,
     };
     match execute(&state, actor, command).await? {
-        Reply::Release(release) => Ok((StatusCode::CREATED, Json(release.into()))),
+        Reply::Release { release, created } => {
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((status, Json((*release).into())))
+        }
         _ => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

@@ -365,6 +365,11 @@ impl Store {
         queries::release(&self.read, service, version).await
     }
 
+    /// Release versions of a service in creation order.
+    pub async fn release_versions(&self, service: &str) -> Result<Vec<Version>, StoreError> {
+        queries::release_versions(&self.read, service).await
+    }
+
     pub async fn events(&self, promotion_id: i64) -> Result<Vec<AuditEvent>, StoreError> {
         queries::events(&self.read, promotion_id).await
     }

@@ -243,7 +243,7 @@ fn parse_versions(texts: Vec<String>) -> Result<Vec<Version>, StoreError> {
 }
 
 const RELEASE_COLUMNS: &str =
-    "id, service, version, commit_sha, notes, created_by, created_at, committed_at, digest, changes";
+    "id, service, version, commit_sha, notes, created_by, created_at, committed_at, digest, changes, changes_note";
 
 pub async fn release<'e, E: Executor<'e, Database = Any>>(
     db: E,
@@ -290,13 +290,17 @@ pub async fn set_manifest<'e, E: Executor<'e, Database = Any>>(
 ) -> Result<(), StoreError> {
     let changes = serde_json::to_string(&manifest.changes)
         .map_err(|e| StoreError::Corrupt(format!("changes: {e}")))?;
-    sqlx::query("UPDATE releases SET committed_at = $1, digest = $2, changes = $3 WHERE id = $4")
-        .bind(manifest.committed_at.map(millis))
-        .bind(manifest.digest.as_ref().map(|d| d.as_str().to_string()))
-        .bind(changes)
-        .bind(release_id)
-        .execute(db)
-        .await?;
+    sqlx::query(
+        "UPDATE releases SET committed_at = $1, digest = $2, changes = $3, changes_note = $4 \
+         WHERE id = $5",
+    )
+    .bind(manifest.committed_at.map(millis))
+    .bind(manifest.digest.as_ref().map(|d| d.as_str().to_string()))
+    .bind(changes)
+    .bind(manifest.changes_note.as_deref())
+    .bind(release_id)
+    .execute(db)
+    .await?;
     Ok(())
 }
 

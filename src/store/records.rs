@@ -92,6 +92,7 @@ pub(super) struct ReleaseRow {
     committed_at: Option<i64>,
     digest: Option<String>,
     changes: String,
+    changes_note: Option<String>,
 }
 
 impl TryFrom<ReleaseRow> for Release {
@@ -119,6 +120,7 @@ impl TryFrom<ReleaseRow> for Release {
                 changes: serde_json::from_str(&row.changes).map_err(|e| {
                     StoreError::Corrupt(format!("release {}: changes: {e}", row.id))
                 })?,
+                changes_note: row.changes_note,
             },
         })
     }

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use crate::domain::manifest::group_changes;
 use crate::domain::window::{Freeze, FreezeSource, Gate};
 use crate::engine::pages::{AuditQuery, Overview, PromotionPage, RolloutReport};
 use crate::engine::{DoraEntry, EnvironmentStatus, ServiceStatus};
@@ -302,6 +303,11 @@ pub(super) struct LiveTemplate {
     hotfix_reason: Option<String>,
     retry_of: Option<i64>,
     notes: Option<String>,
+    release_type: Option<String>,
+    digest: Option<String>,
+    /// Every change of the release, grouped: (group title, changes).
+    changes: Vec<(&'static str, Vec<String>)>,
+    changes_note: Option<String>,
     required_approvals: u32,
     /// (number, text, ticked by).
     checklist: Vec<(usize, String, Option<String>)>,
@@ -360,6 +366,14 @@ pub(super) fn live_state(page: PromotionPage) -> LiveTemplate {
             .map(|line| (line.number, line.text, line.ticked_by))
             .collect(),
         notes: view.notes,
+        release_type: p.release_type().map(|kind| kind.to_string()),
+        digest: view.manifest.digest.as_ref().map(ToString::to_string),
+        changes: group_changes(&view.manifest.changes, view.manifest.changes.len())
+            .groups
+            .into_iter()
+            .map(|(group, changes)| (group.title(), changes))
+            .collect(),
+        changes_note: view.manifest.changes_note,
         required_approvals: p.required_approvals,
         approvals: view
             .approvals

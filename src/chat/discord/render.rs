@@ -20,6 +20,8 @@ const MAX_FIELD_VALUE: usize = 1_024;
 const MAX_EMBED_TOTAL: usize = 6_000;
 /// What the description keeps at least when the fields are long: the state and a start of notes.
 const MIN_DESCRIPTION: usize = 500;
+/// One change on a card: a commit subject, cut so ten of them stay readable within a field.
+const MAX_CHANGE_ON_CARD: usize = 90;
 /// Discord refuses an action row of more than five buttons.
 pub const MAX_BUTTONS_PER_ROW: usize = 5;
 
@@ -102,7 +104,7 @@ pub fn card_embed(card: &Card) -> CreateEmbed {
         .into_iter()
         .map(|(name, value, inline)| {
             let value = match name {
-                "Why" => limits::cut(&value, MAX_FIELD_VALUE, &pointer),
+                "Why" | "Changes" => limits::cut(&value, MAX_FIELD_VALUE, &pointer),
                 _ => truncate(&value, MAX_FIELD_VALUE),
             };
             (name, value, inline)
@@ -185,8 +187,14 @@ fn fields(card: &Card) -> Vec<(&'static str, String, bool)> {
         };
         fields.push(("Approvals", format!("{count}{who}"), true));
     }
+    if let Some(kind) = card.release_type {
+        fields.push(("Release", kind.to_string(), true));
+    }
     if let Some(commit) = &card.commit {
         fields.push(("Commit", format!("`{}`", commit.replace('`', "'")), true));
+    }
+    if let Some(digest) = &card.digest {
+        fields.push(("Digest", format!("`{digest}`"), true));
     }
     if let Some(duration) = card.duration {
         let shown = if duration.as_secs() == 0 {
@@ -198,6 +206,14 @@ fn fields(card: &Card) -> Vec<(&'static str, String, bool)> {
     }
     if let Some(reason) = &card.hotfix {
         fields.push(("Hotfix", reason.clone(), false));
+    }
+    if let Some(changes) = card.changes_text(
+        |title| format!("**{title}**"),
+        |change| truncate(change, MAX_CHANGE_ON_CARD),
+    ) {
+        fields.push(("Changes", changes, false));
+    } else if let Some(note) = &card.changes_note {
+        fields.push(("Changes", format!("*{note}*"), false));
     }
     if !card.checklist.is_empty() {
         fields.push(("Checklist", checklist_text(card), false));
@@ -372,7 +388,49 @@ mod tests {
             checklist_open: false,
             approvers: Vec::new(),
             hotfix: None,
+            release_type: None,
+            digest: None,
+            changes: Default::default(),
+            changes_note: None,
         }
+    }
+
+    #[test]
+    fn the_embed_shows_release_type_digest_and_grouped_changes_within_a_field() {
+        use crate::domain::manifest::{group_changes, ReleaseType};
+        let mut changes: Vec<String> = (1..=30)
+            .map(|n| format!("fix: {n} {}", "x".repeat(200)))
+            .collect();
+        changes.insert(0, "feat!: drop v1".to_string());
+        let card = Card {
+            release_type: Some(ReleaseType::Major),
+            digest: Some("sha256:9f86d08".into()),
+            changes: group_changes(&changes, 10),
+            ..deploying(&[])
+        };
+        let embed = serde_json::to_value(card_embed(&card)).unwrap_or_default();
+        let field = |name: &str| {
+            embed["fields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|f| f["name"] == name)
+                .and_then(|f| f["value"].as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert_eq!(field("Release"), "major");
+        assert_eq!(field("Digest"), "`sha256:9f86d08`");
+        let listed = field("Changes");
+        assert!(
+            listed.starts_with("**Breaking**\n• feat!: drop v1\n**Fixes**\n• fix: 1 x"),
+            "{listed}"
+        );
+        assert!(chars(&listed) <= MAX_FIELD_VALUE, "{}", chars(&listed));
+        assert!(
+            listed.ends_with("\nand 21 more"),
+            "long subjects are cut so ten fit, with the count of the rest: {listed}"
+        );
     }
 
     /// Each action row's buttons as (custom_id, label, style number).

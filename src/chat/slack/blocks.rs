@@ -16,6 +16,8 @@ pub const MAX_SECTION_TEXT: usize = 3_000;
 pub const MAX_FIELD_TEXT: usize = 2_000;
 pub const MAX_CONTEXT_TEXT: usize = 3_000;
 pub const MAX_TEXT: usize = 40_000;
+/// One change on a card: a commit subject, cut so ten of them stay readable.
+const MAX_CHANGE_ON_CARD: usize = 200;
 
 /// `shipmate:approve`: the `action_id` of a card's button (the promotion id is its value).
 pub fn action_id(action: CardAction) -> String {
@@ -105,6 +107,7 @@ pub fn card_blocks(card: &Card) -> Vec<SlackBlock> {
                 .into(),
         );
     }
+    blocks.extend(changes_block(card));
     let context = context_lines(card);
     if !context.is_empty() {
         let elements = context
@@ -136,6 +139,27 @@ pub fn card_blocks(card: &Card) -> Vec<SlackBlock> {
         );
     }
     blocks
+}
+
+/// The release's changes grouped (SPEC §10), or why git could not give them.
+fn changes_block(card: &Card) -> Option<SlackBlock> {
+    const HEAD: &str = "*Changes*\n";
+    let room = MAX_SECTION_TEXT - HEAD.chars().count();
+    let text = match card.changes_text(
+        |title| format!("*{title}*"),
+        |change| cut_mapped(change, MAX_CHANGE_ON_CARD, "", escape),
+    ) {
+        Some(list) => cut(&list, room, &pointer(card)),
+        None => format!(
+            "_{}_",
+            cut_mapped(card.changes_note.as_ref()?, room - 2, "", escape)
+        ),
+    };
+    Some(
+        SlackSectionBlock::new()
+            .with_text(md!("{}{}", HEAD, text))
+            .into(),
+    )
 }
 
 /// `shipmate:check:42`: the `action_id` of a card's checklist checkboxes; each option's value
@@ -261,8 +285,14 @@ fn fields(card: &Card) -> Vec<SlackBlockText> {
         };
         fields.push(field(format!("*Approvals*\n{count}{who}")));
     }
+    if let Some(kind) = card.release_type {
+        fields.push(field(format!("*Release*\n{kind}")));
+    }
     if let Some(commit) = &card.commit {
         fields.push(field(format!("*Commit*\n`{}`", escape(commit))));
+    }
+    if let Some(digest) = &card.digest {
+        fields.push(field(format!("*Digest*\n`{}`", escape(digest))));
     }
     if let Some(duration) = card.duration {
         let shown = if duration.as_secs() == 0 {
@@ -350,6 +380,10 @@ mod tests {
             checklist_open: false,
             approvers: Vec::new(),
             hotfix: None,
+            release_type: None,
+            digest: None,
+            changes: Default::default(),
+            changes_note: None,
         }
     }
 
