@@ -755,3 +755,64 @@ async fn the_cluster_view_lists_this_replica_from_its_heartbeat() {
     assert!(replica["host"].as_str().is_some_and(|h| !h.is_empty()));
     assert!(replica["last_seen"].as_str().is_some());
 }
+
+/// The routes the README's HTTP API section lists, as (method, path) without query strings.
+fn readme_routes() -> std::collections::BTreeSet<(String, String)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    readme
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let method = words.next()?;
+            let path = words.next()?;
+            (matches!(method, "GET" | "POST") && path.starts_with("/api/v1/")).then(|| {
+                let path = path.split('?').next().unwrap_or(path);
+                (method.to_lowercase(), path.to_string())
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route_and_each_one_exists() {
+    let bot = TestBot::start().await;
+    let response = reqwest::get(format!("{}/api/v1/openapi.json", bot.base))
+        .await
+        .expect("openapi.json");
+    assert_eq!(response.status().as_u16(), 200, "no token is needed");
+    let doc: Value = response.json().await.expect("JSON");
+    let mut described = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("path item").keys() {
+            described.insert((method.clone(), path.clone()));
+        }
+    }
+    assert_eq!(
+        described,
+        readme_routes(),
+        "the README's route list and the OpenAPI document differ"
+    );
+    let client = reqwest::Client::new();
+    for (method, path) in &described {
+        if path.ends_with("/openapi.json") {
+            continue;
+        }
+        let url = format!(
+            "{}{}",
+            bot.base,
+            path.replace("{id}", "1")
+                .replace("{item}", "1")
+                .replace("{name}", "api")
+        );
+        let request = match method.as_str() {
+            "get" => client.get(&url),
+            _ => client.post(&url).json(&json!({})),
+        };
+        let response = request.send().await.expect("request");
+        // A described route that the router did not have would answer the API's 404.
+        assert_eq!(response.status().as_u16(), 401, "{method} {path}");
+        let body: Value = response.json().await.expect("error envelope");
+        assert_eq!(body["error"]["code"], "unauthorized", "{method} {path}");
+    }
+}

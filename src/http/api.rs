@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::domain::audit::AuditEvent;
 use crate::domain::command::Command;
@@ -43,7 +44,7 @@ fn version(text: &str) -> Result<Version, ApiError> {
 
 // ---- responses ----
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ReleaseJson {
     id: i64,
     service: String,
@@ -78,13 +79,13 @@ impl From<Release> for ReleaseJson {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ApprovalJson {
     by: String,
     at: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct EventJson {
     at: String,
     actor: String,
@@ -105,7 +106,7 @@ impl From<AuditEvent> for EventJson {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PromotionJson {
     id: i64,
     service: String,
@@ -182,7 +183,7 @@ impl PromotionJson {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ActiveJson {
     id: i64,
     version: String,
@@ -192,14 +193,14 @@ pub struct ActiveJson {
     required_approvals: u32,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct EnvironmentJson {
     name: String,
     version: Option<String>,
     active_promotion: Option<ActiveJson>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ServiceJson {
     service: String,
     environments: Vec<EnvironmentJson>,
@@ -229,6 +230,121 @@ fn environment_json(env: EnvironmentStatus) -> EnvironmentJson {
     }
 }
 
+/// `GET /promotions/{id}/log`.
+#[derive(Serialize, ToSchema)]
+pub struct LogJson {
+    lines: Vec<String>,
+}
+
+/// `POST /commands`: the text a chat user would read.
+#[derive(Serialize, ToSchema)]
+pub struct CommandReply {
+    reply: String,
+}
+
+/// `GET /cluster` (SPEC §8).
+#[derive(Serialize, ToSchema)]
+pub struct ClusterJson {
+    /// The replica that answered.
+    this_replica: String,
+    /// The replica holding the platform connections, if any.
+    gateway_holder: Option<String>,
+    /// Oldest first.
+    replicas: Vec<ReplicaJson>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReplicaJson {
+    id: String,
+    host: String,
+    pid: i64,
+    started_at: String,
+    /// On the database's clock.
+    last_seen: String,
+    holds_gateway: bool,
+    /// Jobs (deploys, card edits, announcements) whose lease it holds now.
+    jobs_running: i64,
+}
+
+impl From<ClusterView> for ClusterJson {
+    fn from(view: ClusterView) -> Self {
+        ClusterJson {
+            this_replica: view.this_replica,
+            gateway_holder: view.gateway_holder,
+            replicas: view
+                .replicas
+                .into_iter()
+                .map(|r| ReplicaJson {
+                    started_at: time(r.started_at),
+                    last_seen: time(r.last_seen),
+                    id: r.id,
+                    host: r.host,
+                    pid: r.pid,
+                    holds_gateway: r.holds_gateway,
+                    jobs_running: r.jobs_running,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `GET /dora` (SPEC §9); `service`/`environment` are `null` when the report pools several.
+#[derive(Serialize, ToSchema)]
+pub struct DoraJson {
+    service: Option<String>,
+    environment: Option<String>,
+    days: u32,
+    from: String,
+    to: String,
+    deploys: u64,
+    deployment_frequency_per_day: f64,
+    lead_time_seconds: LeadTimeJson,
+    /// `null` when nothing changed in the window: unknown, not 0 %.
+    change_failure_rate: Option<f64>,
+    time_to_restore_seconds: RestoreTimeJson,
+    /// Non-rollback promotions that ended in the window.
+    changes: u64,
+    failed_changes: u64,
+    /// Failed changes followed by a success.
+    restores: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LeadTimeJson {
+    p50: Option<f64>,
+    p90: Option<f64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RestoreTimeJson {
+    p50: Option<f64>,
+}
+
+impl From<DoraReport> for DoraJson {
+    fn from(r: DoraReport) -> Self {
+        DoraJson {
+            service: r.service,
+            environment: r.environment,
+            days: r.days,
+            from: time(r.from),
+            to: time(r.to),
+            deploys: r.deploys,
+            deployment_frequency_per_day: r.deployment_frequency_per_day,
+            lead_time_seconds: LeadTimeJson {
+                p50: r.lead_time_seconds.p50,
+                p90: r.lead_time_seconds.p90,
+            },
+            change_failure_rate: r.change_failure_rate,
+            time_to_restore_seconds: RestoreTimeJson {
+                p50: r.time_to_restore_seconds.p50,
+            },
+            changes: r.changes,
+            failed_changes: r.failed_changes,
+            restores: r.restores,
+        }
+    }
+}
+
 fn promotion_reply(reply: Reply, status: StatusCode) -> ApiResult<PromotionJson> {
     match reply {
         Reply::Promotion { view, .. } => Ok((status, Json(PromotionJson::from_view(*view)))),
@@ -242,7 +358,7 @@ fn promotion_reply(reply: Reply, status: StatusCode) -> ApiResult<PromotionJson>
 
 // ---- requests ----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRelease {
     service: String,
@@ -308,7 +424,7 @@ impl CreateRelease {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePromotion {
     service: String,
@@ -318,19 +434,19 @@ pub struct CreatePromotion {
     hotfix_reason: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RejectBody {
     reason: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AbortBody {
     reason: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRollback {
     service: String,
@@ -338,22 +454,24 @@ pub struct CreateRollback {
     version: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandBody {
     text: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     environment: Option<String>,
     limit: Option<u32>,
 }
 
 /// `GET /dora` parameters; `days` is read here so a bad one is refused in our words.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DoraParams {
     service: Option<String>,
     environment: Option<String>,
@@ -379,6 +497,11 @@ impl DoraParams {
 
 // ---- handlers ----
 
+#[utoipa::path(post, path = "/releases", tag = "releases", request_body = CreateRelease,
+    responses(
+        (status = 201, description = "The release was created", body = ReleaseJson),
+        (status = 200, description = "An existing release's manifest was updated (a new digest, changes, a commit time)", body = ReleaseJson),
+    ))]
 pub async fn create_release(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
@@ -410,6 +533,8 @@ pub async fn create_release(
     }
 }
 
+#[utoipa::path(post, path = "/promotions", tag = "promotions", request_body = CreatePromotion,
+    responses((status = 202, description = "Requested: it deploys, waits for approval or queues for a window", body = PromotionJson)))]
 pub async fn create_promotion(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
@@ -446,6 +571,8 @@ pub async fn create_promotion(
     promotion_reply(execute(&state, actor, command).await?, StatusCode::ACCEPTED)
 }
 
+#[utoipa::path(get, path = "/promotions/{id}", tag = "promotions", params(("id" = i64, Path, minimum = 1, description = "The promotion id, e.g. 42")),
+    responses((status = 200, description = "The promotion with its audit events", body = PromotionJson)))]
 pub async fn get_promotion(
     State(state): State<AppState>,
     ApiActor(_): ApiActor,
@@ -502,6 +629,8 @@ async fn act_on(
     act(&state, actor, command(promotion_id(id)?), status).await
 }
 
+#[utoipa::path(post, path = "/promotions/{id}/approve", tag = "promotions", params(("id" = i64, Path, minimum = 1, description = "The promotion id, e.g. 42")),
+    responses((status = 200, description = "The approval counted", body = PromotionJson)))]
 pub async fn approve(
     State(state): State<AppState>,
     actor: ApiActor,
@@ -517,6 +646,8 @@ pub async fn approve(
     .await
 }
 
+#[utoipa::path(post, path = "/promotions/{id}/cancel", tag = "promotions", params(("id" = i64, Path, minimum = 1, description = "The promotion id, e.g. 42")),
+    responses((status = 200, description = "Cancelled", body = PromotionJson)))]
 pub async fn cancel(
     State(state): State<AppState>,
     actor: ApiActor,
@@ -532,6 +663,8 @@ pub async fn cancel(
     .await
 }
 
+#[utoipa::path(post, path = "/promotions/{id}/retry", tag = "promotions", params(("id" = i64, Path, minimum = 1, description = "The promotion id, e.g. 42")),
+    responses((status = 202, description = "A new promotion retrying this one", body = PromotionJson)))]
 pub async fn retry(
     State(state): State<AppState>,
     actor: ApiActor,
@@ -547,13 +680,16 @@ pub async fn retry(
     .await
 }
 
+#[utoipa::path(post, path = "/promotions/{id}/reject", tag = "promotions", params(("id" = i64, Path, minimum = 1, description = "The promotion id, e.g. 42")),
+    request_body(content = Option<RejectBody>, description = "Optional: why"),
+    responses((status = 200, description = "Rejected", body = PromotionJson)))]
 pub async fn reject(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
     Path(id): Path<String>,
-    json: Option<Json<RejectBody>>,
+    json: Result<Option<Json<RejectBody>>, JsonRejection>,
 ) -> ApiResult<PromotionJson> {
-    let reason = json
+    let reason = json?
         .and_then(|Json(b)| b.reason)
         .filter(|r| !r.trim().is_empty());
     let command = Command::Reject {
@@ -563,6 +699,8 @@ pub async fn reject(
     act(&state, actor, command, StatusCode::OK).await
 }
 
+#[utoipa::path(post, path = "/promotions/{id}/pause", tag = "rollouts", params(("id" = i64, Path, minimum = 1, description = "The promotion id, e.g. 42")),
+    responses((status = 200, description = "The rollout holds before its next step", body = PromotionJson)))]
 pub async fn pause(
     State(state): State<AppState>,
     actor: ApiActor,
@@ -578,6 +716,8 @@ pub async fn pause(
     .await
 }
 
+#[utoipa::path(post, path = "/promotions/{id}/resume", tag = "rollouts", params(("id" = i64, Path, minimum = 1, description = "The promotion id, e.g. 42")),
+    responses((status = 200, description = "The rollout goes on", body = PromotionJson)))]
 pub async fn resume(
     State(state): State<AppState>,
     actor: ApiActor,
@@ -593,6 +733,8 @@ pub async fn resume(
     .await
 }
 
+#[utoipa::path(post, path = "/promotions/{id}/advance", tag = "rollouts", params(("id" = i64, Path, minimum = 1, description = "The promotion id, e.g. 42")),
+    responses((status = 200, description = "The rollout's current pause ends now", body = PromotionJson)))]
 pub async fn advance(
     State(state): State<AppState>,
     actor: ApiActor,
@@ -610,6 +752,9 @@ pub async fn advance(
 
 /// `POST /promotions/{id}/abort`: 202, like retry, because it starts a rollback. The body may be
 /// left out; a malformed one is refused naming the field rather than ignored.
+#[utoipa::path(post, path = "/promotions/{id}/abort", tag = "rollouts", params(("id" = i64, Path, minimum = 1, description = "The promotion id, e.g. 42")),
+    request_body(content = Option<AbortBody>, description = "Optional: why"),
+    responses((status = 202, description = "Aborting: the rollout stops and rolls back", body = PromotionJson)))]
 pub async fn abort(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
@@ -632,6 +777,8 @@ fn abort_command(id: &str, request: AbortBody) -> Result<Command, ApiError> {
     })
 }
 
+#[utoipa::path(post, path = "/rollbacks", tag = "promotions", request_body = CreateRollback,
+    responses((status = 202, description = "A rollback promotion", body = PromotionJson)))]
 pub async fn rollback(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
@@ -647,15 +794,19 @@ pub async fn rollback(
     act(&state, actor, command, StatusCode::ACCEPTED).await
 }
 
+#[utoipa::path(get, path = "/promotions/{id}/log", tag = "promotions", params(("id" = i64, Path, minimum = 1, description = "The promotion id, e.g. 42")),
+    responses((status = 200, description = "The deploy's output lines", body = LogJson)))]
 pub async fn deploy_log(
     State(state): State<AppState>,
     ApiActor(_): ApiActor,
     Path(id): Path<String>,
-) -> ApiResult<serde_json::Value> {
+) -> ApiResult<LogJson> {
     let lines = state.engine.deploy_log(promotion_id(&id)?).await?;
-    Ok((StatusCode::OK, Json(serde_json::json!({ "lines": lines }))))
+    Ok((StatusCode::OK, Json(LogJson { lines })))
 }
 
+#[utoipa::path(get, path = "/services", tag = "services",
+    responses((status = 200, description = "What runs where, and what is active", body = Vec<ServiceJson>)))]
 pub async fn services(
     State(state): State<AppState>,
     ApiActor(_): ApiActor,
@@ -668,24 +819,32 @@ pub async fn services(
 }
 
 /// `GET /api/v1/cluster`: the replicas seen in the last 15 s (SPEC §8), oldest first.
+#[utoipa::path(get, path = "/cluster", tag = "operations",
+    responses((status = 200, description = "The replicas seen in the last 15 s", body = ClusterJson)))]
 pub async fn cluster(
     State(state): State<AppState>,
     ApiActor(_): ApiActor,
-) -> ApiResult<ClusterView> {
-    Ok((StatusCode::OK, Json(state.engine.cluster_view().await?)))
+) -> ApiResult<ClusterJson> {
+    let view = state.engine.cluster_view().await?;
+    Ok((StatusCode::OK, Json(view.into())))
 }
 
 /// `GET /api/v1/dora?service=&environment=&days=`: delivery metrics (SPEC §9).
+#[utoipa::path(get, path = "/dora", tag = "metrics", params(DoraParams),
+    responses((status = 200, description = "The four delivery metrics", body = DoraJson)))]
 pub async fn dora(
     State(state): State<AppState>,
     ApiActor(_): ApiActor,
     query: Result<Query<DoraParams>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<DoraReport> {
+) -> ApiResult<DoraJson> {
     let Query(params) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let report = state.engine.dora(&params.into_query()?).await?;
-    Ok((StatusCode::OK, Json(report)))
+    Ok((StatusCode::OK, Json(report.into())))
 }
 
+#[utoipa::path(get, path = "/services/{name}/history", tag = "services",
+    params(("name" = String, Path, description = "The service"), HistoryQuery),
+    responses((status = 200, description = "Its promotions, newest first", body = Vec<PromotionJson>)))]
 pub async fn history(
     State(state): State<AppState>,
     ApiActor(_): ApiActor,
@@ -709,20 +868,20 @@ pub async fn history(
     ))
 }
 
+#[utoipa::path(post, path = "/commands", tag = "commands", request_body = CommandBody,
+    responses((status = 200, description = "The reply the chat command would get", body = CommandReply)))]
 pub async fn command(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
     json: Result<Json<CommandBody>, JsonRejection>,
-) -> ApiResult<serde_json::Value> {
+) -> ApiResult<CommandReply> {
     let request = body(json)?;
     let reply = state
         .engine
         .handle(Request::typed(actor, &request.text, None))
         .await?;
-    Ok((
-        StatusCode::OK,
-        Json(serde_json::json!({ "reply": reply.to_text() })),
-    ))
+    let reply = reply.to_text();
+    Ok((StatusCode::OK, Json(CommandReply { reply })))
 }
 
 #[cfg(test)]

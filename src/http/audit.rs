@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::api::ApiResult;
 use super::auth::ApiActor;
@@ -14,8 +15,9 @@ use crate::domain::audit::parse_since;
 use crate::engine::pages::{AuditEntry, AuditQuery, MAX_AUDIT_PAGE};
 
 /// The query string; each filter is optional, and an unknown parameter is refused.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
     #[serde(default)]
     service: String,
@@ -28,14 +30,14 @@ pub struct AuditParams {
     before: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AuditJson {
     pub events: Vec<AuditEventJson>,
     /// The `before` of the next (older) page; `null` on the last one.
     pub next_before: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEventJson {
     pub id: i64,
     pub at: String,
@@ -113,6 +115,8 @@ impl AuditParams {
     }
 }
 
+#[utoipa::path(get, path = "/audit", tag = "audit", params(AuditParams),
+    responses((status = 200, description = "Audit events, newest first", body = AuditJson)))]
 pub async fn audit(
     State(state): State<AppState>,
     ApiActor(_): ApiActor,

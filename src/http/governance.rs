@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::api::{act, promotion_id, ApiResult, PromotionJson};
 use super::auth::ApiActor;
@@ -12,7 +13,7 @@ use crate::domain::command::Command;
 use crate::domain::why::Blocker;
 
 /// `GET /api/v1/promotions/{id}/why`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct WhyJson {
     pub id: i64,
     pub state: String,
@@ -22,7 +23,7 @@ pub struct WhyJson {
     pub text: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BlockerJson {
     /// `approvals`, `checklist`, `window`, `freeze`, `busy`, `digest`, `check_failed`, `ended`.
     pub kind: &'static str,
@@ -40,6 +41,9 @@ impl From<&Blocker> for BlockerJson {
     }
 }
 
+#[utoipa::path(get, path = "/promotions/{id}/why", tag = "promotions",
+    params(("id" = i64, Path, minimum = 1, description = "The promotion id, e.g. 42")),
+    responses((status = 200, description = "What it waits for or what blocked it, each with what would unblock it", body = WhyJson)))]
 pub async fn why(
     State(state): State<AppState>,
     ApiActor(_): ApiActor,
@@ -58,6 +62,12 @@ pub async fn why(
 }
 
 /// `POST /api/v1/promotions/{id}/checklist/{item}`: ticks item `item` (from 1) as the token.
+#[utoipa::path(post, path = "/promotions/{id}/checklist/{item}", tag = "promotions",
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The promotion id, e.g. 42"),
+        ("item" = u32, Path, minimum = 1, description = "The checklist item's number, from 1"),
+    ),
+    responses((status = 200, description = "Ticked (ticking again changes nothing)", body = PromotionJson)))]
 pub async fn tick(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,

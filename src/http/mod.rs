@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod error;
 mod governance;
+pub mod openapi;
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -36,31 +37,11 @@ pub struct AppState {
 pub fn router(engine: Engine, chat: Router, shutdown: CancellationToken) -> Router {
     let pages = crate::web::routes(engine.clone(), shutdown);
     let state = AppState { engine };
-    let api = Router::new()
-        .route("/releases", post(api::create_release))
-        .route("/promotions", post(api::create_promotion))
-        .route("/promotions/{id}", get(api::get_promotion))
-        .route("/promotions/{id}/approve", post(api::approve))
-        .route("/promotions/{id}/reject", post(api::reject))
-        .route("/promotions/{id}/cancel", post(api::cancel))
-        .route("/promotions/{id}/retry", post(api::retry))
-        .route("/promotions/{id}/pause", post(api::pause))
-        .route("/promotions/{id}/resume", post(api::resume))
-        .route("/promotions/{id}/advance", post(api::advance))
-        .route("/promotions/{id}/abort", post(api::abort))
-        .route("/promotions/{id}/log", get(api::deploy_log))
-        .route("/promotions/{id}/why", get(governance::why))
-        .route("/promotions/{id}/checklist/{item}", post(governance::tick))
-        .route("/rollbacks", post(api::rollback))
-        .route("/services", get(api::services))
-        .route("/services/{name}/history", get(api::history))
-        .route("/commands", post(api::command))
-        .route("/cluster", get(api::cluster))
-        .route("/dora", get(api::dora))
-        .route("/audit", get(audit::audit))
-        .fallback(api_not_found);
+    // Built from the same list as the OpenAPI description, so every route is described.
+    let (api, _) = openapi::api_routes().split_for_parts();
+    let api = api.fallback(api_not_found);
     Router::new()
-        .nest("/api/v1", api)
+        .nest(openapi::API_PREFIX, api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
