@@ -132,6 +132,7 @@ async fn a_job_committed_by_one_replica_wakes_another_at_commit_and_not_before()
             retry_of: None,
             expires_at: None,
             at: Utc::now(),
+            digest: None,
         })
         .await
         .expect("promotion");

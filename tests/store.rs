@@ -108,6 +108,7 @@ fn new_promotion<'a>(
         retry_of: None,
         expires_at: None,
         at: t(0),
+        digest: None,
     }
 }
 

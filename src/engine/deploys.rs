@@ -450,6 +450,7 @@ impl DeployWorker {
         lease: &JobLease,
         promotion: &Promotion,
         event: PromotionEvent,
+        rollout_end: Option<usize>,
     ) -> Result<(), EngineError> {
         let detail = format!(
             "{} {} runs in {}",
@@ -457,6 +458,9 @@ impl DeployWorker {
         );
         let mut tx = self.store.begin().await?;
         fence(&mut tx, lease).await?;
+        if let Some(end) = rollout_end {
+            tx.move_rollout(promotion.id, end, false, None).await?;
+        }
         let replaced = tx
             .current(&promotion.service, &promotion.environment)
             .await?;
@@ -938,6 +942,7 @@ name = "api"
                 retry_of: None,
                 expires_at: None,
                 at: now,
+                digest: None,
             })
             .await
             .expect("insert");

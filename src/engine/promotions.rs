@@ -520,6 +520,10 @@ impl Promotions {
         let opened = Stage::Requested
             .apply(event, now, "")
             .map_err(|e| EngineError::conflict(e.to_string()))?;
+        let digest = tx
+            .release(request.service, request.version)
+            .await?
+            .and_then(|release| release.manifest.digest);
         let inserted = tx
             .insert_promotion(NewPromotion {
                 service: request.service,
@@ -540,6 +544,7 @@ impl Promotions {
                     .filter(|_| needs_approval)
                     .map(|p| approval_deadline(p, now)),
                 at: now,
+                digest: digest.as_ref().map(Digest::as_str),
             })
             .await;
         let promotion = match inserted {
@@ -555,12 +560,6 @@ impl Promotions {
             }
             other => other?,
         };
-        let digest = tx
-            .release(request.service, request.version)
-            .await?
-            .and_then(|release| release.manifest.digest);
-        tx.set_promotion_digest(promotion.id, digest.as_ref().map(Digest::as_str))
-            .await?;
         self.record_opening(tx, actor, &promotion, &request, needs_approval)
             .await?;
         self.open_cards(tx, &promotion, request.origin).await?;

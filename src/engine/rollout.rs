@@ -72,7 +72,7 @@ impl Rollout<'_> {
     pub async fn run(mut self, mut position: usize) -> Result<(), EngineError> {
         loop {
             let Some(action) = self.plan.action(position) else {
-                return self.succeed().await;
+                return self.succeed(None).await;
             };
             if self.stops.shutdown.is_cancelled() {
                 // No new step while shutting down: the next start resumes from here.
@@ -84,6 +84,11 @@ impl Rollout<'_> {
                 Action::Gate { .. } => self.gate(position, action).await?,
             };
             match end {
+                // After the last action, the move to the end is written with the success: one
+                // transaction less per deploy.
+                ActionEnd::Done if self.plan.action(position + 1).is_none() => {
+                    return self.succeed(Some(position + 1)).await;
+                }
                 ActionEnd::Done => position = self.advance_to(position + 1).await?,
                 ActionEnd::Failed(reason) => return self.fail(position, reason, false).await,
                 ActionEnd::Aborted => {
@@ -533,14 +538,16 @@ impl Rollout<'_> {
     }
 
     /// The end of the plan: the promotion succeeded.
-    async fn succeed(self) -> Result<(), EngineError> {
+    /// Ends the promotion succeeded; `end`: the plan's end, when the rollout row still has to
+    /// move there.
+    async fn succeed(self, end: Option<usize>) -> Result<(), EngineError> {
         let event = if self.promotion.state() == PromotionState::Verifying {
             PromotionEvent::VerifySucceeded
         } else {
             PromotionEvent::DeploySucceeded { verify: false }
         };
         self.worker
-            .finish_success(&self.lease, &self.promotion, event)
+            .finish_success(&self.lease, &self.promotion, event, end)
             .await
     }
 }

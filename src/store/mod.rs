@@ -715,11 +715,13 @@ impl Tx {
         ))
         .fetch_one(&mut *self.tx)
         .await?;
+        let mut chained = Vec::with_capacity(self.audit.len());
         for event in std::mem::take(&mut self.audit) {
             let hash = event.hash_after(&previous);
-            queries::audit(&mut *self.tx, &event, &hash).await?;
-            previous = hash;
+            previous.clone_from(&hash);
+            chained.push((event, hash));
         }
+        queries::audit(&mut *self.tx, &chained).await?;
         sqlx::query("UPDATE audit_chain SET last_hash = $1 WHERE id = 1")
             .bind(previous)
             .execute(&mut *self.tx)

@@ -113,6 +113,8 @@ pub struct NewPromotion<'a> {
     pub retry_of: Option<i64>,
     pub expires_at: Option<DateTime<Utc>>,
     pub at: DateTime<Utc>,
+    /// The artifact it deploys: its release's digest when it was asked for.
+    pub digest: Option<&'a str>,
 }
 
 /// One line of `status`: a promotion that runs now (`current`) or is active in its environment.
@@ -385,8 +387,8 @@ pub async fn insert_promotion<'e, E: Executor<'e, Database = Any>>(
     let sql = format!(
         "INSERT INTO promotions (service, version, environment, state, requested_by, is_rollback, \
          previous_version, required_approvals, force_reason, retry_of, created_at, updated_at, expires_at, \
-         reason, started_at, finished_at, hotfix_reason) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15, $16) \
+         reason, started_at, finished_at, hotfix_reason, digest) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15, $16, $17) \
          RETURNING {PROMOTION_FIELDS}"
     );
     let stage = new.stage.columns();
@@ -407,6 +409,7 @@ pub async fn insert_promotion<'e, E: Executor<'e, Database = Any>>(
         .bind(stage.started_at.map(millis))
         .bind(stage.finished_at.map(millis))
         .bind(new.hotfix_reason)
+        .bind(new.digest)
         .fetch_one(db)
         .await;
     match inserted {
@@ -504,26 +507,43 @@ pub async fn remove_approval<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// Appends one audit event with its chain hash (see [`super::Tx::commit`]).
-pub async fn audit<'e, E: Executor<'e, Database = Any>>(
-    db: E,
-    event: &ChainedEvent,
-    hash: &str,
+/// Appends chained events, each with its hash, in one statement per [`AUDIT_ROWS_PER_INSERT`]:
+/// every statement is a round trip to the database, and the ids follow the rows' order.
+pub async fn audit(
+    tx: &mut sqlx::AnyConnection,
+    events: &[(ChainedEvent, String)],
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO audit_events (promotion_id, at, actor, platform, kind, detail, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(event.promotion_id)
-    .bind(event.at)
-    .bind(&event.actor)
-    .bind(&event.platform)
-    .bind(&event.kind)
-    .bind(&event.detail)
-    .bind(hash)
-    .execute(db)
-    .await?;
+    for chunk in events.chunks(AUDIT_ROWS_PER_INSERT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|row| {
+                let first = row * 7;
+                let params: Vec<String> = (1..=7).map(|n| format!("${}", first + n)).collect();
+                format!("({})", params.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO audit_events (promotion_id, at, actor, platform, kind, detail, hash) \
+             VALUES {}",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (event, hash) in chunk {
+            query = query
+                .bind(event.promotion_id)
+                .bind(event.at)
+                .bind(&event.actor)
+                .bind(&event.platform)
+                .bind(&event.kind)
+                .bind(&event.detail)
+                .bind(hash);
+        }
+        query.execute(&mut *tx).await?;
+    }
     Ok(())
 }
+
+/// Rows per audit INSERT: far below SQLite's 32,766 and PostgreSQL's 65,535 parameters.
+const AUDIT_ROWS_PER_INSERT: usize = 500;
 
 pub async fn audit_page<'e, E: Executor<'e, Database = Any>>(
     db: E,
