@@ -847,3 +847,52 @@ git = {{ path = "repo", tag = "v{{version}}" }}
         "{blocks}"
     );
 }
+
+fn version(text: &str) -> shipmate::domain::version::Version {
+    text.parse().expect("version")
+}
+
+#[tokio::test]
+async fn without_a_known_previous_release_the_nearest_older_tag_bounds_the_changes() {
+    use shipmate::config::GitSource;
+    use shipmate::git::read_changes;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = dir.path();
+    git(repo, &["init", "-q"]);
+    for (message, tag) in [
+        ("feat: old", Some("release-0.9.0")),
+        ("fix: unrelated tag", Some("nightly")),
+        ("fix: new", None),
+        ("feat: newer", Some("release-1.0.0")),
+    ] {
+        commit(repo, message);
+        if let Some(tag) = tag {
+            git(repo, &["tag", tag]);
+        }
+    }
+    let source = GitSource {
+        path: repo.to_path_buf(),
+        tag: "release-{version}".to_string(),
+    };
+    let read = read_changes(&source, None, &version("1.0.0")).await;
+    assert_eq!(
+        read.changes,
+        ["feat: newer", "fix: new", "fix: unrelated tag"],
+        "{read:?}"
+    );
+    // A previous release whose tag is missing falls back the same way.
+    let read = read_changes(&source, Some(&version("0.9.5")), &version("1.0.0")).await;
+    assert_eq!(read.changes.len(), 3, "{read:?}");
+    let first = read_changes(&source, None, &version("0.9.0")).await;
+    assert_eq!(first.changes, ["feat: old"], "{first:?}");
+
+    // A directory that is no repository is a note, not a failure.
+    let missing = GitSource {
+        path: dir.path().join("missing"),
+        tag: "v{version}".to_string(),
+    };
+    let read = read_changes(&missing, None, &version("1.0.0")).await;
+    assert!(read.changes.is_empty());
+    let note = read.note.unwrap_or_default();
+    assert!(note.starts_with("git could not read "), "{note}");
+}
