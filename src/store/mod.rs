@@ -721,7 +721,7 @@ impl Tx {
             previous.clone_from(&hash);
             chained.push((event, hash));
         }
-        queries::audit(&mut *self.tx, &chained).await?;
+        queries::audit(&mut self.tx, &chained).await?;
         sqlx::query("UPDATE audit_chain SET last_hash = $1 WHERE id = 1")
             .bind(previous)
             .execute(&mut *self.tx)
