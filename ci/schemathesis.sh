@@ -93,7 +93,7 @@ status=0
 st run "$BASE/api/v1/openapi.json" \
   --header "Authorization: Bearer $TOKEN" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
-  --max-examples "${EXAMPLES:-30}" \
+  --max-examples "${EXAMPLES:-50}" \
   --workers 2 \
   --seed 15 \
   --generation-allow-x00 true \

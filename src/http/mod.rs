@@ -14,7 +14,6 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -42,9 +41,7 @@ pub fn router(engine: Engine, chat: Router, shutdown: CancellationToken) -> Rout
     let api = api.fallback(api_not_found);
     Router::new()
         .nest(openapi::API_PREFIX, api)
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .merge(Router::from(openapi::operations_routes()))
         .with_state(state.clone())
         .merge(chat)
         .merge(pages)
@@ -78,22 +75,40 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
     response
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+/// `{"status": "ok"}` or `{"status": "ready"}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    status: &'static str,
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "The process is up", body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "The database answers and its migrations are applied", body = Health),
+        (status = 503, description = "Not ready", body = openapi::ErrorEnvelope),
+    ))]
 async fn readyz(State(state): State<AppState>) -> Response {
     let ready = tokio::time::timeout(Duration::from_secs(2), state.engine.is_ready())
         .await
         .unwrap_or(false);
     if ready {
-        Json(json!({"status": "ready"})).into_response()
+        Json(Health { status: "ready" }).into_response()
     } else {
         let body = json!({"error": {"code": "not_ready", "message": "the database is unreachable or its migrations are not applied"}});
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 500, description = "The database could not be read", body = openapi::ErrorEnvelope),
+    ))]
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let text = state.engine.metrics_text().await?;
     Ok((

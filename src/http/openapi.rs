@@ -76,12 +76,23 @@ pub(super) fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi_json))
 }
 
+/// Health, readiness and metrics, at the root for probes and scrapers (described, not under
+/// [`API_PREFIX`], and without a token).
+pub(super) fn operations_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(super::healthz))
+        .routes(routes!(super::readyz))
+        .routes(routes!(super::metrics))
+}
+
 /// The description of the API, built once.
 pub fn document() -> &'static str {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
     DOCUMENT.get_or_init(|| {
         let (_, mut doc) = api_routes().split_for_parts();
         complete(&mut doc);
+        let (_, operations) = operations_routes().split_for_parts();
+        doc.merge(operations);
         doc.to_pretty_json()
             .unwrap_or_else(|e| format!("{{\"error\": \"the API description failed: {e}\"}}"))
     })
@@ -182,7 +193,21 @@ mod tests {
             doc["openapi"]
         );
         let paths = doc["paths"].as_object().expect("paths");
-        assert!(paths.keys().all(|p| p.starts_with("/api/v1/")), "{paths:?}");
+        let operations = ["/healthz", "/readyz", "/metrics"];
+        assert!(
+            paths
+                .keys()
+                .all(|p| p.starts_with("/api/v1/") || operations.contains(&p.as_str())),
+            "{paths:?}"
+        );
+        for path in operations {
+            assert!(paths[path]["get"]["responses"]["200"].is_object(), "{path}");
+            assert_eq!(
+                paths[path]["get"]["security"],
+                serde_json::json!([{}]),
+                "{path}"
+            );
+        }
         let approve = &paths["/api/v1/promotions/{id}/approve"]["post"];
         for status in [
             "200", "400", "401", "403", "404", "409", "413", "415", "422", "500",
