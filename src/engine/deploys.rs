@@ -19,10 +19,10 @@ use super::clock::Time;
 use super::ledger::Ledger;
 use super::outbox::logged;
 use super::promotions::Promotions;
-use super::rollout::{Rollout, Stops};
+use super::rollout::{is_multi_step, CallMark, Rollout, Stops};
 use super::{bot_identity, Backends, EngineError, ErrorKind};
 use crate::config::Config;
-use crate::domain::rollout::Plan;
+use crate::domain::rollout::{Action, Plan};
 use tokio::sync::Notify;
 
 /// A deploy job is ours for this long, renewed by heartbeats. Leases are measured on the
@@ -120,7 +120,12 @@ impl DeployWorker {
     pub async fn run_deploy_job(&self, job: ClaimedJob, stops: Stops) {
         let lease = job.lease(&self.worker_id);
         let result = async {
-            let Some((promotion, request, position)) = self.begin_deploy(&job, &lease).await?
+            let Some(Started {
+                promotion,
+                request,
+                position,
+                call_marked,
+            }) = self.begin_deploy(&job, &lease).await?
             else {
                 return Ok(());
             };
@@ -165,6 +170,7 @@ impl DeployWorker {
                 promotion,
                 stops,
                 prober,
+                call_marked,
             }
             .run(position)
             .await
@@ -191,7 +197,7 @@ impl DeployWorker {
         &self,
         job: &ClaimedJob,
         lease: &JobLease,
-    ) -> Result<Option<(Promotion, DeployRequest, usize)>, EngineError> {
+    ) -> Result<Option<Started>, EngineError> {
         let mut tx = self.store.begin().await?;
         fence(&mut tx, lease).await?;
         let promotion = tx.promotion(job.promotion_id).await?;
@@ -215,7 +221,12 @@ impl DeployWorker {
                     position = row.position,
                     "resuming a rollout"
                 );
-                return Ok(Some((resumed.clone(), request, row.position)));
+                return Ok(Some(Started {
+                    promotion: resumed.clone(),
+                    request,
+                    position: row.position,
+                    call_marked: false,
+                }));
             }
         }
         let startable = promotion
@@ -248,6 +259,10 @@ impl DeployWorker {
             .await?;
         let request = deploy_request(&mut tx, &deploying).await?;
         tx.move_rollout(deploying.id, 0, false, None).await?;
+        let first_call = self.first_call(&deploying);
+        if let Some(mark) = &first_call {
+            mark.write(&mut tx, self, self.time.real_now()).await?;
+        }
         tx.commit().await?;
         self.metrics
             .deploys_started
@@ -256,7 +271,38 @@ impl DeployWorker {
                 environment: deploying.environment.clone(),
             })
             .inc();
-        Ok(Some((deploying, request, 0)))
+        Ok(Some(Started {
+            promotion: deploying,
+            request,
+            position: 0,
+            call_marked: first_call.is_some(),
+        }))
+    }
+
+    /// The backend call a fresh rollout of `promotion` begins with, to mark in the transaction
+    /// that starts it; `None` when its environment left bot.toml.
+    fn first_call(&self, promotion: &Promotion) -> Option<CallMark> {
+        let environment = self
+            .config
+            .service(&promotion.service)?
+            .environment(&promotion.environment)?;
+        let plan = Plan::new(
+            &environment.strategy,
+            !environment.verify.is_empty(),
+            promotion.rollback,
+        );
+        let Some(Action::Call(step)) = plan.action(0) else {
+            return None;
+        };
+        Some(CallMark {
+            promotion_id: promotion.id,
+            position: 0,
+            step,
+            remote: self
+                .backends
+                .is_remote(&promotion.service, &promotion.environment),
+            multi_step: is_multi_step(&plan),
+        })
     }
 
     /// Sends a promotion whose gate closed, or whose environment still runs an older deploy,
@@ -669,6 +715,16 @@ fn local_group(record: &ProcessRecord) -> process::LocalGroup {
         pgid: i32::try_from(record.pgid).unwrap_or(0),
         started: record.started,
     }
+}
+
+/// A deploy job's promotion as the job starts (or resumes) it.
+struct Started {
+    promotion: Promotion,
+    request: DeployRequest,
+    /// Where in its plan it runs from.
+    position: usize,
+    /// The call at `position` is marked running already.
+    call_marked: bool,
 }
 
 /// The lease check that opens every write transaction for a deploy job.

@@ -65,6 +65,54 @@ pub(super) struct Rollout<'a> {
     pub request: DeployRequest,
     pub stops: Stops,
     pub prober: Option<Arc<dyn Prober>>,
+    /// The call at the starting position was marked running in the transaction that started
+    /// the deploy (one transaction less per deploy).
+    pub call_marked: bool,
+}
+
+/// More than one backend call: each is audited and named on the card.
+pub(super) fn is_multi_step(plan: &Plan) -> bool {
+    plan.actions
+        .iter()
+        .filter(|a| matches!(a, Action::Call(_)))
+        .count()
+        > 1
+}
+
+/// A backend call about to run, as its rollout row and audit trail record it.
+pub(super) struct CallMark {
+    pub promotion_id: i64,
+    pub position: usize,
+    pub step: Step,
+    pub remote: bool,
+    pub multi_step: bool,
+}
+
+impl CallMark {
+    /// Marks the call running: a bot that dies meanwhile leaves a local call interrupted, while
+    /// a remote one is resumed by the next holder of the job.
+    pub async fn write(
+        &self,
+        tx: &mut Tx,
+        worker: &DeployWorker,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        tx.start_call(self.promotion_id, self.position, self.remote, now)
+            .await?;
+        if self.multi_step {
+            let detail = format!("{} {}", self.step.phase, self.step.describe());
+            tx.audit(
+                Some(self.promotion_id),
+                &bot_identity(),
+                AuditKind::Step,
+                &detail,
+                worker.time.now(),
+            )
+            .await?;
+            worker.ledger.touch_cards(tx, self.promotion_id).await?;
+        }
+        Ok(())
+    }
 }
 
 impl Rollout<'_> {
@@ -75,7 +123,11 @@ impl Rollout<'_> {
                 return self.succeed(None).await;
             };
             if self.stops.shutdown.is_cancelled() {
-                // No new step while shutting down: the next start resumes from here.
+                // No new step while shutting down: the next start resumes from here, so a call
+                // marked at the start goes back to not running.
+                if std::mem::take(&mut self.call_marked) {
+                    self.unmark_call(position).await?;
+                }
                 self.release_job().await;
                 return Ok(());
             }
@@ -101,12 +153,7 @@ impl Rollout<'_> {
     }
 
     fn is_multi_step(&self) -> bool {
-        self.plan
-            .actions
-            .iter()
-            .filter(|a| matches!(a, Action::Call(_)))
-            .count()
-            > 1
+        is_multi_step(&self.plan)
     }
 
     /// One backend call, marked as running: a bot that dies meanwhile leaves a local call
@@ -118,32 +165,29 @@ impl Rollout<'_> {
             .backends
             .is_remote(&self.promotion.service, &self.promotion.environment);
         let now = self.worker.time.real_now();
-        let mut tx = self.worker.store.begin().await?;
-        fence(&mut tx, &self.lease).await?;
-        let resumed = tx
-            .rollout(self.promotion.id)
-            .await?
-            .filter(|row| row.calling && row.call_remote && row.position == position);
-        if resumed.is_none() {
-            tx.start_call(self.promotion.id, position, remote, now)
-                .await?;
-        }
-        if resumed.is_none() && self.is_multi_step() {
-            let detail = format!("{} {}", step.phase, step.describe());
-            tx.audit(
-                Some(self.promotion.id),
-                &bot_identity(),
-                AuditKind::Step,
-                &detail,
-                self.worker.time.now(),
-            )
-            .await?;
-            self.worker
-                .ledger
-                .touch_cards(&mut tx, self.promotion.id)
-                .await?;
-        }
-        tx.commit().await?;
+        let resumed = if std::mem::take(&mut self.call_marked) {
+            // The transaction that started the deploy marked this call already.
+            None
+        } else {
+            let mut tx = self.worker.store.begin().await?;
+            fence(&mut tx, &self.lease).await?;
+            let resumed = tx
+                .rollout(self.promotion.id)
+                .await?
+                .filter(|row| row.calling && row.call_remote && row.position == position);
+            if resumed.is_none() {
+                let mark = CallMark {
+                    promotion_id: self.promotion.id,
+                    position,
+                    step,
+                    remote,
+                    multi_step: self.is_multi_step(),
+                };
+                mark.write(&mut tx, self.worker, now).await?;
+            }
+            tx.commit().await?;
+            resumed
+        };
         let mut call = self.new_call(step);
         if let Some(row) = resumed {
             let started_at = row.call_started_at.unwrap_or(now);
@@ -391,6 +435,15 @@ impl Rollout<'_> {
     async fn leave_gate(&self) -> Result<ActionEnd, EngineError> {
         self.release_job().await;
         Ok(ActionEnd::Stopped)
+    }
+
+    async fn unmark_call(&self, position: usize) -> Result<(), EngineError> {
+        let mut tx = self.worker.store.begin().await?;
+        fence(&mut tx, &self.lease).await?;
+        tx.move_rollout(self.promotion.id, position, false, None)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn release_job(&self) {
