@@ -221,6 +221,11 @@ pub struct EnvironmentConfig {
 }
 
 impl EnvironmentConfig {
+    /// The rollout plan of a promotion into this environment (a rollback's is one call).
+    pub fn plan(&self, rollback: bool) -> crate::domain::rollout::Plan {
+        crate::domain::rollout::Plan::new(&self.strategy, !self.verify.is_empty(), rollback)
+    }
+
     /// The approval policy a promotion answers to: the hotfix path's for a hotfix.
     pub fn approval_policy(&self, hotfix: bool) -> Option<&ApprovalPolicy> {
         if hotfix {

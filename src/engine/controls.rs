@@ -103,11 +103,7 @@ impl Controls {
             },
         )
         .map_err(|denied| EngineError::forbidden(denied.to_string()))?;
-        Ok(Plan::new(
-            &environment.strategy,
-            !environment.verify.is_empty(),
-            promotion.rollback,
-        ))
+        Ok(environment.plan(promotion.rollback))
     }
 
     /// Writes the control to the rollout row, or refuses it with what to do instead.

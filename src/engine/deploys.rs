@@ -22,7 +22,7 @@ use super::promotions::Promotions;
 use super::rollout::{is_multi_step, CallMark, Rollout, Stops};
 use super::{bot_identity, Backends, EngineError, ErrorKind};
 use crate::config::Config;
-use crate::domain::rollout::{Action, Plan};
+use crate::domain::rollout::Action;
 use tokio::sync::Notify;
 
 /// A deploy job is ours for this long, renewed by heartbeats. Leases are measured on the
@@ -153,11 +153,7 @@ impl DeployWorker {
                     .await?;
                 return self.end_job(tx, &ended, "failed").await;
             };
-            let plan = Plan::new(
-                &environment.strategy,
-                !environment.verify.is_empty(),
-                promotion.rollback,
-            );
+            let plan = environment.plan(promotion.rollback);
             let prober = self
                 .backends
                 .prober(&promotion.service, &promotion.environment);
@@ -286,11 +282,7 @@ impl DeployWorker {
             .config
             .service(&promotion.service)?
             .environment(&promotion.environment)?;
-        let plan = Plan::new(
-            &environment.strategy,
-            !environment.verify.is_empty(),
-            promotion.rollback,
-        );
+        let plan = environment.plan(promotion.rollback);
         let Some(Action::Call(step)) = plan.action(0) else {
             return None;
         };

@@ -22,7 +22,6 @@ use super::view::view_of;
 use super::EngineError;
 use crate::config::Config;
 use crate::domain::promotion::{Promotion, PromotionState};
-use crate::domain::rollout::Plan;
 use crate::store::{ChatCardRecord, ClaimedAnnouncement, ClaimedJob, JobKind, Store, StoreError};
 
 /// Cards are edited at most this often (SPEC §3).
@@ -108,11 +107,7 @@ impl Outbox {
         let Some(row) = self.store.rollout(promotion.id).await? else {
             return Ok(None);
         };
-        let plan = Plan::new(
-            &environment.strategy,
-            !environment.verify.is_empty(),
-            promotion.rollback,
-        );
+        let plan = environment.plan(promotion.rollback);
         Ok(Some(RolloutStand::of(
             &plan,
             &row,

@@ -17,7 +17,7 @@ use super::EngineError;
 use crate::config::Config;
 use crate::domain::audit::AuditEvent;
 use crate::domain::promotion::{Promotion, PromotionState};
-use crate::domain::rollout::{Action, GateLength, Phase, Plan, Step};
+use crate::domain::rollout::{Action, GateLength, Phase, Step};
 use crate::domain::window::{start_gate, Freeze, Gate};
 use crate::store::{AuditFilter, RolloutRecord, Store, TallyRecord};
 
@@ -248,11 +248,7 @@ impl WebReads {
             .config
             .service(&promotion.service)?
             .environment(&promotion.environment)?;
-        let plan = Plan::new(
-            &environment.strategy,
-            !environment.verify.is_empty(),
-            promotion.rollback,
-        );
+        let plan = environment.plan(promotion.rollback);
         let running = matches!(
             promotion.state(),
             PromotionState::Deploying | PromotionState::Verifying
