@@ -16,6 +16,9 @@ pub const MOST_CHANGES: usize = 500;
 /// release up.
 const GIT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What to do when git cannot answer.
+const REMEDY: &str = "check the service's `git` in bot.toml and that the bot may read the repository, or send the changes with the release (`changes` in POST /api/v1/releases)";
+
 /// What git said about a release.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadChanges {
@@ -51,7 +54,7 @@ pub async fn read_changes(
             ))
         }
         Err(problem) => {
-            return ReadChanges::note(format!("git could not read {place}: {problem}"))
+            return ReadChanges::note(format!("git could not read {place}: {problem}; {REMEDY}"))
         }
     }
     let since = match previous.map(|p| source.tag_of(p)) {
@@ -80,7 +83,9 @@ pub async fn read_changes(
             changes: parse_log(&out),
             note: None,
         },
-        Err(problem) => ReadChanges::note(format!("git log {range} failed in {place}: {problem}")),
+        Err(problem) => ReadChanges::note(format!(
+            "git log {range} failed in {place}: {problem}; {REMEDY}"
+        )),
     }
 }
 

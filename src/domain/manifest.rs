@@ -117,6 +117,12 @@ pub fn check_tested_digest(
     })
 }
 
+/// The release whose tag a new version's changes are read from: the newest of `versions` that
+/// `version` is newer than.
+pub fn previous_release<'a>(versions: &'a [Version], version: &Version) -> Option<&'a Version> {
+    versions.iter().filter(|v| version.is_newer_than(v)).max()
+}
+
 /// How big a step a release is against what the environment runs now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ReleaseType {
@@ -316,6 +322,15 @@ mod tests {
             .expect_err("tested without a digest")
             .to_string();
         assert!(untested.contains("before it had a digest"), "{untested}");
+    }
+
+    #[test]
+    fn the_previous_release_is_the_newest_older_one() {
+        let versions = [v("1.0.0"), v("1.2.0"), v("2.0.0"), v("1.1.5")];
+        assert_eq!(previous_release(&versions, &v("1.3.0")), Some(&v("1.2.0")));
+        assert_eq!(previous_release(&versions, &v("1.1.9")), Some(&v("1.1.5")));
+        assert_eq!(previous_release(&versions, &v("1.0.0")), None);
+        assert_eq!(previous_release(&[], &v("1.0.0")), None);
     }
 
     #[test]

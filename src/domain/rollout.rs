@@ -241,6 +241,15 @@ impl Plan {
     }
 
     /// Whether a step is left after the gate at `index` (what pause holds).
+    /// More than one backend call: each step is audited and named on the card.
+    pub fn is_multi_step(&self) -> bool {
+        self.actions
+            .iter()
+            .filter(|a| matches!(a, Action::Call(_)))
+            .count()
+            > 1
+    }
+
     pub fn has_next_step(&self, index: usize) -> bool {
         self.actions
             .iter()

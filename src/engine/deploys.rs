@@ -19,7 +19,7 @@ use super::clock::Time;
 use super::ledger::Ledger;
 use super::outbox::logged;
 use super::promotions::Promotions;
-use super::rollout::{is_multi_step, CallMark, Rollout, Stops};
+use super::rollout::{CallMark, Rollout, Stops};
 use super::{bot_identity, Backends, EngineError, ErrorKind};
 use crate::config::Config;
 use crate::domain::rollout::Action;
@@ -293,7 +293,7 @@ impl DeployWorker {
             remote: self
                 .backends
                 .is_remote(&promotion.service, &promotion.environment),
-            multi_step: is_multi_step(&plan),
+            multi_step: plan.is_multi_step(),
         })
     }
 

@@ -165,7 +165,7 @@ impl Promotions {
             return Ok(given.clone());
         }
         let versions = self.store.release_versions(&service.name).await?;
-        let previous = versions.iter().filter(|v| version.is_newer_than(v)).max();
+        let previous = manifest::previous_release(&versions, version);
         let read = git::read_changes(source, previous, version).await;
         Ok(Manifest {
             changes: read.changes,

@@ -70,15 +70,6 @@ pub(super) struct Rollout<'a> {
     pub call_marked: bool,
 }
 
-/// More than one backend call: each is audited and named on the card.
-pub(super) fn is_multi_step(plan: &Plan) -> bool {
-    plan.actions
-        .iter()
-        .filter(|a| matches!(a, Action::Call(_)))
-        .count()
-        > 1
-}
-
 /// A backend call about to run, as its rollout row and audit trail record it.
 pub(super) struct CallMark {
     pub promotion_id: i64,
@@ -152,10 +143,6 @@ impl Rollout<'_> {
         }
     }
 
-    fn is_multi_step(&self) -> bool {
-        is_multi_step(&self.plan)
-    }
-
     /// One backend call, marked as running: a bot that dies meanwhile leaves a local call
     /// interrupted, while a remote one is resumed by the next holder of the job (the row then
     /// already says it runs, with the handle its backend reported).
@@ -181,7 +168,7 @@ impl Rollout<'_> {
                     position,
                     step,
                     remote,
-                    multi_step: self.is_multi_step(),
+                    multi_step: self.plan.is_multi_step(),
                 };
                 mark.write(&mut tx, self.worker, now).await?;
             }
@@ -211,7 +198,7 @@ impl Rollout<'_> {
         Ok(match outcome {
             DeployOutcome::Succeeded => ActionEnd::Done,
             DeployOutcome::Failed { .. } if aborted => ActionEnd::Aborted,
-            DeployOutcome::Failed { reason } if self.is_multi_step() => {
+            DeployOutcome::Failed { reason } if self.plan.is_multi_step() => {
                 ActionEnd::Failed(format!("{}: {reason}", step.describe()))
             }
             DeployOutcome::Failed { reason } => ActionEnd::Failed(reason),
@@ -372,7 +359,7 @@ impl Rollout<'_> {
                     self.save_tally(position, index, &tallies[index]).await?;
                     if let Some(what) = failure {
                         self.count_check(check, "failed");
-                        return Ok(ActionEnd::Failed(failure_reason(check, &what, after, self.is_multi_step())));
+                        return Ok(ActionEnd::Failed(failure_reason(check, &what, after, self.plan.is_multi_step())));
                     }
                 }
                 () = self.worker.controls_changed.notified() => {}
@@ -456,7 +443,7 @@ impl Rollout<'_> {
         if self.environment.verify.is_empty() {
             return Ok(());
         }
-        let detail = if self.is_multi_step() {
+        let detail = if self.plan.is_multi_step() {
             format!("checks passed after {}", after.describe())
         } else {
             "checks passed".to_string()
