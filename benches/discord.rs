@@ -16,11 +16,7 @@ const INTERACTIONS: u64 = 1_000;
 const WARM_UP: u64 = 50;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = support::bench_runtime();
     runtime.block_on(run());
 }
 

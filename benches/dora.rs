@@ -17,11 +17,7 @@ use support::*;
 const HOUR: i64 = 3600;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = support::bench_runtime();
     for db in [Db::Sqlite, Db::Postgres] {
         runtime.block_on(measure(db));
     }

@@ -240,7 +240,6 @@ impl Plan {
         }
     }
 
-    /// Whether a step is left after the gate at `index` (what pause holds).
     /// More than one backend call: each step is audited and named on the card.
     pub fn is_multi_step(&self) -> bool {
         self.actions
@@ -250,6 +249,7 @@ impl Plan {
             > 1
     }
 
+    /// Whether a step is left after the gate at `index` (what pause holds).
     pub fn has_next_step(&self, index: usize) -> bool {
         self.actions
             .iter()
