@@ -177,7 +177,7 @@ impl Store {
         .bind(i64::from(beat.pid))
         .bind(super::records::millis(beat.started_at))
         .bind(i64::from(beat.holds_gateway))
-        .execute(&self.write)
+        .execute(self.writer().await?.db())
         .await?;
         Ok(())
     }
@@ -190,7 +190,7 @@ impl Store {
              WHERE holds_gateway = 1 OR id = $1",
         )
         .bind(holder)
-        .execute(&self.write)
+        .execute(self.writer().await?.db())
         .await?;
         Ok(())
     }
@@ -233,7 +233,7 @@ impl Store {
         ))
         .bind(duration_millis(stale))
         .bind(stopping.unwrap_or_default())
-        .execute(&self.write)
+        .execute(self.writer().await?.db())
         .await?;
         Ok(result.rows_affected())
     }

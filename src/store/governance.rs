@@ -107,7 +107,7 @@ impl Store {
         .bind(promotion_id)
         .bind(platform.as_str())
         .bind(note_id)
-        .execute(&self.write)
+        .execute(self.writer().await?.db())
         .await?;
         Ok(())
     }
@@ -133,7 +133,7 @@ impl Tx {
     pub async fn checklist_ticks(&mut self, promotion_id: i64) -> Result<Vec<Tick>, StoreError> {
         let rows = sqlx::query(TICKS)
             .bind(promotion_id)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.db())
             .await?;
         ticks_of(rows)
     }
@@ -155,7 +155,7 @@ impl Tx {
         .bind(item)
         .bind(by.as_str())
         .bind(millis(at))
-        .execute(&mut *self.tx)
+        .execute(self.db())
         .await?;
         Ok(inserted.rows_affected() == 1)
     }
@@ -171,7 +171,7 @@ impl Tx {
         )
         .bind(promotion_id)
         .bind(millis(at))
-        .execute(&mut *self.tx)
+        .execute(self.db())
         .await?;
         Ok(updated.rows_affected() == 1)
     }
@@ -197,7 +197,7 @@ impl Tx {
         .bind(promotion_id)
         .bind(millis(at))
         .bind(text)
-        .execute(&mut *self.tx)
+        .execute(self.db())
         .await?;
         Ok(())
     }

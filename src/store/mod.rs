@@ -5,6 +5,7 @@
 //! one transaction per state change, carrying the audit event and the outbox jobs it owes.
 
 mod cluster;
+mod db;
 mod delivery;
 mod dora;
 mod governance;
@@ -13,14 +14,17 @@ mod queries;
 pub mod records;
 mod rollouts;
 mod schedule;
+mod sqlite_writer;
 mod status_cache;
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::any::{AnyPoolOptions, AnyQueryResult};
 use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AnyPool, Executor, Transaction};
 use tokio::sync::Notify;
 
@@ -38,6 +42,7 @@ use crate::domain::version::Version;
 pub use cluster::{
     lock_for_serving, GatewayLock, JobWakeups, ReplicaBeat, ReplicaRecord, ServeLock, Wakeup,
 };
+use db::Db;
 pub use delivery::DeliveryMark;
 pub use governance::{ThreadNote, Tick};
 pub use pages::{AuditFilter, AuditRecord, TallyRecord};
@@ -118,9 +123,7 @@ impl Dialect {
 /// The database facade. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    /// SQLite allows one writer at a time; a one-connection pool queues writers in-process instead
-    /// of failing them with SQLITE_BUSY. PostgreSQL uses one pool for both.
-    write: AnyPool,
+    write: Writer,
     read: AnyPool,
     dialect: Dialect,
     /// Present for SQLite only: with replicas another process may write at any time.
@@ -147,7 +150,7 @@ impl Store {
                 .connect(url)
                 .await?;
             Ok(Store {
-                write: pool.clone(),
+                write: Writer::Pool(pool.clone()),
                 read: pool,
                 dialect: Dialect::Postgres,
                 status_cache: None,
@@ -187,10 +190,14 @@ impl Store {
                     })
                 })
         };
-        let write = options().max_connections(1).connect(&url).await?;
+        // First: it switches the file to WAL before the readers open it.
+        let file = SqliteConnectOptions::from_str(&url)?
+            .get_filename()
+            .to_path_buf();
+        let write = sqlite_writer::SqliteWriter::open(&file).await?;
         let read = options().max_connections(4).connect(&url).await?;
         Ok(Store {
-            write,
+            write: Writer::Sqlite(write),
             read,
             dialect: Dialect::Sqlite,
             status_cache: Some(Arc::default()),
@@ -208,14 +215,22 @@ impl Store {
             return Ok(false);
         }
         sqlx::query("UPDATE jobs SET lease_owner = NULL, lease_until = NULL")
-            .execute(&self.write)
+            .execute(self.writer().await?.db())
             .await?;
         Ok(true)
     }
 
     /// Applies the migrations this binary carries.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.dialect.migrator().run(&self.write).await?;
+        let migrator = self.dialect.migrator();
+        match &self.write {
+            Writer::Pool(pool) => migrator.run(pool).await?,
+            Writer::Sqlite(writer) => {
+                // On a pool connection, while no write of this process can come between.
+                let _writing = writer.lock().await;
+                migrator.run(&self.read).await?
+            }
+        }
         Ok(())
     }
 
@@ -236,19 +251,38 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        self.write.close().await;
+        match &self.write {
+            Writer::Pool(pool) => pool.close().await,
+            Writer::Sqlite(writer) => writer.close().await,
+        }
         self.read.close().await;
     }
 
     pub async fn begin(&self) -> Result<Tx, StoreError> {
+        let conn = match &self.write {
+            Writer::Pool(pool) => TxConnection::Postgres(pool.begin().await?),
+            Writer::Sqlite(writer) => {
+                let mut held = writer.lock().await;
+                held.begin()?;
+                TxConnection::Sqlite(held)
+            }
+        };
         Ok(Tx {
-            tx: self.write.begin().await?,
+            conn,
             dialect: self.dialect,
             status_cache: self.status_cache.clone(),
             delivery: self.delivery.clone(),
             jobs_ready: self.jobs_ready.clone(),
             owes_wakeup: false,
             audit: Vec::new(),
+        })
+    }
+
+    /// The write connection, for one statement outside a transaction.
+    async fn writer(&self) -> Result<WriteGuard, StoreError> {
+        Ok(match &self.write {
+            Writer::Pool(pool) => WriteGuard::Pool(pool.clone()),
+            Writer::Sqlite(writer) => WriteGuard::Sqlite(writer.lock().await),
         })
     }
 
@@ -267,8 +301,7 @@ impl Store {
         &self,
         kinds: &[JobKind],
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let names: Vec<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
-        queries::next_job_due(&self.read, &names).await
+        queries::next_job_due(&self.read, kinds).await
     }
 
     /// This store, with every transaction it begins recording `mark` when it commits (the first
@@ -284,7 +317,7 @@ impl Store {
     /// still answered as a repeat.
     pub async fn record_if_pending(&self, mark: &DeliveryMark) -> Result<(), StoreError> {
         if let Some((source, id, at)) = mark.take_pending() {
-            match queries::record_inbound(&self.write, &source, &id, at).await {
+            match queries::record_inbound(self.writer().await?.db(), &source, &id, at).await {
                 Ok(first) => mark.written(first),
                 Err(error) => {
                     mark.restore(source, id, at);
@@ -469,7 +502,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<queries::LeasedRow>, StoreError> {
         let claim = queries::Claim {
-            kind: kind.as_str(),
+            kind,
             worker,
             now,
             lease,
@@ -477,7 +510,7 @@ impl Store {
         };
         let dialect = self.dialect;
         queries::claim(
-            &self.write,
+            self.writer().await?.db(),
             dialect.now_millis(),
             dialect.skip_locked(),
             claim,
@@ -495,7 +528,7 @@ impl Store {
         .bind(lease.job_id)
         .bind(&lease.worker)
         .bind(lease.attempt)
-        .execute(&self.write)
+        .execute(self.writer().await?.db())
         .await?;
         self.wake_job_workers();
         Ok(())
@@ -508,7 +541,13 @@ impl Store {
         lease: &JobLease,
         duration: Duration,
     ) -> Result<bool, StoreError> {
-        queries::renew_lease(&self.write, self.dialect.now_millis(), lease, duration).await
+        queries::renew_lease(
+            self.writer().await?.db(),
+            self.dialect.now_millis(),
+            lease,
+            duration,
+        )
+        .await
     }
 
     /// Appends a running deploy's output, if `lease` still holds its job
@@ -520,8 +559,8 @@ impl Store {
         lines: &[String],
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
-        queries::hold_lease(&mut *tx, self.dialect.now_millis(), lease).await?;
+        let mut tx = self.begin().await?;
+        tx.hold_lease(lease).await?;
         queries::append_deploy_log(&mut tx, promotion_id, lines, at).await?;
         tx.commit().await?;
         Ok(())
@@ -536,16 +575,16 @@ impl Store {
         record: &ProcessRecord,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
-        queries::hold_lease(&mut *tx, self.dialect.now_millis(), lease).await?;
-        queries::record_process(&mut *tx, record, at).await?;
+        let mut tx = self.begin().await?;
+        tx.hold_lease(lease).await?;
+        queries::record_process(tx.db(), record, at).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Forgets a group once it is known dead.
     pub async fn forget_process(&self, record: &ProcessRecord) -> Result<(), StoreError> {
-        queries::forget_process(&self.write, record).await
+        queries::forget_process(self.writer().await?.db(), record).await
     }
 
     /// Groups recorded on `host` whose deploy nobody runs any more (see the query).
@@ -555,7 +594,7 @@ impl Store {
         own_worker: &str,
     ) -> Result<Vec<ProcessRecord>, StoreError> {
         let now = self.dialect.now_millis();
-        queries::stale_processes(&self.write, now, host, own_worker).await
+        queries::stale_processes(self.writer().await?.db(), now, host, own_worker).await
     }
 
     // ---- chat cards ----
@@ -565,7 +604,7 @@ impl Store {
         promotion_id: i64,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        queries::touch_cards(&self.write, promotion_id, now).await?;
+        queries::touch_cards(self.writer().await?.db(), promotion_id, now).await?;
         self.wake_job_workers();
         Ok(())
     }
@@ -585,7 +624,14 @@ impl Store {
         message_id: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        queries::card_sent(&self.write, promotion_id, platform, message_id, at).await
+        queries::card_sent(
+            self.writer().await?.db(),
+            promotion_id,
+            platform,
+            message_id,
+            at,
+        )
+        .await
     }
 
     pub async fn thread_posted(
@@ -594,7 +640,7 @@ impl Store {
         platform: ChatPlatform,
         log_id: i64,
     ) -> Result<(), StoreError> {
-        queries::thread_posted(&self.write, promotion_id, platform, log_id).await
+        queries::thread_posted(self.writer().await?.db(), promotion_id, platform, log_id).await
     }
 
     pub async fn card_promotion(
@@ -619,7 +665,7 @@ impl Store {
         job_id: i64,
         next: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin().await?;
         queries::finish_card_job(&mut tx, job_id, next).await?;
         tx.commit().await?;
         self.wake_job_workers();
@@ -632,7 +678,7 @@ impl Store {
         run_at: DateTime<Utc>,
         error: &str,
     ) -> Result<(), StoreError> {
-        queries::retry_job(&self.write, job_id, run_at, Some(error)).await?;
+        queries::retry_job(self.writer().await?.db(), job_id, run_at, Some(error)).await?;
         // The workers may be sleeping until a later due time.
         self.wake_job_workers();
         Ok(())
@@ -645,13 +691,40 @@ impl Store {
         event_id: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        queries::record_inbound(&self.write, source, event_id, at).await
+        queries::record_inbound(self.writer().await?.db(), source, event_id, at).await
     }
+}
+
+/// Where writes go: PostgreSQL's pool, or SQLite's one write connection (`sqlite_writer`).
+#[derive(Debug, Clone)]
+enum Writer {
+    Pool(AnyPool),
+    Sqlite(sqlite_writer::SqliteWriter),
+}
+
+/// The write connection for one statement outside a transaction.
+enum WriteGuard {
+    Pool(AnyPool),
+    Sqlite(sqlite_writer::Held),
+}
+
+impl WriteGuard {
+    fn db(&mut self) -> Db<'_> {
+        match self {
+            WriteGuard::Pool(pool) => Db::Pool(pool),
+            WriteGuard::Sqlite(held) => Db::Sqlite(held),
+        }
+    }
+}
+
+enum TxConnection {
+    Postgres(Transaction<'static, Any>),
+    Sqlite(sqlite_writer::Held),
 }
 
 /// One write transaction. Dropped without `commit`, it rolls back.
 pub struct Tx {
-    tx: Transaction<'static, Any>,
+    conn: TxConnection,
     dialect: Dialect,
     status_cache: Option<Arc<status_cache::StatusCache>>,
     delivery: Option<DeliveryMark>,
@@ -675,7 +748,7 @@ impl Tx {
         let mark = self.delivery.take();
         let pending = mark.as_ref().and_then(DeliveryMark::take_pending);
         if let (Some(mark), Some((source, id, at))) = (&mark, pending) {
-            let first = match queries::record_inbound(&mut *self.tx, &source, &id, at).await {
+            let first = match queries::record_inbound(self.db(), &source, &id, at).await {
                 Ok(first) => first,
                 Err(error) => {
                     mark.restore(source, id, at);
@@ -686,12 +759,21 @@ impl Tx {
                 mark.written(false);
                 return Err(StoreError::Concurrent);
             }
-            if let Err(error) = self.tx.commit().await {
+            if let Err(error) = self.finish().await {
                 mark.restore(source, id, at);
-                return Err(error.into());
+                return Err(error);
             }
+            Ok(())
         } else {
-            self.tx.commit().await?;
+            self.finish().await
+        }
+    }
+
+    /// Commits the connection's transaction, then tells the rest of the process.
+    async fn finish(self) -> Result<(), StoreError> {
+        match self.conn {
+            TxConnection::Postgres(tx) => tx.commit().await?,
+            TxConnection::Sqlite(mut held) => held.commit()?,
         }
         if let Some(cache) = &self.status_cache {
             cache.invalidate();
@@ -700,6 +782,14 @@ impl Tx {
             self.jobs_ready.notify_one();
         }
         Ok(())
+    }
+
+    /// Where this transaction's statements run.
+    fn db(&mut self) -> Db<'_> {
+        match &mut self.conn {
+            TxConnection::Postgres(tx) => Db::Connection(tx),
+            TxConnection::Sqlite(held) => Db::Sqlite(held),
+        }
     }
 
     async fn append_audit(&mut self) -> Result<(), StoreError> {
@@ -713,7 +803,7 @@ impl Tx {
         let mut previous: String = sqlx::query_scalar(&format!(
             "SELECT last_hash FROM audit_chain WHERE id = 1 {lock}"
         ))
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.db())
         .await?;
         let mut chained = Vec::with_capacity(self.audit.len());
         for event in std::mem::take(&mut self.audit) {
@@ -721,23 +811,24 @@ impl Tx {
             previous.clone_from(&hash);
             chained.push((event, hash));
         }
-        queries::audit(&mut self.tx, &chained).await?;
+        queries::audit(self, &chained).await?;
         sqlx::query("UPDATE audit_chain SET last_hash = $1 WHERE id = 1")
             .bind(previous)
-            .execute(&mut *self.tx)
+            .execute(self.db())
             .await?;
         Ok(())
     }
 
     pub async fn promotion(&mut self, id: i64) -> Result<Option<Promotion>, StoreError> {
-        queries::promotion(&mut *self.tx, id).await
+        queries::promotion(self.db(), id).await
     }
 
     /// The fence for writes about a leased job: call it first; [`StoreError::LeaseLost`] when
     /// the lease was taken or ran out (drop the transaction). Until commit no claim can take the
     /// job from us.
     pub async fn hold_lease(&mut self, lease: &JobLease) -> Result<(), StoreError> {
-        queries::hold_lease(&mut *self.tx, self.dialect.now_millis(), lease).await
+        let now = self.dialect.now_millis();
+        queries::hold_lease(self.db(), now, lease).await
     }
 
     /// Reads a promotion and holds its row until commit, so concurrent votes are counted one
@@ -747,7 +838,7 @@ impl Tx {
             Dialect::Sqlite => "",
             Dialect::Postgres => "FOR UPDATE",
         };
-        queries::promotion_locked(&mut *self.tx, id, lock).await
+        queries::promotion_locked(self.db(), id, lock).await
     }
 
     pub async fn active_promotion(
@@ -755,7 +846,7 @@ impl Tx {
         service: &str,
         environment: &str,
     ) -> Result<Option<Promotion>, StoreError> {
-        queries::active_promotion(&mut *self.tx, service, environment).await
+        queries::active_promotion(self.db(), service, environment).await
     }
 
     /// The promotion whose version runs now in the environment.
@@ -764,7 +855,7 @@ impl Tx {
         service: &str,
         environment: &str,
     ) -> Result<Option<Promotion>, StoreError> {
-        queries::current(&mut *self.tx, service, environment).await
+        queries::current(self.db(), service, environment).await
     }
 
     /// Environments where this version stands succeeded (not rolled back).
@@ -773,7 +864,7 @@ impl Tx {
         service: &str,
         version: &Version,
     ) -> Result<Vec<String>, StoreError> {
-        queries::succeeded_environments(&mut *self.tx, service, version).await
+        queries::succeeded_environments(self.db(), service, version).await
     }
 
     /// Versions that stand succeeded in an environment, most recent first.
@@ -782,12 +873,12 @@ impl Tx {
         service: &str,
         environment: &str,
     ) -> Result<Vec<Version>, StoreError> {
-        queries::succeeded_versions(&mut *self.tx, service, environment).await
+        queries::succeeded_versions(self.db(), service, environment).await
     }
 
     /// Release versions of a service in creation order.
     pub async fn release_versions(&mut self, service: &str) -> Result<Vec<Version>, StoreError> {
-        queries::release_versions(&mut *self.tx, service).await
+        queries::release_versions(self.db(), service).await
     }
 
     pub async fn release(
@@ -795,7 +886,7 @@ impl Tx {
         service: &str,
         version: &Version,
     ) -> Result<Option<Release>, StoreError> {
-        queries::release(&mut *self.tx, service, version).await
+        queries::release(self.db(), service, version).await
     }
 
     /// Inserts a release; `None` when it exists already.
@@ -803,7 +894,7 @@ impl Tx {
         &mut self,
         release: NewRelease<'_>,
     ) -> Result<Option<Release>, StoreError> {
-        queries::insert_release(&mut *self.tx, release).await
+        queries::insert_release(self.db(), release).await
     }
 
     pub async fn set_manifest(
@@ -811,7 +902,7 @@ impl Tx {
         release_id: i64,
         manifest: &Manifest,
     ) -> Result<(), StoreError> {
-        queries::set_manifest(&mut *self.tx, release_id, manifest).await
+        queries::set_manifest(self.db(), release_id, manifest).await
     }
 
     /// The digest of the newest succeeded promotion of a version in an environment: `Some(None)`
@@ -822,7 +913,7 @@ impl Tx {
         version: &Version,
         environment: &str,
     ) -> Result<Option<Option<String>>, StoreError> {
-        queries::succeeded_digest(&mut *self.tx, service, version, environment).await
+        queries::succeeded_digest(self.db(), service, version, environment).await
     }
 
     /// The digest a promotion deploys.
@@ -830,7 +921,7 @@ impl Tx {
         &mut self,
         promotion_id: i64,
     ) -> Result<Option<String>, StoreError> {
-        queries::promotion_digest(&mut *self.tx, promotion_id).await
+        queries::promotion_digest(self.db(), promotion_id).await
     }
 
     pub async fn set_promotion_digest(
@@ -838,7 +929,7 @@ impl Tx {
         promotion_id: i64,
         digest: Option<&str>,
     ) -> Result<(), StoreError> {
-        queries::set_promotion_digest(&mut *self.tx, promotion_id, digest).await
+        queries::set_promotion_digest(self.db(), promotion_id, digest).await
     }
 
     /// Active promotions of a release awaiting approval.
@@ -847,19 +938,19 @@ impl Tx {
         service: &str,
         version: &Version,
     ) -> Result<Vec<i64>, StoreError> {
-        queries::awaiting_of_release(&mut *self.tx, service, version).await
+        queries::awaiting_of_release(self.db(), service, version).await
     }
 
     /// Removes every approval of a promotion; returns how many there were.
     pub async fn clear_approvals(&mut self, promotion_id: i64) -> Result<u64, StoreError> {
-        queries::clear_approvals(&mut *self.tx, promotion_id).await
+        queries::clear_approvals(self.db(), promotion_id).await
     }
 
     pub async fn insert_promotion(
         &mut self,
         promotion: NewPromotion<'_>,
     ) -> Result<Promotion, StoreError> {
-        queries::insert_promotion(&mut *self.tx, promotion).await
+        queries::insert_promotion(self.db(), promotion).await
     }
 
     /// Writes `updated` if the stored state is still `expected` (compare-and-set).
@@ -869,7 +960,7 @@ impl Tx {
         expected: PromotionState,
     ) -> Result<(), StoreError> {
         let result: AnyQueryResult =
-            queries::update_promotion(&mut *self.tx, updated, expected).await?;
+            queries::update_promotion(self.db(), updated, expected).await?;
         if result.rows_affected() == 1 {
             Ok(())
         } else {
@@ -878,7 +969,7 @@ impl Tx {
     }
 
     pub async fn approvals(&mut self, promotion_id: i64) -> Result<Vec<Approval>, StoreError> {
-        queries::approvals(&mut *self.tx, promotion_id).await
+        queries::approvals(self.db(), promotion_id).await
     }
 
     pub async fn add_approval(
@@ -887,7 +978,7 @@ impl Tx {
         voter: &Identity,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        queries::add_approval(&mut *self.tx, promotion_id, voter, at).await
+        queries::add_approval(self.db(), promotion_id, voter, at).await
     }
 
     pub async fn remove_approval(
@@ -895,7 +986,7 @@ impl Tx {
         promotion_id: i64,
         voter: &Identity,
     ) -> Result<(), StoreError> {
-        queries::remove_approval(&mut *self.tx, promotion_id, voter).await
+        queries::remove_approval(self.db(), promotion_id, voter).await
     }
 
     pub async fn audit(
@@ -924,7 +1015,7 @@ impl Tx {
         run_at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         self.owes_wakeup = true;
-        queries::enqueue_deploy(&mut *self.tx, promotion_id, run_at).await
+        queries::enqueue_deploy(self.db(), promotion_id, run_at).await
     }
 
     pub async fn delete_jobs(
@@ -932,7 +1023,7 @@ impl Tx {
         kind: JobKind,
         promotion_id: i64,
     ) -> Result<(), StoreError> {
-        queries::delete_jobs(&mut *self.tx, kind, promotion_id).await
+        queries::delete_jobs(self.db(), kind, promotion_id).await
     }
 
     pub async fn add_chat_card(
@@ -941,7 +1032,7 @@ impl Tx {
         platform: ChatPlatform,
         channel: &str,
     ) -> Result<(), StoreError> {
-        queries::add_chat_card(&mut *self.tx, promotion_id, platform, channel).await
+        queries::add_chat_card(self.db(), promotion_id, platform, channel).await
     }
 
     /// Owes the promotion's cards an update (no-op for a promotion without cards).
@@ -951,7 +1042,7 @@ impl Tx {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.owes_wakeup = true;
-        queries::touch_cards(&mut *self.tx, promotion_id, now).await
+        queries::touch_cards(self.db(), promotion_id, now).await
     }
 
     /// Process groups recorded for other promotions of the environment.
@@ -961,7 +1052,7 @@ impl Tx {
         environment: &str,
         except: i64,
     ) -> Result<Vec<ProcessRecord>, StoreError> {
-        queries::environment_processes(&mut *self.tx, service, environment, except).await
+        queries::environment_processes(self.db(), service, environment, except).await
     }
 
     /// Another promotion of the environment whose deploy job is still leased.
@@ -972,14 +1063,14 @@ impl Tx {
         except: i64,
     ) -> Result<Option<i64>, StoreError> {
         let now = self.dialect.now_millis();
-        queries::other_leased_deploy(&mut *self.tx, now, service, environment, except).await
+        queries::other_leased_deploy(self.db(), now, service, environment, except).await
     }
 
     pub async fn forget_process(&mut self, record: &ProcessRecord) -> Result<(), StoreError> {
-        queries::forget_process(&mut *self.tx, record).await
+        queries::forget_process(self.db(), record).await
     }
 
     pub async fn set_current(&mut self, promotion: &Promotion) -> Result<(), StoreError> {
-        queries::set_current(&mut *self.tx, promotion).await
+        queries::set_current(self.db(), promotion).await
     }
 }

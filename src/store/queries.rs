@@ -21,7 +21,7 @@ use super::records::{
     millis, time, ApprovalRow, AuditRow, PromotionRow, ReleaseRow, PROMOTION_COLUMNS,
     PROMOTION_FIELDS,
 };
-use super::StoreError;
+use super::{StoreError, Tx};
 
 const DEPLOY_LOG_KEEP: i64 = 200;
 
@@ -57,6 +57,14 @@ impl JobKind {
             JobKind::Announce(ChatPlatform::Slack) => "announce:slack",
             JobKind::Announce(ChatPlatform::Discord) => "announce:discord",
         }
+    }
+
+    /// The kind as an SQL literal. Statements that pick jobs by kind name it, not bind it: the
+    /// jobs table's partial indexes are per kind, and SQLite re-prepares a statement every time
+    /// a parameter that decides whether such an index applies is bound (profiled: the claim was
+    /// parsed and planned again on every run). The names are ours, without quotes.
+    fn sql_literal(self) -> String {
+        format!("'{}'", self.as_str())
     }
 }
 
@@ -509,10 +517,7 @@ pub async fn remove_approval<'e, E: Executor<'e, Database = Any>>(
 /// Appends one audit event with its chain hash (see [`super::Tx::commit`]).
 /// Appends chained events, each with its hash, in one statement per [`AUDIT_ROWS_PER_INSERT`]:
 /// every statement is a round trip to the database, and the ids follow the rows' order.
-pub async fn audit(
-    tx: &mut sqlx::AnyConnection,
-    events: &[(ChainedEvent, String)],
-) -> Result<(), StoreError> {
+pub async fn audit(tx: &mut Tx, events: &[(ChainedEvent, String)]) -> Result<(), StoreError> {
     for chunk in events.chunks(AUDIT_ROWS_PER_INSERT) {
         let rows: Vec<String> = (0..chunk.len())
             .map(|row| {
@@ -537,7 +542,7 @@ pub async fn audit(
                 .bind(&event.detail)
                 .bind(hash);
         }
-        query.execute(&mut *tx).await?;
+        query.execute(tx.db()).await?;
     }
     Ok(())
 }
@@ -625,21 +630,21 @@ pub async fn enqueue_deploy<'e, E: Executor<'e, Database = Any>>(
 /// a job no worker here claims must not keep its workers awake).
 pub async fn next_job_due<'e, E: Executor<'e, Database = Any>>(
     db: E,
-    kinds: &[&str],
+    kinds: &[JobKind],
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
     if kinds.is_empty() {
         return Ok(None);
     }
-    let placeholders: Vec<String> = (1..=kinds.len()).map(|n| format!("${n}")).collect();
+    let literals: Vec<String> = kinds.iter().map(|kind| kind.sql_literal()).collect();
     let sql = format!(
         "SELECT MIN(run_at) FROM jobs WHERE lease_owner IS NULL AND kind IN ({})",
-        placeholders.join(", ")
+        literals.join(", ")
     );
-    let mut query = sqlx::query_scalar::<_, Option<i64>>(&sql);
-    for kind in kinds {
-        query = query.bind(*kind);
-    }
-    query.fetch_one(db).await?.map(time).transpose()
+    sqlx::query_scalar::<_, Option<i64>>(&sql)
+        .fetch_one(db)
+        .await?
+        .map(time)
+        .transpose()
 }
 
 pub async fn delete_jobs<'e, E: Executor<'e, Database = Any>>(
@@ -647,11 +652,11 @@ pub async fn delete_jobs<'e, E: Executor<'e, Database = Any>>(
     kind: JobKind,
     promotion_id: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM jobs WHERE kind = $1 AND promotion_id = $2")
-        .bind(kind.as_str())
-        .bind(promotion_id)
-        .execute(db)
-        .await?;
+    let sql = format!(
+        "DELETE FROM jobs WHERE kind = {} AND promotion_id = $1",
+        kind.sql_literal()
+    );
+    sqlx::query(&sql).bind(promotion_id).execute(db).await?;
     Ok(())
 }
 
@@ -665,7 +670,7 @@ pub struct LeasedRow {
 
 /// How a claim asks for jobs.
 pub struct Claim<'a> {
-    pub kind: &'a str,
+    pub kind: JobKind,
     pub worker: &'a str,
     /// Jobs due by then (due times are the bot's real clock).
     pub now: DateTime<Utc>,
@@ -700,14 +705,14 @@ pub async fn claim<'e, E: Executor<'e, Database = Any>>(
     let sql = format!(
         "UPDATE jobs SET lease_owner = $1, lease_until = {db_now} + $2, attempts = attempts + 1, \
          dirty = 0 \
-         WHERE id IN (SELECT id FROM jobs WHERE kind = $3 AND run_at <= $4 \
-             AND (lease_until IS NULL OR lease_until < {db_now}) ORDER BY id LIMIT $5 {skip_locked}) \
-         RETURNING id, promotion_id, payload, attempts"
+         WHERE id IN (SELECT id FROM jobs WHERE kind = {kind} AND run_at <= $3 \
+             AND (lease_until IS NULL OR lease_until < {db_now}) ORDER BY id LIMIT $4 {skip_locked}) \
+         RETURNING id, promotion_id, payload, attempts",
+        kind = claim.kind.sql_literal(),
     );
     let rows: Vec<(i64, Option<i64>, String, i64)> = sqlx::query_as(&sql)
         .bind(claim.worker)
         .bind(lease_millis(claim.lease))
-        .bind(claim.kind)
         .bind(millis(claim.now))
         .bind(i64::from(claim.limit))
         .fetch_all(db)
@@ -773,7 +778,7 @@ pub async fn hold_lease<'e, E: Executor<'e, Database = Any>>(
 }
 
 pub async fn append_deploy_log(
-    tx: &mut sqlx::Transaction<'static, Any>,
+    tx: &mut Tx,
     promotion_id: i64,
     lines: &[String],
     at: DateTime<Utc>,
@@ -783,7 +788,7 @@ pub async fn append_deploy_log(
             .bind(promotion_id)
             .bind(millis(at))
             .bind(line)
-            .execute(&mut **tx)
+            .execute(tx.db())
             .await?;
     }
     // Keep only the newest lines: the log is for reading a deploy, not for archiving it.
@@ -793,7 +798,7 @@ pub async fn append_deploy_log(
     )
     .bind(promotion_id)
     .bind(DEPLOY_LOG_KEEP)
-    .execute(&mut **tx)
+    .execute(tx.db())
     .await?;
     Ok(())
 }
@@ -1077,16 +1082,16 @@ pub async fn deploy_log_since<'e, E: Executor<'e, Database = Any>>(
 
 /// Ends a card job: gone when nothing changed meanwhile, else due again at `next`.
 pub async fn finish_card_job(
-    tx: &mut sqlx::Transaction<'static, Any>,
+    tx: &mut Tx,
     job_id: i64,
     next: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let deleted = sqlx::query("DELETE FROM jobs WHERE id = $1 AND dirty = 0")
         .bind(job_id)
-        .execute(&mut **tx)
+        .execute(tx.db())
         .await?;
     if deleted.rows_affected() == 0 {
-        retry_job(&mut **tx, job_id, next, None).await?;
+        retry_job(tx.db(), job_id, next, None).await?;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use sqlx::{Any, Executor};
 use crate::domain::verification::Tally;
 
 use super::records::{millis, time};
-use super::{queries, JobLease, Store, StoreError, Tx};
+use super::{JobLease, Store, StoreError, Tx};
 
 /// A promotion's stored rollout.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -137,14 +137,14 @@ impl Store {
         column: &str,
         value: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
-        queries::hold_lease(&mut *tx, self.dialect.now_millis(), lease).await?;
+        let mut tx = self.begin().await?;
+        tx.hold_lease(lease).await?;
         let sql =
             format!("UPDATE rollouts SET {column} = $1 WHERE promotion_id = $2 AND calling = 1");
         sqlx::query(&sql)
             .bind(value)
             .bind(promotion_id)
-            .execute(&mut *tx)
+            .execute(tx.db())
             .await?;
         tx.commit().await?;
         Ok(())
@@ -193,7 +193,7 @@ impl Tx {
              SELECT COUNT(*) FROM chain",
         )
         .bind(promotion_id)
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.db())
         .await?;
         Ok(u32::try_from(count).unwrap_or(u32::MAX).max(1))
     }
@@ -202,7 +202,7 @@ impl Tx {
         &mut self,
         promotion_id: i64,
     ) -> Result<Option<RolloutRecord>, StoreError> {
-        rollout(&mut *self.tx, promotion_id).await
+        rollout(self.db(), promotion_id).await
     }
 
     /// Moves the rollout to `position` (a new action: its pause and advance requests start
@@ -224,7 +224,7 @@ impl Tx {
         .bind(position_value(position))
         .bind(i64::from(calling))
         .bind(gate_started_at.map(millis))
-        .execute(&mut *self.tx)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -247,7 +247,7 @@ impl Tx {
         .bind(i64::from(remote))
         .bind(millis(started_at))
         .bind(promotion_id)
-        .execute(&mut *self.tx)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -260,7 +260,7 @@ impl Tx {
         sqlx::query("UPDATE rollouts SET paused_by = $1 WHERE promotion_id = $2")
             .bind(by)
             .bind(promotion_id)
-            .execute(&mut *self.tx)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -269,7 +269,7 @@ impl Tx {
     pub async fn request_advance(&mut self, promotion_id: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE rollouts SET advance = 1, paused_by = NULL WHERE promotion_id = $1")
             .bind(promotion_id)
-            .execute(&mut *self.tx)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -284,7 +284,7 @@ impl Tx {
             .bind(by)
             .bind(reason)
             .bind(promotion_id)
-            .execute(&mut *self.tx)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -297,7 +297,7 @@ impl Tx {
         sqlx::query("UPDATE rollouts SET rolled_back_by = $1 WHERE promotion_id = $2")
             .bind(rollback)
             .bind(promotion_id)
-            .execute(&mut *self.tx)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -324,7 +324,7 @@ impl Tx {
         .bind(i64::from(tally.inconclusive_in_row))
         .bind(i64::from(tally.done))
         .bind(tally.failure.as_deref())
-        .execute(&mut *self.tx)
+        .execute(self.db())
         .await?;
         Ok(())
     }

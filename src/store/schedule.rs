@@ -86,7 +86,7 @@ impl Store {
         ] {
             let result = sqlx::query(sql)
                 .bind(millis(cutoff))
-                .execute(&self.write)
+                .execute(self.writer().await?.db())
                 .await?;
             pruned += result.rows_affected();
         }
@@ -104,7 +104,7 @@ impl Store {
             .bind(name)
             .bind(event)
             .bind(millis(at))
-            .execute(&self.write)
+            .execute(self.writer().await?.db())
             .await?;
         Ok(())
     }
@@ -179,7 +179,7 @@ impl Store {
     pub async fn finish_job(&self, job_id: i64) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM jobs WHERE id = $1")
             .bind(job_id)
-            .execute(&self.write)
+            .execute(self.writer().await?.db())
             .await?;
         Ok(())
     }
@@ -190,7 +190,7 @@ impl Tx {
         &mut self,
         at: DateTime<Utc>,
     ) -> Result<Vec<FreezeRecord>, StoreError> {
-        active_freezes(&mut *self.tx, at).await
+        active_freezes(self.db(), at).await
     }
 
     pub async fn insert_freeze(
@@ -211,7 +211,7 @@ impl Tx {
             .bind(millis(ends_at))
             .bind(reason)
             .bind(created_by.as_str())
-            .fetch_one(&mut *self.tx)
+            .fetch_one(self.db())
             .await?;
         freeze(row)
     }
@@ -232,7 +232,7 @@ impl Tx {
             .bind(millis(at))
             .bind(by.as_str())
             .bind(environment.unwrap_or(""))
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.db())
             .await?;
         let mut lifted = rows
             .into_iter()
@@ -259,7 +259,7 @@ impl Tx {
         .bind(event)
         .bind(millis(at))
         .bind(millis(fired_at))
-        .execute(&mut *self.tx)
+        .execute(self.db())
         .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -278,7 +278,7 @@ impl Tx {
             .bind(JobKind::Announce(platform).as_str())
             .bind(payload)
             .bind(millis(now))
-            .execute(&mut *self.tx)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -288,7 +288,7 @@ impl Tx {
     pub async fn delete_job(&mut self, job_id: i64) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM jobs WHERE id = $1")
             .bind(job_id)
-            .execute(&mut *self.tx)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -306,7 +306,7 @@ impl Tx {
         .bind(reason)
         .bind(millis(now))
         .bind(promotion_id)
-        .execute(&mut *self.tx)
+        .execute(self.db())
         .await?;
         Ok(())
     }
