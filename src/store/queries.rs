@@ -204,14 +204,19 @@ pub async fn succeeded_environments<'e, E: Executor<'e, Database = Any>>(
     service: &str,
     version: &Version,
 ) -> Result<Vec<String>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT DISTINCT environment FROM promotions \
+    // Deduplicated here: with DISTINCT, SQLite's planner (no statistics) walks every promotion
+    // of the service in environment order instead of looking up (service, version, state).
+    let mut environments: Vec<String> = sqlx::query_scalar(
+        "SELECT environment FROM promotions \
          WHERE service = $1 AND version = $2 AND state = 'succeeded'",
     )
     .bind(service)
     .bind(version.to_string())
     .fetch_all(db)
-    .await?)
+    .await?;
+    environments.sort();
+    environments.dedup();
+    Ok(environments)
 }
 
 pub async fn succeeded_versions<'e, E: Executor<'e, Database = Any>>(
@@ -1200,6 +1205,7 @@ pub async fn stale_processes<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// Groups recorded for other promotions of the environment: older deploys that may still run.
+/// Driven from the few recorded groups, not from the environment's whole history.
 pub async fn environment_processes<'e, E: Executor<'e, Database = Any>>(
     db: E,
     service: &str,
@@ -1207,8 +1213,10 @@ pub async fn environment_processes<'e, E: Executor<'e, Database = Any>>(
     except: i64,
 ) -> Result<Vec<ProcessRecord>, StoreError> {
     let sql = format!(
-        "SELECT {PROCESS_COLUMNS} FROM deploy_processes d JOIN promotions p ON p.id = d.promotion_id \
-         WHERE p.service = $1 AND p.environment = $2 AND p.id <> $3 ORDER BY d.promotion_id"
+        "SELECT {PROCESS_COLUMNS} FROM deploy_processes d \
+         WHERE d.promotion_id <> $3 AND EXISTS (SELECT 1 FROM promotions p \
+             WHERE p.id = d.promotion_id AND p.service = $1 AND p.environment = $2) \
+         ORDER BY d.promotion_id"
     );
     let rows = sqlx::query_as(&sql)
         .bind(service)
@@ -1220,6 +1228,7 @@ pub async fn environment_processes<'e, E: Executor<'e, Database = Any>>(
 }
 
 /// Another promotion of the environment whose deploy job is still leased (its worker runs it).
+/// Driven from the deploy jobs (as many as run now), not from the environment's whole history.
 pub async fn other_leased_deploy<'e, E: Executor<'e, Database = Any>>(
     db: E,
     db_now: &str,
@@ -1228,9 +1237,11 @@ pub async fn other_leased_deploy<'e, E: Executor<'e, Database = Any>>(
     except: i64,
 ) -> Result<Option<i64>, StoreError> {
     let sql = format!(
-        "SELECT p.id FROM jobs j JOIN promotions p ON p.id = j.promotion_id \
-         WHERE j.kind = 'deploy' AND p.service = $1 AND p.environment = $2 AND p.id <> $3 \
-             AND j.lease_until >= {db_now} ORDER BY p.id LIMIT 1"
+        "SELECT j.promotion_id FROM jobs j \
+         WHERE j.kind = 'deploy' AND j.promotion_id <> $3 AND j.lease_until >= {db_now} \
+             AND EXISTS (SELECT 1 FROM promotions p \
+                 WHERE p.id = j.promotion_id AND p.service = $1 AND p.environment = $2) \
+         ORDER BY j.promotion_id LIMIT 1"
     );
     Ok(sqlx::query_scalar(&sql)
         .bind(service)
