@@ -512,7 +512,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn stores_of_one_file_share_its_write_connection_until_it_is_closed() {
+    async fn writers_of_one_file_share_one_connection_until_it_is_closed() {
         let (dir, first) = writer().await;
         let same = SqliteWriter::open(&dir.path().join("writer.db"))
             .await
